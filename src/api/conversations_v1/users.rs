@@ -1,0 +1,162 @@
+//! Conversations Users, service-scoped (`/v1/Services/{sid}/Users`) and through the
+//! default-service shortcut (`/v1/Users`), which acts on the account's
+//! `default_chat_service_sid` (created on first use).
+//!
+//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain.
+
+use actix_web::web;
+use serde_json::{Value, json};
+
+use crate::api::common::users::{find_user, new_user, reachability_json, user_patch};
+use crate::api::common::{created, deleted, ok};
+use crate::api::ctx::Ctx;
+use crate::api::errors::ApiResult;
+use crate::api::paging::{Listing, list_request};
+use crate::api::params::Params;
+use crate::domain::service::Service;
+use crate::domain::time::twilio_date;
+use crate::domain::user::{User, UserKey};
+
+const MAX_PAGE_SIZE: u32 = 50;
+
+/// The service a request acts on and the collection path its URLs use.
+struct Scope {
+    service: Service,
+    path: String,
+}
+
+impl Scope {
+    fn service(ctx: &Ctx, sid: &str) -> ApiResult<Self> {
+        let service = ctx.service(sid)?;
+        let path = format!("/v1/Services/{}/Users", service.sid);
+        Ok(Scope { service, path })
+    }
+
+    async fn default(ctx: &Ctx) -> ApiResult<Self> {
+        let configured = ctx.store().account()?.default_chat_service_sid;
+        let existing = match configured {
+            Some(sid) => ctx.store().service(&sid)?,
+            None => None,
+        };
+        let service = match existing {
+            Some(service) => service,
+            None => ctx.store().default_conversations_service().await?,
+        };
+        Ok(Scope {
+            service,
+            path: "/v1/Users".to_string(),
+        })
+    }
+
+    fn user_json(&self, ctx: &Ctx, u: &User, single: bool) -> Value {
+        let (is_online, is_notifiable) = reachability_json(&self.service, u, single);
+        let url = format!("{}/{}", self.path, u.sid);
+        json!({
+            "sid": u.sid,
+            "account_sid": ctx.account_sid(),
+            "chat_service_sid": u.service_sid,
+            "role_sid": u.role_sid,
+            "identity": u.identity,
+            "friendly_name": u.friendly_name,
+            "attributes": u.attributes,
+            "is_online": is_online,
+            "is_notifiable": is_notifiable,
+            "date_created": twilio_date(u.date_created),
+            "date_updated": twilio_date(u.date_updated),
+            "url": ctx.url(&url),
+            "links": {"user_conversations": ctx.url(&format!("{url}/Conversations"))},
+        })
+    }
+
+    async fn create(self, ctx: Ctx, params: Params) -> ApiResult {
+        let user = ctx
+            .store()
+            .create_user(&self.service.sid, new_user(&params)?, ctx.origin())
+            .await?;
+        Ok(created(self.user_json(&ctx, &user, true)))
+    }
+
+    fn list(self, ctx: Ctx, params: Params) -> ApiResult {
+        let request = list_request(&params, MAX_PAGE_SIZE)?;
+        let page = ctx.store().list_users(&self.service.sid, request.page)?;
+        let listing = Listing {
+            path: &self.path,
+            key: "users",
+            filters: Vec::new(),
+        };
+        Ok(listing.respond(&ctx, &request, &page, |u| self.user_json(&ctx, u, false)))
+    }
+
+    fn fetch(self, ctx: Ctx, segment: &str) -> ApiResult {
+        let user = find_user(&ctx, &self.service, segment)?;
+        Ok(ok(self.user_json(&ctx, &user, true)))
+    }
+
+    async fn update(self, ctx: Ctx, segment: &str, params: Params) -> ApiResult {
+        let patch = user_patch(&params)?;
+        let user = ctx
+            .store()
+            .update_user(
+                &self.service.sid,
+                UserKey::parse(segment),
+                patch,
+                ctx.origin(),
+            )
+            .await?;
+        Ok(ok(self.user_json(&ctx, &user, true)))
+    }
+
+    async fn delete(self, ctx: Ctx, segment: &str) -> ApiResult {
+        deleted(
+            ctx.store()
+                .delete_user(&self.service.sid, UserKey::parse(segment), ctx.origin())
+                .await?,
+        )
+    }
+}
+
+pub async fn create_service_user(ctx: Ctx, sid: web::Path<String>, params: Params) -> ApiResult {
+    Scope::service(&ctx, &sid)?.create(ctx, params).await
+}
+
+pub async fn list_service_users(ctx: Ctx, sid: web::Path<String>, params: Params) -> ApiResult {
+    Scope::service(&ctx, &sid)?.list(ctx, params)
+}
+
+pub async fn fetch_service_user(ctx: Ctx, path: web::Path<(String, String)>) -> ApiResult {
+    Scope::service(&ctx, &path.0)?.fetch(ctx, &path.1)
+}
+
+pub async fn update_service_user(
+    ctx: Ctx,
+    path: web::Path<(String, String)>,
+    params: Params,
+) -> ApiResult {
+    Scope::service(&ctx, &path.0)?
+        .update(ctx, &path.1, params)
+        .await
+}
+
+pub async fn delete_service_user(ctx: Ctx, path: web::Path<(String, String)>) -> ApiResult {
+    Scope::service(&ctx, &path.0)?.delete(ctx, &path.1).await
+}
+
+pub async fn create_default_user(ctx: Ctx, params: Params) -> ApiResult {
+    Scope::default(&ctx).await?.create(ctx, params).await
+}
+
+pub async fn list_default_users(ctx: Ctx, params: Params) -> ApiResult {
+    Scope::default(&ctx).await?.list(ctx, params)
+}
+
+pub async fn fetch_default_user(ctx: Ctx, user: web::Path<String>) -> ApiResult {
+    Scope::default(&ctx).await?.fetch(ctx, &user)
+}
+
+pub async fn update_default_user(ctx: Ctx, user: web::Path<String>, params: Params) -> ApiResult {
+    Scope::default(&ctx).await?.update(ctx, &user, params).await
+}
+
+pub async fn delete_default_user(ctx: Ctx, user: web::Path<String>) -> ApiResult {
+    Scope::default(&ctx).await?.delete(ctx, &user).await
+}

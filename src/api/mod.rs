@@ -1,0 +1,32 @@
+//! The HTTP surface: Twilio dialects (Chat v1/v2, Conversations v1), the native API and ops
+//! endpoints, with Twilio-format errors everywhere.
+//!
+//! May depend on: actix-web, serde, serde_json, domain. Never on rusqlite or db: storage is
+//! reached through `domain::store::Store` only.
+
+pub mod auth;
+mod chat;
+pub mod common;
+mod conversations_v1;
+pub mod ctx;
+pub mod errors;
+pub mod native;
+pub mod ops;
+pub mod paging;
+pub mod params;
+pub mod state;
+
+use actix_web::web;
+
+/// A resource whose unsupported methods answer 405/20004.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(errors::reject_method))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").get(ops::check_health));
+    chat::configure(cfg);
+    conversations_v1::configure(cfg);
+    native::configure(cfg);
+}

@@ -1,0 +1,16 @@
+//! reachd's native backend API (`/api/v1`, Basic auth, JSON in and out, snake_case).
+//!
+//! May depend on: actix-web, api::{common, ctx, errors, params}, domain.
+
+mod bindings;
+pub(crate) mod views;
+
+use actix_web::web;
+
+use super::resource;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::scope("/api/v1").service(
+        resource("/services/{sid}/users/{user}/bindings").post(bindings::register_binding),
+    ));
+}

@@ -1,0 +1,23 @@
+//! Shared state of the HTTP layer: the store port and the few settings handlers need.
+//!
+//! May depend on: domain.
+
+use std::sync::Arc;
+
+use crate::domain::secret::Secret;
+use crate::domain::store::Store;
+
+/// The account's Basic-auth credentials, held in memory.
+#[derive(Debug, Clone)]
+pub struct AccountCredentials {
+    pub sid: String,
+    pub auth_token: Secret,
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub account: AccountCredentials,
+    /// Configured public base URL (no trailing slash); derived from the request when `None`.
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+}

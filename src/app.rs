@@ -1,0 +1,217 @@
+//! The composition root: opens storage, bootstraps the account, starts the writer and the
+//! HTTP server on a given listener, and stops them in order. The only module that knows every
+//! concrete type. Tests call [`start`] with a port-0 listener and a temporary database.
+//!
+//! May depend on: everything in the crate.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::state::{AccountCredentials, AppState};
+use crate::api::{self, errors};
+use crate::config::Config;
+use crate::db::writer::{Writer, WriterStats};
+use crate::db::{Database, OpenOptions, SqliteStore, keys};
+use crate::domain::ids::{self, Prefix};
+use crate::domain::secret::Secret;
+use crate::domain::store::Store;
+
+/// Credentials generated on the first start, to be shown once.
+pub struct FirstRun {
+    pub account_sid: String,
+    pub auth_token: String,
+    pub api_key_sid: String,
+    pub api_key_secret: String,
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub first_run: Option<FirstRun>,
+    pub account: AccountCredentials,
+    pub store: Arc<dyn Store>,
+    pub writer_stats: Arc<WriterStats>,
+    http: ServerHandle,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful stop: stop accepting, finish in-flight requests, then drain the writer.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.http.stop(true).await;
+        self.http_task
+            .await
+            .context("joining the HTTP server")?
+            .context("HTTP server")?;
+        let Running {
+            store,
+            writer_thread,
+            ..
+        } = self;
+        drop(store);
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .context("joining the writer")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        Ok(())
+    }
+
+    /// Waits until the HTTP server ends (after a signal or [`ServerHandle::stop`]).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let handle = self.http.clone();
+        let stop_on_signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; stopping");
+            handle.stop(true).await;
+        });
+        let Running {
+            http_task,
+            store,
+            writer_thread,
+            ..
+        } = self;
+        let served = http_task.await.context("joining the HTTP server")?;
+        stop_on_signal.abort();
+        served.context("HTTP server")?;
+        drop(store);
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .context("joining the writer")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn open_options(config: &Config) -> OpenOptions {
+    OpenOptions {
+        path: config.database.clone(),
+        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
+        read_pool_size: config.storage.read_pool_size,
+    }
+}
+
+/// Uses the configured account credentials (storing them), else the stored ones, else
+/// generates a fresh account and API key.
+fn bootstrap_account(
+    db: &Database,
+    config: &Config,
+) -> anyhow::Result<(AccountCredentials, Option<FirstRun>)> {
+    let conn = &db.writer;
+    if let (Some(sid), Some(token)) = (&config.account_sid, &config.auth_token) {
+        crate::db::open::store_account(conn, sid, token.expose())?;
+        return Ok((
+            AccountCredentials {
+                sid: sid.clone(),
+                auth_token: token.clone(),
+            },
+            None,
+        ));
+    }
+    if let Some((sid, token)) = crate::db::open::account_credentials(conn)? {
+        return Ok((
+            AccountCredentials {
+                sid,
+                auth_token: Secret::new(token),
+            },
+            None,
+        ));
+    }
+    let sid = ids::new_sid(Prefix::Account);
+    let token = ids::random_hex(16);
+    crate::db::open::store_account(conn, &sid, &token)?;
+    let key = keys::create(conn, Some("generated at first start"))?;
+    let first = FirstRun {
+        account_sid: sid.clone(),
+        auth_token: token.clone(),
+        api_key_sid: key.sid,
+        api_key_secret: key.secret,
+    };
+    Ok((
+        AccountCredentials {
+            sid,
+            auth_token: Secret::new(token),
+        },
+        Some(first),
+    ))
+}
+
+/// Opens storage and serves on `listener` until stopped.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let db = Database::open(&open_options(&config))?;
+    let (account, first_run) = bootstrap_account(&db, &config)?;
+    let Database {
+        writer: writer_conn,
+        reads,
+        ..
+    } = db;
+    let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, Vec::new())
+        .context("starting the writer")?;
+    let writer_stats = writer.stats().clone();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(reads, writer));
+    let state = web::Data::new(AppState {
+        store: store.clone(),
+        account: account.clone(),
+        public_url: config.public_url.clone(),
+        max_body_bytes: config.http.max_body_bytes,
+    });
+    let addr = listener
+        .local_addr()
+        .context("reading the listener address")?;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(ErrorHandlers::new().handler(StatusCode::NOT_FOUND, errors::fill_not_found))
+            .wrap(TracingLogger::default())
+            .configure(api::configure)
+            .default_service(web::to(errors::reject_path))
+    })
+    .disable_signals()
+    .shutdown_timeout(30);
+    if config.http.workers > 0 {
+        server = server.workers(config.http.workers);
+    }
+    let server = server.listen(listener).context("listening")?.run();
+    let http = server.handle();
+    let http_task = tokio::spawn(server);
+    Ok(Running {
+        addr,
+        first_run,
+        account,
+        store,
+        writer_stats,
+        http,
+        http_task,
+        writer_thread,
+    })
+}

@@ -1,0 +1,43 @@
+//! The command line (clap): `serve` (the default), `keys create|list|revoke`.
+//!
+//! May depend on: clap, config, db, app.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reachd",
+    version,
+    about = "Self-hosted reachability server, wire-compatible with Twilio's Reachability Indicator"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); REACHD_* environment variables override it.
+    #[arg(long, short = 'c', global = true, env = "REACHD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage API keys (works against the database of a running server).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print {"sid", "secret"}; the secret is shown only here.
+    Create {
+        #[arg(long)]
+        friendly_name: Option<String>,
+    },
+    /// List keys (without secrets).
+    List,
+    /// Revoke a key: Basic auth and access tokens signed with it stop working at once.
+    Revoke { sid: String },
+}

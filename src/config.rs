@@ -1,0 +1,331 @@
+//! Layered configuration: compiled-in defaults (`config/reachd.toml`), then an optional config
+//! file, then `REACHD_*` environment variables (`__` separates nested keys), validated once at
+//! startup.
+//!
+//! May depend on: figment, serde, domain (SID validation). Secrets are wrapped in [`Secret`] so
+//! that `Debug` output and logs never contain them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{self, Prefix};
+pub use crate::domain::secret::Secret;
+
+/// The commented defaults, also shipped as `config/reachd.toml`.
+pub const DEFAULTS_TOML: &str = include_str!("../config/reachd.toml");
+
+const ENV_PREFIX: &str = "REACHD_";
+
+/// Keys whose environment values are taken verbatim as strings (figment would otherwise turn an
+/// all-digit token into a number).
+const RAW_STRING_KEYS: [&str; 5] = [
+    "listen",
+    "database",
+    "public_url",
+    "account_sid",
+    "auth_token",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub read_pool_size: u32,
+    pub busy_timeout_ms: u64,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    pub ping_interval_ms: u64,
+    pub session_ttl_ms: u64,
+    pub offline_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub database: PathBuf,
+    pub public_url: Option<String>,
+    pub account_sid: Option<String>,
+    pub auth_token: Option<Secret>,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub presence: PresenceConfig,
+}
+
+/// Why a configuration was refused; the CLI prints it and exits with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("configuration: file {0} not found")]
+    MissingFile(PathBuf),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (used by tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let vars = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        figment = figment.merge(EnvVars { vars });
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Treats empty strings as unset, so `REACHD_PUBLIC_URL=` clears a value.
+    fn normalize(&mut self) {
+        if self.public_url.as_deref().is_some_and(str::is_empty) {
+            self.public_url = None;
+        }
+        if self.account_sid.as_deref().is_some_and(str::is_empty) {
+            self.account_sid = None;
+        }
+        if self
+            .auth_token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
+            self.auth_token = None;
+        }
+        if let Some(url) = &mut self.public_url {
+            while url.ends_with('/') {
+                url.pop();
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("listen", "must be host:port, e.g. 127.0.0.1:8080"))?;
+        if self.database.as_os_str().is_empty() {
+            return Err(invalid("database", "must be a file path"));
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|_| invalid("public_url", "must be an absolute http(s) URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
+                return Err(invalid(
+                    "public_url",
+                    "must be an absolute http(s) URL without query",
+                ));
+            }
+        }
+        match (&self.account_sid, &self.auth_token) {
+            (Some(sid), Some(_)) if !ids::is_sid(sid, Prefix::Account) => {
+                return Err(invalid(
+                    "account_sid",
+                    "must be AC followed by 32 hex digits",
+                ));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid(
+                    "auth_token",
+                    "account_sid and auth_token must be set together",
+                ));
+            }
+            _ => {}
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.storage.read_pool_size == 0 || self.storage.max_batch == 0 {
+            return Err(invalid(
+                "storage",
+                "read_pool_size and max_batch must be positive",
+            ));
+        }
+        if !matches!(self.log_format, LogFormat::Pretty | LogFormat::Json) {
+            return Err(invalid("log_format", "must be pretty or json"));
+        }
+        let p = &self.presence;
+        if p.ping_interval_ms == 0 || p.session_ttl_ms <= p.ping_interval_ms {
+            return Err(invalid(
+                "presence",
+                "session_ttl_ms must be greater than ping_interval_ms, which must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        // Validated in `validate`; fall back to loopback for a hand-built Config.
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// `REACHD_*` variables as a figment provider. Figment's own `Env` reads the process
+/// environment; this one takes the variables it is given so that tests neither depend on nor
+/// mutate the real environment, and it keeps [`RAW_STRING_KEYS`] as verbatim strings.
+struct EnvVars {
+    vars: Vec<(String, String)>,
+}
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("REACHD_* environment variable(s)")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.vars {
+            let Some(stripped) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let lowered = stripped.to_ascii_lowercase();
+            let path: Vec<&str> = lowered.split("__").collect();
+            if path.iter().any(|part| part.is_empty()) {
+                continue;
+            }
+            let parsed = if RAW_STRING_KEYS.contains(&lowered.as_str()) {
+                figment::value::Value::from(value.clone())
+            } else {
+                value.parse().unwrap_or_else(|_| value.clone().into())
+            };
+            insert_path(&mut dict, &path, parsed);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_string(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict
+                .entry((*head).to_string())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, child) = entry {
+                insert_path(child, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c = Config::load_from(None, env(&[])).expect("defaults are valid");
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.database, PathBuf::from("./data/reachd.db"));
+        assert_eq!(c.presence.session_ttl_ms, 60_000);
+        assert!(c.public_url.is_none());
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_keeps_digit_strings() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("REACHD_PRESENCE__SESSION_TTL_MS", "90000"),
+                ("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("REACHD_AUTH_TOKEN", "0123456789"),
+                ("REACHD_LOG_FORMAT", "json"),
+                ("REACHD_PUBLIC_URL", "https://reach.example.com/"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.presence.session_ttl_ms, 90_000);
+        assert_eq!(
+            c.auth_token.as_ref().map(Secret::expose),
+            Some("0123456789")
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.public_url.as_deref(), Some("https://reach.example.com"));
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_key_named() {
+        let err = Config::load_from(None, env(&[("REACHD_LISTEN", "nonsense")])).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("REACHD_PRESENCE__SESSION_TTL_MS", "10")])).unwrap_err();
+        assert!(err.to_string().contains("presence"), "{err}");
+        let err = Config::load_from(None, env(&[("REACHD_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("log_format"), "{err}");
+        let err = Config::load_from(None, env(&[("REACHD_ACCOUNT_SID", "AC1")])).unwrap_err();
+        assert!(err.to_string().contains("auth_token"), "{err}");
+        let err = Config::load_from(None, env(&[("REACHD_NOPE", "1")])).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("REACHD_AUTH_TOKEN", "supersecrettoken"),
+            ]),
+        )
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("supersecrettoken"));
+    }
+}

@@ -1,0 +1,236 @@
+//! SQL for push bindings, and the notifiable state they decide.
+//!
+//! May depend on: rusqlite, domain.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::SqlResultExt;
+use super::paging::{fetch_page, text};
+use super::{services, users};
+use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::service::Service;
+use crate::domain::time::now_ms;
+use crate::domain::user::UserKey;
+use crate::domain::{Error, Result};
+
+const COLUMNS: &str = "id, sid, service_sid, user_sid, identity, credential_sid, endpoint, \
+     address, binding_type, date_created, date_updated";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Binding> {
+    let kind: String = row.get(8)?;
+    Ok(Binding {
+        sid: row.get(1)?,
+        service_sid: row.get(2)?,
+        user_sid: row.get(3)?,
+        identity: row.get(4)?,
+        credential_sid: row.get(5)?,
+        endpoint: row.get(6)?,
+        address: row.get(7)?,
+        binding_type: BindingType::parse(&kind).unwrap_or(BindingType::Twilsock),
+        date_created: row.get(9)?,
+        date_updated: row.get(10)?,
+    })
+}
+
+/// `WHERE` clause and arguments for a service plus a filter.
+fn filter_sql(service_sid: &str, filter: &BindingFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from("service_sid = ?");
+    let mut args = vec![text(service_sid)];
+    let mut any_of = |column: &str, values: Vec<Value>| {
+        if values.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        sql.push_str(&format!(" AND {column} IN ({marks})"));
+        args.extend(values);
+    };
+    any_of(
+        "binding_type",
+        filter.types.iter().map(|t| text(t.as_str())).collect(),
+    );
+    any_of(
+        "identity",
+        filter.identities.iter().map(|i| text(i)).collect(),
+    );
+    any_of(
+        "user_sid",
+        filter.user_sid.iter().map(|s| text(s)).collect(),
+    );
+    (sql, args)
+}
+
+pub fn get(
+    conn: &Connection,
+    service_sid: &str,
+    sid: &str,
+    filter: &BindingFilter,
+) -> Result<Option<Binding>> {
+    let (mut sql, mut args) = filter_sql(service_sid, filter);
+    sql.push_str(" AND sid = lower(?)");
+    args.push(text(sid));
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE {sql}"))
+        .db()?
+        .query_row(rusqlite::params_from_iter(args), from_row)
+        .optional()
+        .db()
+}
+
+pub fn list(
+    conn: &Connection,
+    service_sid: &str,
+    filter: &BindingFilter,
+    page: PageRequest,
+) -> Result<Page<Binding>> {
+    let (sql, args) = filter_sql(service_sid, filter);
+    fetch_page(
+        conn,
+        &format!("SELECT {COLUMNS} FROM bindings"),
+        &sql,
+        args,
+        page,
+        from_row,
+    )
+}
+
+/// A change of a user's notifiable state caused by a binding write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifiableChange {
+    pub user_sid: String,
+    pub is_notifiable: bool,
+}
+
+/// Registers a binding for an existing user; an endpoint already registered in the service is
+/// replaced in place (keeping its SID), even if it belonged to another user.
+pub fn register(
+    conn: &Connection,
+    service_sid: &str,
+    key: &UserKey,
+    new: NewBinding,
+) -> Result<(Binding, Vec<NotifiableChange>)> {
+    new.validate()?;
+    let service = services::require(conn, service_sid)?;
+    let user = users::require(conn, service_sid, key)?;
+    let now = now_ms();
+    let endpoint = new.endpoint_for(&user.identity);
+    let existing: Option<Binding> = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bindings WHERE service_sid = ?1 AND endpoint = ?2"
+        ))
+        .db()?
+        .query_row(params![service_sid, endpoint], from_row)
+        .optional()
+        .db()?;
+    let mut binding = new.into_binding(service_sid, &user.sid, &user.identity, now);
+    let mut touched = vec![user.sid.clone()];
+    if let Some(old) = existing {
+        binding.sid = old.sid;
+        binding.date_created = old.date_created;
+        if old.user_sid != user.sid {
+            touched.push(old.user_sid);
+        }
+        conn.prepare_cached(
+            "UPDATE bindings SET user_sid = ?2, identity = ?3, credential_sid = ?4, address = ?5, \
+             binding_type = ?6, date_updated = ?7 WHERE sid = ?1",
+        )
+        .db()?
+        .execute(params![
+            binding.sid,
+            binding.user_sid,
+            binding.identity,
+            binding.credential_sid,
+            binding.address,
+            binding.binding_type.as_str(),
+            now,
+        ])
+        .db()?;
+    } else {
+        conn.prepare_cached(
+            "INSERT INTO bindings (sid, service_sid, user_sid, identity, credential_sid, endpoint, \
+             address, binding_type, date_created, date_updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .db()?
+        .execute(params![
+            binding.sid,
+            binding.service_sid,
+            binding.user_sid,
+            binding.identity,
+            binding.credential_sid,
+            binding.endpoint,
+            binding.address,
+            binding.binding_type.as_str(),
+            binding.date_created,
+            binding.date_updated,
+        ])
+        .db()?;
+    }
+    let changes = refresh_notifiable(conn, &service, &touched)?;
+    Ok((binding, changes))
+}
+
+/// Deletes the binding named by SID or endpoint within the filter's scope.
+pub fn delete(
+    conn: &Connection,
+    service_sid: &str,
+    sid_or_endpoint: &str,
+    filter: &BindingFilter,
+) -> Result<Option<(Binding, Vec<NotifiableChange>)>> {
+    let (mut sql, mut args) = filter_sql(service_sid, filter);
+    sql.push_str(" AND (sid = lower(?) OR endpoint = ?) ORDER BY sid = lower(?) DESC LIMIT 1");
+    args.extend([
+        text(sid_or_endpoint),
+        text(sid_or_endpoint),
+        text(sid_or_endpoint),
+    ]);
+    let found = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE {sql}"))
+        .db()?
+        .query_row(rusqlite::params_from_iter(args), from_row)
+        .optional()
+        .db()?;
+    let Some(binding) = found else {
+        return Ok(None);
+    };
+    conn.prepare_cached("DELETE FROM bindings WHERE sid = ?1")
+        .db()?
+        .execute([&binding.sid])
+        .db()?;
+    let service = services::require(conn, service_sid)?;
+    let changes = refresh_notifiable(conn, &service, std::slice::from_ref(&binding.user_sid))?;
+    Ok(Some((binding, changes)))
+}
+
+/// Recomputes `is_notifiable` for these users (while reachability is enabled) and returns the
+/// users whose state changed.
+fn refresh_notifiable(
+    conn: &Connection,
+    service: &Service,
+    user_sids: &[String],
+) -> Result<Vec<NotifiableChange>> {
+    if !service.reachability_enabled {
+        return Ok(Vec::new());
+    }
+    let mut changes = Vec::new();
+    for user_sid in user_sids {
+        let (stored, push_count): (Option<bool>, i64) = conn
+            .prepare_cached(
+                "SELECT is_notifiable, (SELECT count(*) FROM bindings b WHERE b.user_sid = u.sid \
+                 AND b.binding_type != 'twilsock') FROM users u WHERE u.sid = ?1",
+            )
+            .db()?
+            .query_row([user_sid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .db()?
+            .ok_or(Error::NotFound)?;
+        let now_notifiable = push_count > 0;
+        if stored != Some(now_notifiable) {
+            users::set_notifiable(conn, user_sid, now_notifiable)?;
+            changes.push(NotifiableChange {
+                user_sid: user_sid.clone(),
+                is_notifiable: now_notifiable,
+            });
+        }
+    }
+    Ok(changes)
+}

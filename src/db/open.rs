@@ -1,0 +1,153 @@
+//! Opening the database file: pragmas (WAL, foreign keys, busy timeout), the baseline schema
+//! and numbered migrations tracked in `PRAGMA user_version`, and the read pool.
+//!
+//! May depend on: rusqlite, r2d2, r2d2_sqlite, domain.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+/// The baseline schema (user_version 1).
+const BASELINE: &str = include_str!("../../schema.sql");
+
+/// Migrations after the baseline: `(version, sql)`, applied in order.
+const MIGRATIONS: &[(u32, &str)] = &[];
+
+/// The schema version this binary writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(1, |(v, _)| *v)
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub path: PathBuf,
+    pub busy_timeout: Duration,
+    pub read_pool_size: u32,
+}
+
+pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// An opened, migrated database: the writer's connection and the read pool.
+pub struct Database {
+    pub writer: Connection,
+    pub reads: ReadPool,
+    pub path: PathBuf,
+}
+
+impl Database {
+    /// Creates the folder and file if needed, migrates, and opens the read pool.
+    pub fn open(options: &OpenOptions) -> anyhow::Result<Self> {
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating database folder {}", dir.display()))?;
+        }
+        let mut writer = open_connection(&options.path, options.busy_timeout)?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")?;
+        migrate(&mut writer)?;
+        let busy = options.busy_timeout;
+        let manager = SqliteConnectionManager::file(&options.path).with_init(move |c| {
+            configure(c, busy)?;
+            c.pragma_update(None, "query_only", true)
+        });
+        let reads = r2d2::Pool::builder()
+            .max_size(options.read_pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(manager)
+            .context("opening the read pool")?;
+        Ok(Database {
+            writer,
+            reads,
+            path: options.path.clone(),
+        })
+    }
+}
+
+/// A plain read-write connection with reachd's pragmas (used by the writer and the CLI).
+pub fn open_connection(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    configure(&conn, busy_timeout).context("configuring the connection")?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Brings the schema to [`latest_version`]; refuses a database written by a newer reachd.
+pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let latest = latest_version();
+    if current > latest {
+        bail!(
+            "the database is at schema version {current}, newer than this reachd ({latest}); \
+             run a newer reachd or restore a backup"
+        );
+    }
+    if current == latest {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    if current == 0 {
+        tx.execute_batch(BASELINE).context("applying schema.sql")?;
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current.max(1)) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {version}"))?;
+    }
+    tx.pragma_update(None, "user_version", latest)?;
+    tx.commit().context("committing migrations")?;
+    Ok(())
+}
+
+/// The stored account SID and auth token, if any.
+pub fn account_credentials(conn: &Connection) -> anyhow::Result<Option<(String, String)>> {
+    Ok(super::account::credentials(conn)?)
+}
+
+/// Creates the account row or replaces its credentials.
+pub fn store_account(conn: &Connection, sid: &str, auth_token: &str) -> anyhow::Result<()> {
+    Ok(super::account::store_credentials(conn, sid, auth_token)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_gets_the_latest_version_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/reachd.db");
+        let opts = OpenOptions {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(1),
+            read_pool_size: 2,
+        };
+        let db = Database::open(&opts).expect("open");
+        let v: u32 = db
+            .writer
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, latest_version());
+        let mode: String = db
+            .writer
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        db.writer
+            .pragma_update(None, "user_version", latest_version() + 1)
+            .expect("bump");
+        drop(db);
+        let err = Database::open(&opts).err().expect("refused");
+        assert!(err.to_string().contains("newer than this reachd"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! SQL for services.
+//!
+//! May depend on: rusqlite, serde_json, domain.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::SqlResultExt;
+use super::paging::fetch_page;
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::service::{PresenceOverrides, ReachabilityToggle, Service, ServicePatch};
+use crate::domain::time::now_ms;
+use crate::domain::{Error, Result};
+
+const COLUMNS: &str = "id, sid, friendly_name, reachability_enabled, ping_interval_ms, \
+     session_ttl_ms, offline_grace_ms, settings, date_created, date_updated";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Service> {
+    let settings: String = row.get(7)?;
+    let settings = serde_json::from_str(&settings).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Service {
+        sid: row.get(1)?,
+        friendly_name: row.get(2)?,
+        reachability_enabled: row.get(3)?,
+        presence: PresenceOverrides {
+            ping_interval_ms: millis(row, 4)?,
+            session_ttl_ms: millis(row, 5)?,
+            offline_grace_ms: millis(row, 6)?,
+        },
+        settings,
+        date_created: row.get(8)?,
+        date_updated: row.get(9)?,
+    })
+}
+
+/// A nullable non-negative duration column.
+fn millis(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(row
+        .get::<_, Option<i64>>(index)?
+        .and_then(|v| u64::try_from(v).ok()))
+}
+
+fn as_column(value: Option<u64>) -> Option<i64> {
+    value.and_then(|v| i64::try_from(v).ok())
+}
+
+fn settings_json(service: &Service) -> Result<String> {
+    serde_json::to_string(&service.settings).map_err(|e| Error::Internal(e.into()))
+}
+
+pub fn get(conn: &Connection, sid: &str) -> Result<Option<Service>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM services WHERE sid = ?1"))
+        .db()?
+        .query_row([sid], from_row)
+        .optional()
+        .db()
+}
+
+pub fn require(conn: &Connection, sid: &str) -> Result<Service> {
+    get(conn, sid)?.ok_or(Error::NotFound)
+}
+
+pub fn list(conn: &Connection, page: PageRequest) -> Result<Page<Service>> {
+    fetch_page(
+        conn,
+        &format!("SELECT {COLUMNS} FROM services"),
+        "1",
+        Vec::new(),
+        page,
+        from_row,
+    )
+}
+
+pub fn insert(conn: &Connection, service: &Service) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO services (sid, friendly_name, reachability_enabled, ping_interval_ms, \
+         session_ttl_ms, offline_grace_ms, settings, date_created, date_updated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .db()?
+    .execute(params![
+        service.sid,
+        service.friendly_name,
+        service.reachability_enabled,
+        as_column(service.presence.ping_interval_ms),
+        as_column(service.presence.session_ttl_ms),
+        as_column(service.presence.offline_grace_ms),
+        settings_json(service)?,
+        service.date_created,
+        service.date_updated,
+    ])
+    .db()?;
+    Ok(())
+}
+
+fn save(conn: &Connection, service: &Service) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE services SET friendly_name = ?2, reachability_enabled = ?3, ping_interval_ms = ?4, \
+         session_ttl_ms = ?5, offline_grace_ms = ?6, settings = ?7, date_updated = ?8 WHERE sid = ?1",
+    )
+    .db()?
+    .execute(params![
+        service.sid,
+        service.friendly_name,
+        service.reachability_enabled,
+        as_column(service.presence.ping_interval_ms),
+        as_column(service.presence.session_ttl_ms),
+        as_column(service.presence.offline_grace_ms),
+        settings_json(service)?,
+        service.date_updated,
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Applies `patch`; enabling reachability forgets every user's previous state (unknown until
+/// the next transition), except that users with push bindings are notifiable at once.
+pub fn update(
+    conn: &Connection,
+    sid: &str,
+    patch: &ServicePatch,
+) -> Result<(Service, ReachabilityToggle)> {
+    let mut service = require(conn, sid)?;
+    let toggle = service.apply(patch, now_ms())?;
+    save(conn, &service)?;
+    if toggle == ReachabilityToggle::Enabled {
+        conn.prepare_cached(
+            "UPDATE users SET is_online = NULL, is_notifiable = CASE WHEN EXISTS \
+             (SELECT 1 FROM bindings b WHERE b.user_sid = users.sid AND b.binding_type != 'twilsock') \
+             THEN 1 ELSE NULL END WHERE service_sid = ?1",
+        )
+        .db()?
+        .execute([sid])
+        .db()?;
+    }
+    Ok((service, toggle))
+}
+
+pub fn delete(conn: &Connection, sid: &str) -> Result<bool> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM services WHERE sid = ?1")
+        .db()?
+        .execute([sid])
+        .db()?;
+    conn.prepare_cached(
+        "UPDATE account SET default_chat_service_sid = NULL WHERE default_chat_service_sid = ?1",
+    )
+    .db()?
+    .execute([sid])
+    .db()?;
+    Ok(deleted > 0)
+}

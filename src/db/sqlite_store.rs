@@ -1,0 +1,195 @@
+//! [`Store`] on SQLite: reads on pooled connections, writes through the [`Writer`].
+//!
+//! May depend on: rusqlite, r2d2, domain, db submodules.
+
+use r2d2::PooledConnection;
+use r2d2_sqlite::SqliteConnectionManager;
+
+use super::open::ReadPool;
+use super::writer::Writer;
+use super::{account, bindings, credentials, keys, map_pool, services, users};
+use crate::domain::Result;
+use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
+use crate::domain::binding::{Binding, BindingFilter, NewBinding};
+use crate::domain::credential::{Credential, CredentialPatch, NewCredential};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::service::{Service, ServicePatch};
+use crate::domain::store::{Origin, Store, WriteFuture};
+use crate::domain::time::now_ms;
+use crate::domain::user::{NewUser, User, UserKey, UserPatch};
+
+pub struct SqliteStore {
+    reads: ReadPool,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    pub fn new(reads: ReadPool, writer: Writer) -> Self {
+        SqliteStore { reads, writer }
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    fn read(&self) -> Result<PooledConnection<SqliteConnectionManager>> {
+        self.reads.get().map_err(map_pool)
+    }
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        let conn = self.read()?;
+        conn.query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(super::map_sqlite)
+    }
+
+    fn account(&self) -> Result<Account> {
+        account::get(&*self.read()?)
+    }
+
+    fn update_account_config(&self, patch: AccountConfigPatch) -> WriteFuture<Account> {
+        self.writer
+            .submit(move |tx| account::update_config(tx, &patch))
+    }
+
+    fn update_account_webhook(&self, patch: WebhookPatch) -> WriteFuture<Account> {
+        self.writer
+            .submit(move |tx| account::update_webhook(tx, &patch))
+    }
+
+    fn api_key(&self, sid: &str) -> Result<Option<ApiKey>> {
+        keys::get_live(&*self.read()?, sid)
+    }
+
+    fn create_service(&self, friendly_name: String) -> WriteFuture<Service> {
+        self.writer.submit(move |tx| {
+            let service = Service::new(&friendly_name, now_ms())?;
+            services::insert(tx, &service)?;
+            Ok(service)
+        })
+    }
+
+    fn service(&self, sid: &str) -> Result<Option<Service>> {
+        services::get(&*self.read()?, sid)
+    }
+
+    fn list_services(&self, page: PageRequest) -> Result<Page<Service>> {
+        services::list(&*self.read()?, page)
+    }
+
+    fn update_service(&self, sid: &str, patch: ServicePatch) -> WriteFuture<Service> {
+        let sid = sid.to_string();
+        self.writer
+            .submit(move |tx| services::update(tx, &sid, &patch).map(|(s, _)| s))
+    }
+
+    fn delete_service(&self, sid: &str) -> WriteFuture<bool> {
+        let sid = sid.to_string();
+        self.writer.submit(move |tx| services::delete(tx, &sid))
+    }
+
+    fn default_conversations_service(&self) -> WriteFuture<Service> {
+        self.writer.submit(|tx| account::default_service(tx))
+    }
+
+    fn create_user(&self, service_sid: &str, user: NewUser, _origin: Origin) -> WriteFuture<User> {
+        let service_sid = service_sid.to_string();
+        self.writer
+            .submit(move |tx| users::insert(tx, &service_sid, user))
+    }
+
+    fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
+        users::get(&*self.read()?, service_sid, key)
+    }
+
+    fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
+        users::list(&*self.read()?, service_sid, page)
+    }
+
+    fn update_user(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        patch: UserPatch,
+        _origin: Origin,
+    ) -> WriteFuture<User> {
+        let service_sid = service_sid.to_string();
+        self.writer
+            .submit(move |tx| users::update(tx, &service_sid, &key, &patch))
+    }
+
+    fn delete_user(&self, service_sid: &str, key: UserKey, _origin: Origin) -> WriteFuture<bool> {
+        let service_sid = service_sid.to_string();
+        self.writer
+            .submit(move |tx| users::delete(tx, &service_sid, &key).map(|u| u.is_some()))
+    }
+
+    fn register_binding(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        binding: NewBinding,
+        _origin: Origin,
+    ) -> WriteFuture<Binding> {
+        let service_sid = service_sid.to_string();
+        self.writer
+            .submit(move |tx| bindings::register(tx, &service_sid, &key, binding).map(|(b, _)| b))
+    }
+
+    fn binding(
+        &self,
+        service_sid: &str,
+        sid: &str,
+        filter: &BindingFilter,
+    ) -> Result<Option<Binding>> {
+        bindings::get(&*self.read()?, service_sid, sid, filter)
+    }
+
+    fn list_bindings(
+        &self,
+        service_sid: &str,
+        filter: &BindingFilter,
+        page: PageRequest,
+    ) -> Result<Page<Binding>> {
+        bindings::list(&*self.read()?, service_sid, filter, page)
+    }
+
+    fn delete_binding(
+        &self,
+        service_sid: &str,
+        sid_or_endpoint: &str,
+        filter: BindingFilter,
+        _origin: Origin,
+    ) -> WriteFuture<bool> {
+        let service_sid = service_sid.to_string();
+        let target = sid_or_endpoint.to_string();
+        self.writer.submit(move |tx| {
+            bindings::delete(tx, &service_sid, &target, &filter).map(|d| d.is_some())
+        })
+    }
+
+    fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential> {
+        self.writer
+            .submit(move |tx| credentials::insert(tx, &credential))
+    }
+
+    fn credential(&self, sid: &str) -> Result<Option<Credential>> {
+        credentials::get(&*self.read()?, sid)
+    }
+
+    fn list_credentials(&self, page: PageRequest) -> Result<Page<Credential>> {
+        credentials::list(&*self.read()?, page)
+    }
+
+    fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential> {
+        let sid = sid.to_string();
+        self.writer
+            .submit(move |tx| credentials::update(tx, &sid, &patch))
+    }
+
+    fn delete_credential(&self, sid: &str) -> WriteFuture<bool> {
+        let sid = sid.to_string();
+        self.writer.submit(move |tx| credentials::delete(tx, &sid))
+    }
+}

@@ -1,0 +1,207 @@
+//! Push bindings: a user's registration for notifications on one device endpoint.
+//!
+//! May depend on: sha2, domain::{ids, time, errors, service, user}.
+
+use sha2::{Digest, Sha256};
+
+use super::errors::{Error, Result};
+use super::ids::{self, Prefix};
+use super::service::validate_sid;
+use super::time::Millis;
+
+/// Longest device address (push token) and endpoint accepted, in bytes.
+pub const MAX_ADDRESS: usize = 4096;
+pub const MAX_ENDPOINT: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindingType {
+    Apn,
+    Gcm,
+    Fcm,
+    /// Conversations' realtime binding; listed but never makes a user notifiable.
+    Twilsock,
+}
+
+impl BindingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingType::Apn => "apn",
+            BindingType::Gcm => "gcm",
+            BindingType::Fcm => "fcm",
+            BindingType::Twilsock => "twilsock",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "apn" => Some(BindingType::Apn),
+            "gcm" => Some(BindingType::Gcm),
+            "fcm" => Some(BindingType::Fcm),
+            "twilsock" => Some(BindingType::Twilsock),
+            _ => None,
+        }
+    }
+
+    /// Push types: the ones that make a user notifiable.
+    pub fn is_push(self) -> bool {
+        !matches!(self, BindingType::Twilsock)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub sid: String,
+    pub service_sid: String,
+    pub user_sid: String,
+    pub identity: String,
+    pub credential_sid: Option<String>,
+    pub endpoint: String,
+    pub address: String,
+    pub binding_type: BindingType,
+    pub date_created: Millis,
+    pub date_updated: Millis,
+}
+
+/// A push registration request (server-side or from a client).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBinding {
+    pub binding_type: BindingType,
+    pub address: String,
+    pub credential_sid: Option<String>,
+    /// The device endpoint; re-registering an endpoint replaces its binding.
+    pub endpoint: Option<String>,
+}
+
+impl NewBinding {
+    pub fn validate(&self) -> Result<()> {
+        if !self.binding_type.is_push() {
+            return Err(Error::invalid("binding_type", "must be apn, gcm or fcm"));
+        }
+        if self.address.is_empty() {
+            return Err(Error::MissingParam("address".into()));
+        }
+        if self.address.len() > MAX_ADDRESS {
+            return Err(Error::invalid(
+                "address",
+                format!("must be at most {MAX_ADDRESS} bytes"),
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if endpoint.is_empty()
+                || endpoint.len() > MAX_ENDPOINT
+                || endpoint.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(
+                    "endpoint",
+                    format!("must be 1 to {MAX_ENDPOINT} printable bytes"),
+                ));
+            }
+        }
+        if let Some(sid) = &self.credential_sid {
+            validate_sid("credential_sid", sid, Prefix::Credential)?;
+        }
+        Ok(())
+    }
+
+    /// The endpoint this registration occupies: the given one, or one derived from the
+    /// identity, type and address so that registering the same device twice replaces it.
+    pub fn endpoint_for(&self, identity: &str) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => {
+                let digest = Sha256::digest(self.address.as_bytes());
+                let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("{identity}:{}:{short}", self.binding_type.as_str())
+            }
+        }
+    }
+
+    pub fn into_binding(
+        self,
+        service_sid: &str,
+        user_sid: &str,
+        identity: &str,
+        now: Millis,
+    ) -> Binding {
+        Binding {
+            sid: ids::new_sid(Prefix::Binding),
+            service_sid: service_sid.to_string(),
+            user_sid: user_sid.to_string(),
+            identity: identity.to_string(),
+            endpoint: self.endpoint_for(identity),
+            credential_sid: self.credential_sid,
+            address: self.address,
+            binding_type: self.binding_type,
+            date_created: now,
+            date_updated: now,
+        }
+    }
+}
+
+/// List filters: values of one filter are OR-ed, different filters AND-ed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BindingFilter {
+    pub types: Vec<BindingType>,
+    pub identities: Vec<String>,
+    pub user_sid: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(endpoint: Option<&str>) -> NewBinding {
+        NewBinding {
+            binding_type: BindingType::Fcm,
+            address: "device-token".into(),
+            credential_sid: None,
+            endpoint: endpoint.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn derived_endpoints_are_stable_per_device() {
+        assert_eq!(
+            reg(None).endpoint_for("alice"),
+            reg(None).endpoint_for("alice")
+        );
+        assert_ne!(
+            reg(None).endpoint_for("alice"),
+            reg(None).endpoint_for("bob")
+        );
+        assert_eq!(
+            reg(Some("app:alice:d1")).endpoint_for("alice"),
+            "app:alice:d1"
+        );
+    }
+
+    #[test]
+    fn validation_refuses_twilsock_empty_address_and_bad_credentials() {
+        assert!(reg(None).validate().is_ok());
+        let mut b = reg(None);
+        b.binding_type = BindingType::Twilsock;
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("binding_type")
+        );
+        let mut b = reg(None);
+        b.address.clear();
+        assert!(b.validate().unwrap_err().to_string().contains("address"));
+        let mut b = reg(None);
+        b.credential_sid = Some("CRnope".into());
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("credential_sid")
+        );
+    }
+
+    #[test]
+    fn binding_types_parse_case_insensitively() {
+        assert_eq!(BindingType::parse("APN"), Some(BindingType::Apn));
+        assert_eq!(BindingType::parse("sms"), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! The storage port: what the API and the engines need from durable storage. `db` implements it
+//! on SQLite; a future backend (PostgreSQL, DESIGN.md §7) implements the same trait.
+//!
+//! Reads are synchronous and short (point lookups and bounded pages). Writes return a future
+//! that resolves once the change is committed, so that callers can answer only after a
+//! durable commit; an implementation may group several callers' writes in one transaction.
+//!
+//! May depend on: domain types only.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
+use super::binding::{Binding, BindingFilter, NewBinding};
+use super::credential::{Credential, CredentialPatch, NewCredential};
+use super::errors::Result;
+use super::page::{Page, PageRequest};
+use super::service::{Service, ServicePatch};
+use super::user::{NewUser, User, UserKey, UserPatch};
+
+/// A committed write's result.
+pub type WriteFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
+
+/// Where a change came from; decides which events it emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The REST API; `webhooks` is the `X-Twilio-Webhook-Enabled: true` header.
+    Rest { webhooks: bool },
+    /// A client SDK (access token).
+    Client,
+}
+
+pub trait Store: Send + Sync + 'static {
+    // --- health ---------------------------------------------------------------------------
+    /// Answers when the database does.
+    fn ping(&self) -> Result<()>;
+
+    // --- account --------------------------------------------------------------------------
+    fn account(&self) -> Result<Account>;
+    fn update_account_config(&self, patch: AccountConfigPatch) -> WriteFuture<Account>;
+    fn update_account_webhook(&self, patch: WebhookPatch) -> WriteFuture<Account>;
+    /// A live (not revoked) API key.
+    fn api_key(&self, sid: &str) -> Result<Option<ApiKey>>;
+
+    // --- services -------------------------------------------------------------------------
+    fn create_service(&self, friendly_name: String) -> WriteFuture<Service>;
+    fn service(&self, sid: &str) -> Result<Option<Service>>;
+    fn list_services(&self, page: PageRequest) -> Result<Page<Service>>;
+    fn update_service(&self, sid: &str, patch: ServicePatch) -> WriteFuture<Service>;
+    fn delete_service(&self, sid: &str) -> WriteFuture<bool>;
+    /// The account's default Conversations service, created (and recorded) on first use.
+    fn default_conversations_service(&self) -> WriteFuture<Service>;
+
+    // --- users ----------------------------------------------------------------------------
+    fn create_user(&self, service_sid: &str, user: NewUser, origin: Origin) -> WriteFuture<User>;
+    fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>>;
+    fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
+    fn update_user(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        patch: UserPatch,
+        origin: Origin,
+    ) -> WriteFuture<User>;
+    fn delete_user(&self, service_sid: &str, key: UserKey, origin: Origin) -> WriteFuture<bool>;
+
+    // --- bindings -------------------------------------------------------------------------
+    /// Registers (or, for a known endpoint, replaces) a push binding of an existing user.
+    fn register_binding(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        binding: NewBinding,
+        origin: Origin,
+    ) -> WriteFuture<Binding>;
+    fn binding(
+        &self,
+        service_sid: &str,
+        sid: &str,
+        filter: &BindingFilter,
+    ) -> Result<Option<Binding>>;
+    fn list_bindings(
+        &self,
+        service_sid: &str,
+        filter: &BindingFilter,
+        page: PageRequest,
+    ) -> Result<Page<Binding>>;
+    /// Deletes the binding with this SID, or with this endpoint, within the filter's scope.
+    fn delete_binding(
+        &self,
+        service_sid: &str,
+        sid_or_endpoint: &str,
+        filter: BindingFilter,
+        origin: Origin,
+    ) -> WriteFuture<bool>;
+
+    // --- credentials ----------------------------------------------------------------------
+    fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential>;
+    fn credential(&self, sid: &str) -> Result<Option<Credential>>;
+    fn list_credentials(&self, page: PageRequest) -> Result<Page<Credential>>;
+    fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential>;
+    fn delete_credential(&self, sid: &str) -> WriteFuture<bool>;
+}

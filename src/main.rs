@@ -1,0 +1,113 @@
+//! The `reachd` binary: parses the command line, loads configuration (exit code 2 when it is
+//! invalid) and runs the chosen command.
+//!
+//! May depend on: everything in the crate.
+
+#![forbid(unsafe_code)]
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use reachd::app::{self, FirstRun};
+use reachd::cli::{Cli, Command, KeysCommand};
+use reachd::config::Config;
+use reachd::db::{keys, open};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("reachd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Keys(command) => run_keys(&config, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reachd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    reachd::logging::init(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen_addr())
+            .with_context(|| format!("binding {}", config.listen))?;
+        let running = app::start(config.clone(), listener).await?;
+        let base = format!("http://{}", running.addr);
+        if let Some(first) = &running.first_run {
+            print_first_run(first, &base, &config);
+        }
+        println!("reachd listening on {}", running.addr);
+        tracing::info!(addr = %running.addr, database = %config.database.display(), "reachd listening");
+        running.wait().await
+    })
+}
+
+/// Shown once, on stdout, when the first start generated credentials.
+fn print_first_run(first: &FirstRun, base: &str, config: &Config) {
+    println!(
+        "reachd: first start — generated credentials (stored in {}; shown only now):",
+        config.database.display()
+    );
+    println!("  account_sid    {}", first.account_sid);
+    println!("  auth_token     {}", first.auth_token);
+    println!("  api_key_sid    {}", first.api_key_sid);
+    println!("  api_key_secret {}", first.api_key_secret);
+    println!("Point twilio-python at this server:");
+    println!(
+        "  client = twilio.rest.Client(\"{}\", \"{}\")",
+        first.account_sid, first.auth_token
+    );
+    println!(
+        "  client.chat.base_url = \"{base}/chat\"; client.conversations.base_url = \"{base}/conversations\""
+    );
+}
+
+fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let options = app::open_options(config);
+    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = open::open_connection(&options.path, options.busy_timeout)?;
+    open::migrate(&mut conn)?;
+    match command {
+        KeysCommand::Create { friendly_name } => {
+            let key = keys::create(&conn, friendly_name.as_deref())?;
+            println!(
+                "{}",
+                serde_json::json!({"sid": key.sid, "secret": key.secret})
+            );
+        }
+        KeysCommand::List => {
+            for (key, revoked) in keys::list(&conn)? {
+                let line = serde_json::json!({
+                    "sid": key.sid,
+                    "friendly_name": key.friendly_name,
+                    "date_created": reachd::domain::time::rfc3339_ms(key.date_created),
+                    "revoked": revoked,
+                });
+                println!("{line}");
+            }
+        }
+        KeysCommand::Revoke { sid } => {
+            if !keys::revoke(&conn, &sid)? {
+                anyhow::bail!("no live API key {sid}");
+            }
+            println!("revoked {sid}");
+        }
+    }
+    Ok(())
+}
