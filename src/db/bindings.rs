@@ -9,6 +9,7 @@ use super::SqlResultExt;
 use super::paging::{fetch_page, text};
 use super::{services, users};
 use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
+use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::service::Service;
 use crate::domain::time::now_ms;
@@ -68,8 +69,8 @@ pub fn get(
     filter: &BindingFilter,
 ) -> Result<Option<Binding>> {
     let (mut sql, mut args) = filter_sql(service_sid, filter);
-    sql.push_str(" AND sid = lower(?)");
-    args.push(text(sid));
+    sql.push_str(" AND sid = ?");
+    args.push(text(&ids::normalize(sid)));
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE {sql}"))
         .db()?
         .query_row(rusqlite::params_from_iter(args), from_row)
@@ -177,12 +178,9 @@ pub fn delete(
     filter: &BindingFilter,
 ) -> Result<Option<(Binding, Vec<NotifiableChange>)>> {
     let (mut sql, mut args) = filter_sql(service_sid, filter);
-    sql.push_str(" AND (sid = lower(?) OR endpoint = ?) ORDER BY sid = lower(?) DESC LIMIT 1");
-    args.extend([
-        text(sid_or_endpoint),
-        text(sid_or_endpoint),
-        text(sid_or_endpoint),
-    ]);
+    sql.push_str(" AND (sid = ? OR endpoint = ?) ORDER BY sid = ? DESC LIMIT 1");
+    let sid = ids::normalize(sid_or_endpoint);
+    args.extend([text(&sid), text(sid_or_endpoint), text(&sid)]);
     let found = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE {sql}"))
         .db()?

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::SqlResultExt;
 use super::paging::fetch_page;
 use crate::domain::credential::{Credential, CredentialPatch, CredentialType, NewCredential};
+use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::time::now_ms;
 use crate::domain::{Error, Result};
@@ -26,13 +27,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Credential> {
 }
 
 pub fn get(conn: &Connection, sid: &str) -> Result<Option<Credential>> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM credentials WHERE sid = lower(?1)"
-    ))
-    .db()?
-    .query_row([sid], from_row)
-    .optional()
-    .db()
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM credentials WHERE sid = ?1"))
+        .db()?
+        .query_row([ids::normalize(sid)], from_row)
+        .optional()
+        .db()
 }
 
 pub fn list(conn: &Connection, page: PageRequest) -> Result<Page<Credential>> {
@@ -99,9 +98,9 @@ pub fn update(conn: &Connection, sid: &str, patch: &CredentialPatch) -> Result<C
 
 pub fn delete(conn: &Connection, sid: &str) -> Result<bool> {
     let n = conn
-        .prepare_cached("DELETE FROM credentials WHERE sid = lower(?1)")
+        .prepare_cached("DELETE FROM credentials WHERE sid = ?1")
         .db()?
-        .execute([sid])
+        .execute([ids::normalize(sid)])
         .db()?;
     Ok(n > 0)
 }

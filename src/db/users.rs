@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::SqlResultExt;
 use super::paging::{fetch_page, text};
 use super::services;
+use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, Reachability, User, UserKey, UserPatch};
@@ -35,24 +36,21 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 
 /// Looks a user up by SID (when the key is SID-shaped) and then by identity.
 pub fn get(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
-    let (sql, value) = match key {
-        UserKey::SidOrIdentity(v) => (
-            format!(
-                "SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND (sid = lower(?2) OR identity = ?2) \
-                 ORDER BY sid = lower(?2) DESC LIMIT 1"
-            ),
-            v,
-        ),
-        UserKey::Identity(v) => (
-            format!("SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND identity = ?2"),
-            v,
-        ),
-    };
-    conn.prepare_cached(&sql)
-        .db()?
-        .query_row(params![service_sid, value], from_row)
-        .optional()
-        .db()
+    match key {
+        UserKey::SidOrIdentity(v) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND (sid = ?2 OR identity = ?3) \
+                 ORDER BY sid = ?2 DESC LIMIT 1"
+            ))
+            .db()?
+            .query_row(params![service_sid, ids::normalize(v), v], from_row),
+        UserKey::Identity(v) => conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND identity = ?2"))
+            .db()?
+            .query_row(params![service_sid, v], from_row),
+    }
+    .optional()
+    .db()
 }
 
 pub fn require(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<User> {
