@@ -65,12 +65,3 @@ def test_credential_crud(client, server, dialect):
     assert (err.value.status, err.value.code) == (404, 20404)
     assert cred.sid not in {c.sid for c in credentials.list()}
 
-
-def test_credentials_are_shared_between_dialects(client):
-    cred = client.chat.v2.credentials.create(type="gcm", friendly_name="shared",
-                                             api_key="compatTESTsecret")
-    try:
-        conv = client.conversations.v1.credentials(cred.sid).fetch()
-        assert (conv.sid, conv.type, conv.friendly_name) == (cred.sid, "gcm", "shared")
-    finally:
-        client.chat.v2.credentials(cred.sid).delete()

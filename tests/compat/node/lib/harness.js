@@ -43,7 +43,7 @@ async function startServer() {
   });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
-  const port = await new Promise((resolve, reject) => {
+  const portPromise = new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`reachd did not report its port within 30s; stdout=${out} stderr=${stderr}`)), 30000);
     child.stdout.on('data', (d) => {
@@ -56,6 +56,14 @@ async function startServer() {
       reject(new Error(`reachd exited early (code ${code}, signal ${sig}); stderr=${stderr}`));
     });
   });
+  let port;
+  try {
+    port = await portPromise;
+  } catch (e) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   child.stdout.resume();
   const base = `http://127.0.0.1:${port}`;
   return {

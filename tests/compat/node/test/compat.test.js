@@ -4,7 +4,7 @@
 // that does not validate makes the call reject, so the test fails.
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, makeClient, SchemaRegistry, SchemaViolation } = require('../lib/harness');
+const { startServer, makeClient, SchemaRegistry, SchemaViolation, RecordingHttpClient } = require('../lib/harness');
 
 const SID = (prefix) => new RegExp(`^${prefix}[0-9a-f]{32}$`);
 const DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -68,6 +68,21 @@ describe('schema validator (self-test)', () => {
       headers: { 'content-type': 'application/json' }, rawBody: '{}',
     });
     assert.equal(bad.length, 1, bad.join('\n'));
+  });
+
+  it('the recording httpClient rejects the call when a body does not validate', async () => {
+    const rc = new RecordingHttpClient(registry);
+    rc.inner = {
+      request: async () => ({
+        statusCode: 201,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ sid: 'IS123', reachability_enabled: 'yes' }),
+      }),
+    };
+    await assert.rejects(
+      rc.request({ method: 'POST', uri: 'http://127.0.0.1:1/chat/v2/Services', data: { FriendlyName: 'x' } }),
+      (e) => e instanceof SchemaViolation && /reachability_enabled/.test(e.message) && /\/sid/.test(e.message));
+    assert.ok(rc.violations.length >= 2, rc.violations.join('\n'));
   });
 
   it('requires the legacy Twilio error body on errors', () => {
