@@ -108,7 +108,10 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        figment = figment.merge(EnvVars { vars });
+        figment = figment.merge(EnvVars {
+            vars,
+            known: known_keys(),
+        });
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -208,8 +211,12 @@ impl Config {
 /// `REACHD_*` variables as a figment provider. Figment's own `Env` reads the process
 /// environment; this one takes the variables it is given so that tests neither depend on nor
 /// mutate the real environment, and it keeps [`RAW_STRING_KEYS`] as verbatim strings.
+///
+/// Variables that name no configuration key (`REACHD_CONFIG`, read by the CLI, or a wrapper's
+/// own `REACHD_BIN`) are ignored; unknown keys in a config file are still refused.
 struct EnvVars {
     vars: Vec<(String, String)>,
+    known: Vec<String>,
 }
 
 impl figment::Provider for EnvVars {
@@ -227,7 +234,7 @@ impl figment::Provider for EnvVars {
             };
             let lowered = stripped.to_ascii_lowercase();
             let path: Vec<&str> = lowered.split("__").collect();
-            if path.iter().any(|part| part.is_empty()) {
+            if path.iter().any(|part| part.is_empty()) || !self.known.contains(&lowered) {
                 continue;
             }
             let parsed = if RAW_STRING_KEYS.contains(&lowered.as_str()) {
@@ -239,6 +246,31 @@ impl figment::Provider for EnvVars {
         }
         Ok(figment::Profile::Default.collect(dict))
     }
+}
+
+/// Every configuration key as its environment spelling without the prefix, lowercased
+/// (`presence__session_ttl_ms`): the keys of the defaults plus the optional top-level ones.
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, dict: &figment::value::Dict, out: &mut Vec<String>) {
+        for (key, value) in dict {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}__{key}")
+            };
+            match value {
+                figment::value::Value::Dict(_, child) => walk(&path, child, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut out: Vec<String> = RAW_STRING_KEYS.iter().map(|k| k.to_string()).collect();
+    if let Ok(data) = figment::Provider::data(&Toml::string(DEFAULTS_TOML)) {
+        for dict in data.values() {
+            walk("", dict, &mut out);
+        }
+    }
+    out
 }
 
 fn insert_path(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
@@ -312,8 +344,20 @@ mod tests {
         assert!(err.to_string().contains("log_format"), "{err}");
         let err = Config::load_from(None, env(&[("REACHD_ACCOUNT_SID", "AC1")])).unwrap_err();
         assert!(err.to_string().contains("auth_token"), "{err}");
-        let err = Config::load_from(None, env(&[("REACHD_NOPE", "1")])).unwrap_err();
-        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_ignored_but_unknown_file_keys_are_not() {
+        let c = Config::load_from(
+            None,
+            env(&[("REACHD_CONFIG", "x.toml"), ("REACHD_BIN", "/bin/reachd")]),
+        );
+        assert!(c.is_ok(), "{c:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
     }
 
     #[test]

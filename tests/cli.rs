@@ -20,7 +20,11 @@ fn reachd(dir: &std::path::Path) -> Command {
 
 /// Starts `serve`, returns the child, the stdout lines up to "listening", and the address.
 fn serve(dir: &std::path::Path) -> (Child, Vec<String>, String) {
-    let mut child = reachd(dir).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = reachd(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -51,16 +55,28 @@ fn value_of(lines: &[String], key: &str) -> String {
 #[test]
 fn invalid_configuration_exits_with_code_2_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = reachd(dir.path()).env("REACHD_LISTEN", "not-an-address").output().expect("run");
+    let out = reachd(dir.path())
+        .env("REACHD_LISTEN", "not-an-address")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
-    let out = reachd(dir.path()).env("REACHD_PRESENCE__SESSION_TTL_MS", "5").output().expect("run");
+    let out = reachd(dir.path())
+        .env("REACHD_PRESENCE__SESSION_TTL_MS", "5")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     std::fs::write(dir.path().join("bad.toml"), "log_format = \"xml\"\n").expect("write");
-    let out = reachd(dir.path()).args(["--config", "bad.toml"]).output().expect("run");
+    let out = reachd(dir.path())
+        .args(["--config", "bad.toml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("log_format"));
-    let out = reachd(dir.path()).args(["--config", "missing.toml"]).output().expect("run");
+    let out = reachd(dir.path())
+        .args(["--config", "missing.toml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -71,27 +87,78 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
     let sid = value_of(&lines, "account_sid");
     let token = value_of(&lines, "auth_token");
     assert!(sid.starts_with("AC") && sid.len() == 34);
-    assert!(lines.iter().any(|l| l.contains("client.chat.base_url = \"http://") && l.contains("/chat\"")), "{lines:?}");
-    assert!(dir.path().join("data/reachd.db").exists(), "the data folder is created");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("client.chat.base_url = \"http://") && l.contains("/chat\"")),
+        "{lines:?}"
+    );
+    assert!(
+        dir.path().join("data/reachd.db").exists(),
+        "the data folder is created"
+    );
 
     let http = reqwest::blocking::Client::new();
     let services = format!("http://{addr}/chat/v2/Services");
-    assert_eq!(http.get(&services).basic_auth(&sid, Some(&token)).send().expect("get").status(), 200);
+    assert_eq!(
+        http.get(&services)
+            .basic_auth(&sid, Some(&token))
+            .send()
+            .expect("get")
+            .status(),
+        200
+    );
 
     // keys create against the running server's database.
-    let out = reachd(dir.path()).args(["keys", "create", "--friendly-name", "ci"]).output().expect("keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = reachd(dir.path())
+        .args(["keys", "create", "--friendly-name", "ci"])
+        .output()
+        .expect("keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let (ksid, secret) = (key["sid"].as_str().unwrap_or_default(), key["secret"].as_str().unwrap_or_default());
+    let (ksid, secret) = (
+        key["sid"].as_str().unwrap_or_default(),
+        key["secret"].as_str().unwrap_or_default(),
+    );
     assert!(ksid.starts_with("SK"));
-    assert_eq!(http.get(&services).basic_auth(ksid, Some(secret)).send().expect("get").status(), 200);
-    let list = reachd(dir.path()).args(["keys", "list"]).output().expect("keys list");
+    assert_eq!(
+        http.get(&services)
+            .basic_auth(ksid, Some(secret))
+            .send()
+            .expect("get")
+            .status(),
+        200
+    );
+    let list = reachd(dir.path())
+        .args(["keys", "list"])
+        .output()
+        .expect("keys list");
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(listed.contains(ksid) && !listed.contains(secret), "{listed}");
-    let revoke = reachd(dir.path()).args(["keys", "revoke", ksid]).output().expect("revoke");
+    assert!(
+        listed.contains(ksid) && !listed.contains(secret),
+        "{listed}"
+    );
+    let revoke = reachd(dir.path())
+        .args(["keys", "revoke", ksid])
+        .output()
+        .expect("revoke");
     assert!(revoke.status.success());
-    assert_eq!(http.get(&services).basic_auth(ksid, Some(secret)).send().expect("get").status(), 401);
-    let again = reachd(dir.path()).args(["keys", "revoke", ksid]).output().expect("revoke");
+    assert_eq!(
+        http.get(&services)
+            .basic_auth(ksid, Some(secret))
+            .send()
+            .expect("get")
+            .status(),
+        401
+    );
+    let again = reachd(dir.path())
+        .args(["keys", "revoke", ksid])
+        .output()
+        .expect("revoke");
     assert!(!again.status.success());
     first.kill().expect("kill");
     let _ = first.wait();
@@ -100,7 +167,14 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
     let (mut second, lines, addr) = serve(dir.path());
     assert!(!lines.iter().any(|l| l.contains("auth_token")), "{lines:?}");
     let services = format!("http://{addr}/chat/v2/Services");
-    assert_eq!(http.get(&services).basic_auth(&sid, Some(&token)).send().expect("get").status(), 200);
+    assert_eq!(
+        http.get(&services)
+            .basic_auth(&sid, Some(&token))
+            .send()
+            .expect("get")
+            .status(),
+        200
+    );
     second.kill().expect("kill");
     let _ = second.wait();
 }

@@ -32,7 +32,8 @@ fn user_json<const V: u8>(ctx: &Ctx, service: &Service, u: &User, single: bool) 
         "sid": u.sid,
         "account_sid": ctx.account_sid(),
         "service_sid": u.service_sid,
-        "attributes": u.attributes,
+        // Chat v1 shows attributes only on single-resource reads.
+        "attributes": if V == 1 && !single { None } else { Some(&u.attributes) },
         "friendly_name": u.friendly_name,
         "role_sid": u.role_sid,
         "identity": u.identity,

@@ -161,8 +161,9 @@ def _binary() -> Path:
 def start_server():
     with tempfile.TemporaryDirectory(prefix="reachd-compat-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ,
-                   REACHD_LISTEN="127.0.0.1:0",
+        # reachd rejects unknown REACHD_* variables (e.g. REACHD_BIN), so pass only its own
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REACHD_")}
+        env.update(REACHD_LISTEN="127.0.0.1:0",
                    REACHD_DATABASE=str(workdir / "reachd.db"),
                    REACHD_ACCOUNT_SID=ACCOUNT_SID,
                    REACHD_AUTH_TOKEN=AUTH_TOKEN,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -27,12 +28,10 @@ from urllib.parse import unquote, urlsplit
 from jsonschema import FormatChecker
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-OAI_DIR = Path(
-    __import__("os").environ.get(
-        "REACHD_OAI_DIR",
-        str(Path(__file__).resolve().parents[4] / "shared" / "reference" / "twilio-oai"),
-    )
-)
+# shared/ sits beside the repository checkout (…/main and …/shared)
+OAI_DIR = Path(os.environ.get(
+    "TWILIO_OAI_DIR",
+    str(Path(__file__).resolve().parents[4] / "shared" / "reference" / "twilio-oai")))
 
 # URL prefix on reachd -> (OAI file, version segment the file covers)
 PRODUCTS = {

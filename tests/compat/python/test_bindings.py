@@ -44,8 +44,8 @@ def test_chat_v2_bindings_filters(client, seeded):
     assert sids(bindings.list(identity=["carol"])) == {b["carol_fcm"]}
     assert sids(bindings.list(identity=["bob", "carol"], binding_type=["fcm"])) == {b["carol_fcm"]}
     assert sids(bindings.list(identity=["nobody"])) == set()
-    req = RECORDER.requests_to("GET", f"/chat/v2/Services/{svc}/Bindings?")[1]
-    assert "BindingType=apn&BindingType=fcm&Identity=alice&Identity=bob" in req.url
+    assert RECORDER.requests_to(  # repeated keys, no brackets (§1.3)
+        "GET", f"/Bindings?BindingType=apn&BindingType=fcm&Identity=alice&Identity=bob")
     for rec in bindings.list():
         assert rec.binding_type in ("apn", "gcm", "fcm")
     two = bindings.list(limit=2)
@@ -112,6 +112,8 @@ def test_conversations_bindings(client, server, seeded):
     assert (rec.sid, rec.chat_service_sid, rec.account_sid) == (b["bob_apn"], svc, ACCOUNT_SID)
     assert (rec.identity, rec.binding_type, rec.endpoint) == ("bob", "apn", "bob:ios:1")
     assert rec.url == f"{server.conversations}/v1/Services/{svc}/Bindings/{b['bob_apn']}"
+    assert set(rec.message_types) <= {"removed_from_conversation", "new_message",
+                                      "added_to_conversation"}  # §4.7
     assert bindings(b["alice_apn"]).fetch().credential_sid == cred.sid
     raw = server.raw("GET", f"/conversations/v1/Services/{svc}/Bindings/{b['bob_apn']}").json()
     assert "links" not in raw and "user_sid" not in raw and "service_sid" not in raw
@@ -145,6 +147,7 @@ def test_reachability_fields_follow_bindings(client, server, chat_service):
     b2 = server.register_binding(svc, erin.sid, "apn", endpoint="erin:ios:1")
     fetched = chat_users(erin.sid).fetch()
     assert fetched.is_notifiable is True
+    assert fetched.is_online is None  # never online since reachability was enabled (§5)
     assert conv_users("erin").fetch().is_notifiable is True
     assert client.chat.v1.services(svc).users(erin.sid).fetch().is_notifiable is True
 

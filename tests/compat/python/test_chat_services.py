@@ -1,5 +1,6 @@
 """Chat v2 / v1 services, and the reachability flag shared by the three dialects."""
 
+import json
 import re
 
 import pytest
@@ -36,6 +37,10 @@ def test_chat_v2_service_create_fetch_list_delete(client, server):
 
     listed = {s.sid: s for s in client.chat.v2.services.list()}
     assert created.sid in listed and listed[created.sid].friendly_name == name
+    before = len(RECORDER.requests_to("GET", "/chat/v2/Services?"))
+    paged = [s.sid for s in client.chat.v2.services.list(page_size=1)]
+    assert paged == list(listed)  # same records, same order, one per page
+    assert len(RECORDER.requests_to("GET", "/chat/v2/Services?")) - before in (len(listed), len(listed) + 1)
 
     assert client.chat.v2.services(created.sid).delete() is True
     assert RECORDER.exchanges[-1].status == 204
@@ -86,6 +91,9 @@ def test_chat_v1_service_fetch_update(client, server, chat_service):
     assert svc.sid == chat_service.sid
     assert svc.url == f"{server.chat}/v1/Services/{chat_service.sid}"
     assert set(svc.links) == {"channels", "roles", "users"}
+    raw = json.loads(RECORDER.exchanges[-1].text)  # v1 shape differences (§3.1)
+    assert isinstance(raw["webhooks"], dict)
+    assert not {"pre_webhook_retry_count", "post_webhook_retry_count", "media"} & set(raw)
     updated = client.chat.v1.services(chat_service.sid).update(
         friendly_name="v1 name", read_status_enabled=False)
     assert updated.friendly_name == "v1 name"

@@ -127,6 +127,9 @@ def test_chat_v1_user_crud(client, server, chat_service):
     listed = users.list()
     assert [u.sid for u in listed] == [carol.sid]
     assert listed[0].is_online is None and listed[0].is_notifiable is None
+    # v1 quirk (§3.2; twilio_chat_v1.json chat.v1.service.user.attributes): once set,
+    # attributes are shown only on a single fetch; a read returns null
+    assert listed[0].attributes is None
 
     updated = users(carol.sid).update(friendly_name="Caroline", attributes='{"d":4}')
     assert updated.friendly_name == "Caroline" and json.loads(updated.attributes) == {"d": 4}

@@ -51,6 +51,11 @@ def test_credential_crud(client, server, dialect):
     assert (updated.friendly_name, updated.sandbox, updated.type) == ("ios-prod", "false", "apn")
     assert credentials(cred.sid).fetch().friendly_name == "ios-prod"
 
+    if dialect == "conversations":  # Conversations update also accepts Type (§4.8)
+        retyped = credentials(cred.sid).update(type="fcm", secret="compatTESTsecret")
+        assert retyped.type == "fcm"
+        assert credentials(cred.sid).update(type="apn").type == "apn"
+
     fcm = credentials.create(type="fcm", friendly_name="android",
                              secret="compatTESTsecret")
     assert fcm.type == "fcm"

@@ -333,6 +333,21 @@ describe('Conversations', () => {
     const scoped = await client.conversations.v1.services(dave.chatServiceSid).users('dave').fetch();
     assert.equal(scoped.sid, dave.sid);
     assert.equal(scoped.friendlyName, 'D');
+    assert.equal(await client.conversations.v1.users('dave').remove(), true);
+    assert.equal(http.last().status, 204);
+    await expectTwilioError(client.conversations.v1.users(dave.sid).fetch(), 404, 20404);
+  });
+
+  it('service remove (cascades; gone through Chat v2 too)', async () => {
+    const svc = await client.conversations.v1.services.create({ friendlyName: 'Conv Gone' });
+    const carol = await client.conversations.v1.services(svc.sid).users.create({ identity: 'carol', xTwilioWebhookEnabled: 'true' });
+    assert.equal(carol.chatServiceSid, svc.sid);
+    assert.equal(carol.url, `${server.base}/conversations/v1/Services/${svc.sid}/Users/${carol.sid}`);
+    assert.equal(await client.conversations.v1.services(svc.sid).remove(), true);
+    assert.equal(http.last().status, 204);
+    await expectTwilioError(client.conversations.v1.services(svc.sid).fetch(), 404, 20404);
+    await expectTwilioError(client.chat.v2.services(svc.sid).fetch(), 404, 20404);
+    await expectTwilioError(client.conversations.v1.services(svc.sid).users('carol').fetch(), 404, 20404);
   });
 });
 
@@ -375,6 +390,11 @@ describe('errors', () => {
     assert.equal(err.moreInfo, 'https://www.twilio.com/docs/errors/20404');
     await expectTwilioError(client.chat.v2.services(missing).users.create({ identity: 'x' }), 404, 20404);
     await expectTwilioError(client.conversations.v1.services(missing).fetch(), 404, 20404);
+  });
+
+  it('a wrong auth token gives 401 / 20003', async () => {
+    const { client: bad } = makeClient({ ...server, authToken: 'wrong' + server.authToken }, registry);
+    await expectTwilioError(bad.chat.v2.services.list(), 401, 20003);
   });
 });
 
