@@ -18,7 +18,8 @@ use tracing_actix_web::TracingLogger;
 use crate::api::state::{AccountCredentials, AppState};
 use crate::api::{self, errors};
 use crate::config::Config;
-use crate::db::writer::{Writer, WriterStats};
+use crate::db::cache::{InvalidateServices, ServiceCache};
+use crate::db::writer::{CommitHook, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
 use crate::domain::secret::Secret;
@@ -175,10 +176,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         reads,
         ..
     } = db;
-    let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, Vec::new())
+    let services = Arc::new(ServiceCache::default());
+    let hooks: Vec<Box<dyn CommitHook>> = vec![Box::new(InvalidateServices(services.clone()))];
+    let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(reads, writer));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(reads, writer, services));
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),

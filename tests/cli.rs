@@ -18,14 +18,26 @@ fn reachd(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts `serve`, returns the child, the stdout lines up to "listening", and the address.
-fn serve(dir: &std::path::Path) -> (Child, Vec<String>, String) {
-    let mut child = reachd(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
+/// A running `reachd serve`, killed and reaped on drop (also when a test panics).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve`, returns the process, the stdout lines up to "listening", and the address.
+fn serve(dir: &std::path::Path) -> (Server, Vec<String>, String) {
+    let mut server = Server(
+        reachd(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stdout = server.0.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut reader = BufReader::new(stdout);
@@ -39,7 +51,7 @@ fn serve(dir: &std::path::Path) -> (Child, Vec<String>, String) {
         if let Some(addr) = line.strip_prefix("reachd listening on ") {
             let addr = addr.to_string();
             lines.push(line);
-            return (child, lines, addr);
+            return (server, lines, addr);
         }
         lines.push(line);
     }
@@ -83,7 +95,7 @@ fn invalid_configuration_exits_with_code_2_naming_the_key() {
 #[test]
 fn first_start_prints_credentials_once_and_keys_work_against_the_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut first, lines, addr) = serve(dir.path());
+    let (first, lines, addr) = serve(dir.path());
     let sid = value_of(&lines, "account_sid");
     let token = value_of(&lines, "auth_token");
     assert!(sid.starts_with("AC") && sid.len() == 34);
@@ -160,11 +172,10 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
         .output()
         .expect("revoke");
     assert!(!again.status.success());
-    first.kill().expect("kill");
-    let _ = first.wait();
+    drop(first);
 
     // Second start: same credentials, nothing printed.
-    let (mut second, lines, addr) = serve(dir.path());
+    let (second, lines, addr) = serve(dir.path());
     assert!(!lines.iter().any(|l| l.contains("auth_token")), "{lines:?}");
     let services = format!("http://{addr}/chat/v2/Services");
     assert_eq!(
@@ -175,6 +186,5 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
             .status(),
         200
     );
-    second.kill().expect("kill");
-    let _ = second.wait();
+    drop(second);
 }

@@ -127,10 +127,14 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 }
 
 /// Decodes `a=1&b=2&b=3` (`+` is a space).
+/// Invalid UTF-8 is refused rather than stored as U+FFFD. Checking the whole decoded input is
+/// enough: separators are ASCII, so it is valid exactly when every key and value is.
 pub fn parse_form(input: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiError> {
-    serde_html_form::from_bytes::<Vec<(String, String)>>(input).map_err(|_| {
-        ApiError::bad_param(what, "is not valid form encoding (UTF-8, percent-encoded)")
-    })
+    let invalid =
+        || ApiError::bad_param(what, "is not valid form encoding (UTF-8, percent-encoded)");
+    let decoded: Vec<u8> = percent_encoding::percent_decode(input).collect();
+    std::str::from_utf8(&decoded).map_err(|_| invalid())?;
+    serde_html_form::from_bytes::<Vec<(String, String)>>(input).map_err(|_| invalid())
 }
 
 /// Flattens a JSON object into pairs: scalars become strings, arrays repeat their key,

@@ -115,10 +115,10 @@ pub fn update_webhook(conn: &Connection, patch: &WebhookPatch) -> Result<Account
 /// The default Conversations service, created and recorded on first use.
 pub fn default_service(conn: &Connection) -> Result<Service> {
     let mut account = get(conn)?;
-    if let Some(sid) = &account.default_chat_service_sid {
-        if let Some(service) = services::get(conn, sid)? {
-            return Ok(service);
-        }
+    if let Some(sid) = &account.default_chat_service_sid
+        && let Some(service) = services::get(conn, sid)?
+    {
+        return Ok(service);
     }
     let service = Service::new("Default Conversations Service", now_ms())?;
     services::insert(conn, &service)?;

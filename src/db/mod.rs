@@ -5,6 +5,7 @@
 
 mod account;
 mod bindings;
+pub mod cache;
 mod credentials;
 pub mod keys;
 pub mod open;

@@ -2,9 +2,12 @@
 //!
 //! May depend on: rusqlite, r2d2, domain, db submodules.
 
+use std::sync::Arc;
+
 use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
+use super::cache::ServiceCache;
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{account, bindings, credentials, keys, map_pool, services, users};
@@ -21,11 +24,17 @@ use crate::domain::user::{NewUser, User, UserKey, UserPatch};
 pub struct SqliteStore {
     reads: ReadPool,
     writer: Writer,
+    services: Arc<ServiceCache>,
 }
 
 impl SqliteStore {
-    pub fn new(reads: ReadPool, writer: Writer) -> Self {
-        SqliteStore { reads, writer }
+    /// `services` must be invalidated by the writer (see [`super::cache::InvalidateServices`]).
+    pub fn new(reads: ReadPool, writer: Writer, services: Arc<ServiceCache>) -> Self {
+        SqliteStore {
+            reads,
+            writer,
+            services,
+        }
     }
 
     pub fn writer(&self) -> &Writer {
@@ -66,12 +75,21 @@ impl Store for SqliteStore {
         self.writer.submit(move |tx| {
             let service = Service::new(&friendly_name, now_ms())?;
             services::insert(tx, &service)?;
+            tx.record_service(&service.sid);
             Ok(service)
         })
     }
 
     fn service(&self, sid: &str) -> Result<Option<Service>> {
-        services::get(&*self.read()?, sid)
+        if let Some(cached) = self.services.get(sid) {
+            return Ok(Some((*cached).clone()));
+        }
+        let generation = self.services.generation();
+        let found = services::get(&*self.read()?, sid)?;
+        if let Some(service) = &found {
+            self.services.insert(generation, Arc::new(service.clone()));
+        }
+        Ok(found)
     }
 
     fn list_services(&self, page: PageRequest) -> Result<Page<Service>> {
@@ -80,17 +98,27 @@ impl Store for SqliteStore {
 
     fn update_service(&self, sid: &str, patch: ServicePatch) -> WriteFuture<Service> {
         let sid = sid.to_string();
-        self.writer
-            .submit(move |tx| services::update(tx, &sid, &patch).map(|(s, _)| s))
+        self.writer.submit(move |tx| {
+            let (service, _) = services::update(tx, &sid, &patch)?;
+            tx.record_service(&sid);
+            Ok(service)
+        })
     }
 
     fn delete_service(&self, sid: &str) -> WriteFuture<bool> {
         let sid = sid.to_string();
-        self.writer.submit(move |tx| services::delete(tx, &sid))
+        self.writer.submit(move |tx| {
+            tx.record_service(&sid);
+            services::delete(tx, &sid)
+        })
     }
 
     fn default_conversations_service(&self) -> WriteFuture<Service> {
-        self.writer.submit(|tx| account::default_service(tx))
+        self.writer.submit(|tx| {
+            let service = account::default_service(tx)?;
+            tx.record_service(&service.sid);
+            Ok(service)
+        })
     }
 
     fn create_user(&self, service_sid: &str, user: NewUser, _origin: Origin) -> WriteFuture<User> {

@@ -9,7 +9,7 @@
 //! - A caller's future resolves only after the transaction holding its job has committed (or
 //!   failed as a whole, in which case every job of the batch gets the error).
 //! - After each commit the registered [`CommitHook`]s run on this thread, in commit order, with
-//!   what the batch's jobs recorded; they must not block.
+//!   what the batch's jobs recorded, *before* any caller is answered; they must not block.
 //! - A panicking job is caught and reported as an internal error; the writer keeps running.
 //!
 //! May depend on: rusqlite, tokio (channels), domain.
@@ -57,6 +57,16 @@ pub struct Effects {
     pub event_ids: Vec<i64>,
     /// The batch wrote webhook deliveries.
     pub deliveries: bool,
+    /// SIDs of services the batch created, changed or deleted.
+    pub services: Vec<String>,
+}
+
+impl Effects {
+    fn absorb(&mut self, other: Effects) {
+        self.event_ids.extend(other.event_ids);
+        self.deliveries |= other.deliveries;
+        self.services.extend(other.services);
+    }
 }
 
 /// A job's view of the open transaction.
@@ -72,6 +82,10 @@ impl Tx<'_> {
     }
     pub fn record_deliveries(&mut self) {
         self.effects.deliveries = true;
+    }
+    /// Records that a service row changed (its cached copy must go).
+    pub fn record_service(&mut self, sid: &str) {
+        self.effects.services.push(sid.to_string());
     }
 }
 
@@ -114,8 +128,7 @@ where
             .unwrap_or_else(|_| Err(Error::Internal(anyhow::anyhow!("write job panicked"))));
             if result.is_ok() {
                 savepoint.commit().map_err(map_sqlite)?;
-                effects.event_ids.extend(local.event_ids);
-                effects.deliveries |= local.deliveries;
+                effects.absorb(local);
             }
             // On error the savepoint is dropped, which rolls it back.
             result
@@ -225,13 +238,15 @@ fn run(
             stats.failures.fetch_add(1, Ordering::Relaxed);
             effects = Effects::default();
         }
-        for job in batch.drain(..) {
-            job.finish(&commit);
-        }
+        // Hooks before replies: a caller that sees its write acknowledged must also see its
+        // effects (e.g. an invalidated cache) — read-your-writes.
         if commit.is_ok() {
             for hook in &mut hooks {
                 hook.committed(&effects);
             }
+        }
+        for job in batch.drain(..) {
+            job.finish(&commit);
         }
     }
 }

@@ -101,10 +101,10 @@ impl WebhookPatch {
                 validate_webhook_url(param, url)?;
             }
         }
-        if let Some(target) = &self.target {
-            if !matches!(target.as_str(), "webhook" | "flex") {
-                return Err(Error::invalid("Target", "must be webhook or flex"));
-            }
+        if let Some(target) = &self.target
+            && !matches!(target.as_str(), "webhook" | "flex")
+        {
+            return Err(Error::invalid("Target", "must be webhook or flex"));
         }
         Ok(())
     }

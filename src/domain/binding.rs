@@ -86,16 +86,15 @@ impl NewBinding {
                 format!("must be at most {MAX_ADDRESS} bytes"),
             ));
         }
-        if let Some(endpoint) = &self.endpoint {
-            if endpoint.is_empty()
+        if let Some(endpoint) = &self.endpoint
+            && (endpoint.is_empty()
                 || endpoint.len() > MAX_ENDPOINT
-                || endpoint.chars().any(char::is_control)
-            {
-                return Err(Error::invalid(
-                    "endpoint",
-                    format!("must be 1 to {MAX_ENDPOINT} printable bytes"),
-                ));
-            }
+                || endpoint.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(
+                "endpoint",
+                format!("must be 1 to {MAX_ENDPOINT} printable bytes"),
+            ));
         }
         if let Some(sid) = &self.credential_sid {
             validate_sid("credential_sid", sid, Prefix::Credential)?;
