@@ -31,7 +31,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 # shared/ sits beside the repository checkout (…/main and …/shared)
 OAI_DIR = Path(os.environ.get(
     "TWILIO_OAI_DIR",
-    str(Path(__file__).resolve().parents[4] / "shared" / "reference" / "twilio-oai")))
+    str(Path(__file__).resolve().parents[1] / "twilio-oai")))
 
 # URL prefix on reachd -> (OAI file, version segment the file covers)
 PRODUCTS = {

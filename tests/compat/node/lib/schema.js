@@ -1,6 +1,6 @@
 'use strict';
 // Validates reachd responses against Twilio's OpenAPI files
-// (/work/shared/reference/twilio-oai, or $TWILIO_OAI_DIR).
+// (tests/compat/twilio-oai, a copy of Twilio's twilio-oai; or $TWILIO_OAI_DIR).
 //
 // * `$ref`s are resolved by inlining (the presence schemas are not recursive).
 // * OpenAPI `nullable: true` becomes a JSON-Schema type array (and `null` joins any enum).
@@ -14,7 +14,7 @@ const addFormats = require('ajv-formats');
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const OAI_DIR = process.env.TWILIO_OAI_DIR
-  || path.resolve(REPO_ROOT, '..', 'shared', 'reference', 'twilio-oai');
+  || path.resolve(REPO_ROOT, 'tests', 'compat', 'twilio-oai');
 
 // prefix in our server → OAI file
 const SPECS = [
