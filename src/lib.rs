@@ -13,3 +13,4 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod logging;
+pub mod presence;

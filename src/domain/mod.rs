@@ -11,6 +11,7 @@ pub mod credential;
 pub mod errors;
 pub mod ids;
 pub mod page;
+pub mod presence;
 pub mod secret;
 pub mod service;
 pub mod store;

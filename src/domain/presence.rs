@@ -1,0 +1,182 @@
+//! Presence vocabulary shared by the engine and storage: causes, transitions, persisted
+//! sessions, and per-service timings.
+//!
+//! May depend on: std, domain::{service, time}.
+
+use std::sync::Arc;
+
+use super::service::{PresenceOverrides, Service};
+use super::time::Millis;
+
+/// Why a user's reachability changed (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    SessionOpened,
+    SessionClosed,
+    SessionTimeout,
+    BindingAdded,
+    BindingRemoved,
+    ReachabilityEnabled,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::SessionOpened => "session_opened",
+            Cause::SessionClosed => "session_closed",
+            Cause::SessionTimeout => "session_timeout",
+            Cause::BindingAdded => "binding_added",
+            Cause::BindingRemoved => "binding_removed",
+            Cause::ReachabilityEnabled => "reachability_enabled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Cause::SessionOpened,
+            Cause::SessionClosed,
+            Cause::SessionTimeout,
+            Cause::BindingAdded,
+            Cause::BindingRemoved,
+            Cause::ReachabilityEnabled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == value)
+    }
+}
+
+/// A change of a user's aggregated online state, as decided by the presence engine. Storage
+/// applies it only if it changes the stored state and the service has reachability enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub service_sid: Arc<str>,
+    pub identity: Arc<str>,
+    pub online: bool,
+    pub cause: Cause,
+    /// Wall-clock time of the change.
+    pub at: Millis,
+    /// Wall-clock time of the user's last activity (last ping or session end).
+    pub last_seen: Millis,
+    /// Live sessions right after the change.
+    pub session_count: u32,
+}
+
+/// How a session reaches reachd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    WebSocket,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::WebSocket => "websocket",
+        }
+    }
+
+    pub fn parse(value: &str) -> Self {
+        if value == "websocket" {
+            Transport::WebSocket
+        } else {
+            Transport::Http
+        }
+    }
+}
+
+/// A session as stored so that a restart can recover it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedSession {
+    pub id: u64,
+    pub service_sid: String,
+    pub identity: String,
+    pub transport: Transport,
+    pub endpoint: Option<String>,
+    pub created_at: Millis,
+    pub last_ping_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// What the engine needs at startup: stored sessions and the users stored as online.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceSnapshot {
+    pub sessions: Vec<PersistedSession>,
+    /// `(service_sid, identity)` of users whose stored `is_online` is true.
+    pub online_users: Vec<(String, String)>,
+}
+
+/// A batch of session-table changes.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFlush {
+    pub upserts: Vec<PersistedSession>,
+    pub deletes: Vec<u64>,
+}
+
+/// Server-wide presence defaults (config `[presence]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceDefaults {
+    pub ping_interval_ms: u64,
+    pub session_ttl_ms: u64,
+    pub offline_grace_ms: u64,
+}
+
+/// Effective timings and reachability flag of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePresence {
+    pub reachability_enabled: bool,
+    pub ping_interval_ms: u64,
+    pub session_ttl_ms: u64,
+    pub offline_grace_ms: u64,
+}
+
+impl ServicePresence {
+    pub fn of(service: &Service, defaults: &PresenceDefaults) -> Self {
+        let o: &PresenceOverrides = &service.presence;
+        ServicePresence {
+            reachability_enabled: service.reachability_enabled,
+            ping_interval_ms: o.ping_interval_ms.unwrap_or(defaults.ping_interval_ms),
+            session_ttl_ms: o.session_ttl_ms.unwrap_or(defaults.session_ttl_ms),
+            offline_grace_ms: o.offline_grace_ms.unwrap_or(defaults.offline_grace_ms),
+        }
+    }
+}
+
+/// Session ids travel as `SE` followed by 16 hex digits.
+pub fn format_session_id(id: u64) -> String {
+    format!("SE{id:016x}")
+}
+
+pub fn parse_session_id(value: &str) -> Option<u64> {
+    let hex = value.strip_prefix("SE")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_round_trip() {
+        assert_eq!(
+            parse_session_id(&format_session_id(0xdead_beef)),
+            Some(0xdead_beef)
+        );
+        assert_eq!(parse_session_id("SE123"), None);
+        assert_eq!(parse_session_id("XX00000000deadbeef"), None);
+    }
+
+    #[test]
+    fn causes_round_trip() {
+        for c in [
+            Cause::SessionOpened,
+            Cause::BindingRemoved,
+            Cause::ReachabilityEnabled,
+        ] {
+            assert_eq!(Cause::parse(c.as_str()), Some(c));
+        }
+    }
+}

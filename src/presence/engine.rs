@@ -1,0 +1,808 @@
+//! The presence state machine: sessions in memory, their expiries in an ordered set, and the
+//! per-user aggregate that decides transitions. Pure: no IO, no clock — every method takes the
+//! current time, so tests drive it directly and the runtime drives it from `tokio::time`.
+//!
+//! Invariants:
+//! - A user's `live` count equals the number of sessions in `sessions` that belong to them.
+//! - Transitions happen only on the aggregate: `Online` when `live` goes 0→1 with no offline
+//!   grace pending; `Offline` when a grace period ends with `live` still 0. A reconnect inside
+//!   the grace cancels it and produces nothing.
+//! - `expiries` may hold stale entries (a ping only moves `Session::expires_at`); the sweep
+//!   re-inserts an entry whose session lives longer, so each session has exactly one live
+//!   entry and a ping costs one map lookup.
+//! - A user entry exists while the user has a live session or a pending grace.
+//!
+//! May depend on: std, domain::presence.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::domain::presence::{
+    Cause, PersistedSession, PresenceSnapshot, ServicePresence, SessionFlush, Transition, Transport,
+};
+use crate::domain::time::Millis;
+
+/// The current time: monotonic milliseconds (for deadlines) and wall-clock milliseconds (for
+/// what is stored and shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono: u64,
+    pub wall: Millis,
+}
+
+impl Now {
+    /// The wall-clock time of a monotonic instant.
+    pub fn wall_of(&self, mono: u64) -> Millis {
+        self.wall + (mono as i64 - self.mono as i64)
+    }
+}
+
+type UserKey = (Arc<str>, Arc<str>);
+
+struct Session {
+    service: Arc<str>,
+    identity: Arc<str>,
+    expires_at: u64,
+    last_ping: u64,
+    created_at: Millis,
+    transport: Transport,
+    endpoint: Option<Box<str>>,
+}
+
+#[derive(Default)]
+struct UserState {
+    live: u32,
+    /// A pending offline report: its deadline and cause.
+    grace: Option<(u64, Cause)>,
+    last_seen: Millis,
+}
+
+/// A live session as the native API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: u64,
+    pub transport: Transport,
+    pub endpoint: Option<String>,
+    pub created_at: Millis,
+    pub last_ping_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// Why a session operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionError {
+    /// No such live session for this user (expired, closed, or someone else's).
+    NotFound,
+    /// The proposed id is taken; retry with another.
+    IdTaken,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    services: HashMap<Arc<str>, ServicePresence>,
+    users: HashMap<UserKey, UserState>,
+    sessions: HashMap<u64, Session>,
+    expiries: BTreeSet<(u64, u64)>,
+    graces: BTreeSet<(u64, UserKey)>,
+    /// Sessions ended since the last flush.
+    ended: Vec<u64>,
+    last_flush: u64,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The earliest expiry or grace deadline, for the sweeper's sleep.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let expiry = self.expiries.first().map(|(d, _)| *d);
+        let grace = self.graces.first().map(|(d, _)| *d);
+        match (expiry, grace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Records a service's timings and flag. Turning reachability on reports every user with
+    /// a live session (or a pending grace) online, with cause `reachability_enabled`.
+    pub fn configure(
+        &mut self,
+        now: Now,
+        service_sid: &str,
+        presence: ServicePresence,
+    ) -> Vec<Transition> {
+        let key: Arc<str> = Arc::from(service_sid);
+        let was_enabled = self
+            .services
+            .get(&key)
+            .is_some_and(|p| p.reachability_enabled);
+        self.services.insert(key.clone(), presence);
+        if was_enabled || !presence.reachability_enabled {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for ((service, identity), user) in &self.users {
+            if **service == *service_sid && (user.live > 0 || user.grace.is_some()) {
+                out.push(transition(
+                    now,
+                    service,
+                    identity,
+                    true,
+                    Cause::ReachabilityEnabled,
+                    user,
+                ));
+            }
+        }
+        out
+    }
+
+    fn presence_of(&self, service: &str) -> ServicePresence {
+        self.services
+            .get(service)
+            .copied()
+            .unwrap_or(ServicePresence {
+                reachability_enabled: false,
+                ping_interval_ms: 20_000,
+                session_ttl_ms: 60_000,
+                offline_grace_ms: 3_000,
+            })
+    }
+
+    /// Opens a session (or, with `resume` naming a live session of this user, keeps that one
+    /// alive). Returns the session id and any transition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        &mut self,
+        now: Now,
+        service_sid: &str,
+        identity: &str,
+        transport: Transport,
+        endpoint: Option<&str>,
+        resume: Option<u64>,
+        new_id: u64,
+    ) -> Result<(u64, Vec<Transition>), SessionError> {
+        if let Some(id) = resume {
+            if self.ping(now, id, service_sid, identity).is_ok() {
+                return Ok((id, Vec::new()));
+            }
+        }
+        if new_id == 0 || self.sessions.contains_key(&new_id) {
+            return Err(SessionError::IdTaken);
+        }
+        let service: Arc<str> = self
+            .services
+            .get_key_value(service_sid)
+            .map_or_else(|| Arc::from(service_sid), |(k, _)| k.clone());
+        let user_key = self.user_key(&service, identity);
+        let ttl = self.presence_of(&service).session_ttl_ms;
+        self.sessions.insert(
+            new_id,
+            Session {
+                service: user_key.0.clone(),
+                identity: user_key.1.clone(),
+                expires_at: now.mono + ttl,
+                last_ping: now.mono,
+                created_at: now.wall,
+                transport,
+                endpoint: endpoint.map(Box::from),
+            },
+        );
+        self.expiries.insert((now.mono + ttl, new_id));
+        Ok((new_id, self.session_started(now, user_key)))
+    }
+
+    /// Reuses the `Arc`s of an existing user entry so that sessions share them.
+    fn user_key(&self, service: &Arc<str>, identity: &str) -> UserKey {
+        let probe: UserKey = (service.clone(), Arc::from(identity));
+        match self.users.get_key_value(&probe) {
+            Some((key, _)) => key.clone(),
+            None => probe,
+        }
+    }
+
+    fn session_started(&mut self, now: Now, key: UserKey) -> Vec<Transition> {
+        let user = self.users.entry(key.clone()).or_default();
+        user.live += 1;
+        user.last_seen = now.wall;
+        if user.live > 1 {
+            return Vec::new();
+        }
+        if let Some((deadline, _)) = user.grace.take() {
+            // A reconnect inside the grace period: still online, nothing to report.
+            self.graces.remove(&(deadline, key));
+            return Vec::new();
+        }
+        vec![transition(
+            now,
+            &key.0,
+            &key.1,
+            true,
+            Cause::SessionOpened,
+            user,
+        )]
+    }
+
+    /// Keeps a session alive. Never produces a transition.
+    pub fn ping(
+        &mut self,
+        now: Now,
+        id: u64,
+        service_sid: &str,
+        identity: &str,
+    ) -> Result<(), SessionError> {
+        let ttl = match self.sessions.get(&id) {
+            Some(s) if *s.service == *service_sid && *s.identity == *identity => {
+                self.presence_of(service_sid).session_ttl_ms
+            }
+            _ => return Err(SessionError::NotFound),
+        };
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.expires_at = now.mono + ttl;
+            session.last_ping = now.mono;
+        }
+        Ok(())
+    }
+
+    /// Ends a session explicitly; the user goes offline after the grace period.
+    pub fn close(
+        &mut self,
+        now: Now,
+        id: u64,
+        service_sid: &str,
+        identity: &str,
+    ) -> Result<Vec<Transition>, SessionError> {
+        match self.sessions.get(&id) {
+            Some(s) if *s.service == *service_sid && *s.identity == *identity => {}
+            _ => return Err(SessionError::NotFound),
+        }
+        Ok(self.end_session(now, id, Cause::SessionClosed))
+    }
+
+    fn end_session(&mut self, now: Now, id: u64, cause: Cause) -> Vec<Transition> {
+        let Some(session) = self.sessions.remove(&id) else {
+            return Vec::new();
+        };
+        self.ended.push(id);
+        let key: UserKey = (session.service, session.identity);
+        let grace = self.presence_of(&key.0).offline_grace_ms;
+        let Some(user) = self.users.get_mut(&key) else {
+            return Vec::new();
+        };
+        user.live = user.live.saturating_sub(1);
+        // Last activity: the close itself, or the last ping of a session that timed out.
+        user.last_seen = if cause == Cause::SessionClosed {
+            now.wall
+        } else {
+            now.wall_of(session.last_ping)
+        };
+        if user.live > 0 {
+            return Vec::new();
+        }
+        if grace == 0 {
+            let t = transition(now, &key.0, &key.1, false, cause, user);
+            self.users.remove(&key);
+            return vec![t];
+        }
+        let deadline = now.mono + grace;
+        user.grace = Some((deadline, cause));
+        self.graces.insert((deadline, key));
+        Vec::new()
+    }
+
+    /// Expires sessions and ends grace periods that are due.
+    pub fn sweep(&mut self, now: Now) -> Vec<Transition> {
+        let mut out = Vec::new();
+        while let Some(&(deadline, id)) = self.expiries.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.expiries.pop_first();
+            let Some(expires_at) = self.sessions.get(&id).map(|s| s.expires_at) else {
+                continue;
+            };
+            if expires_at > now.mono {
+                self.expiries.insert((expires_at, id));
+            } else {
+                out.extend(self.end_session(now, id, Cause::SessionTimeout));
+            }
+        }
+        while let Some((deadline, _)) = self.graces.first() {
+            if *deadline > now.mono {
+                break;
+            }
+            let Some((deadline, key)) = self.graces.pop_first() else {
+                break;
+            };
+            let due = self
+                .users
+                .get(&key)
+                .and_then(|u| u.grace)
+                .filter(|(d, _)| *d == deadline);
+            if let Some((_, cause)) = due {
+                if let Some(user) = self.users.remove(&key) {
+                    out.push(transition(now, &key.0, &key.1, false, cause, &user));
+                }
+            }
+        }
+        out
+    }
+
+    /// Live sessions of one user.
+    pub fn sessions_of(&self, now: Now, service_sid: &str, identity: &str) -> Vec<SessionView> {
+        let mut views: Vec<SessionView> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| *s.service == *service_sid && *s.identity == *identity)
+            .map(|(id, s)| view(now, *id, s))
+            .collect();
+        views.sort_by_key(|v| (v.created_at, v.id));
+        views
+    }
+
+    /// Live sessions of a user, counted without allocating.
+    pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
+        let key: UserKey = (Arc::from(service_sid), Arc::from(identity));
+        self.users.get(&key).map_or(0, |u| u.live)
+    }
+
+    /// Sessions pinged or opened since the last flush, and those that ended. Call
+    /// [`Engine::flushed`] with the same `now` once they are stored.
+    pub fn pending_flush(&mut self, now: Now) -> SessionFlush {
+        let since = self.last_flush;
+        let upserts = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.last_ping >= since)
+            .map(|(id, s)| persisted(now, *id, s))
+            .collect();
+        SessionFlush {
+            upserts,
+            deletes: std::mem::take(&mut self.ended),
+        }
+    }
+
+    /// Marks a flush stored; on failure pass `stored = false` to keep the ended ids queued.
+    pub fn flushed(&mut self, now: Now, batch: SessionFlush, stored: bool) {
+        if stored {
+            self.last_flush = now.mono;
+        } else {
+            self.ended.extend(batch.deletes);
+        }
+    }
+
+    /// Every live session, for a final flush on shutdown.
+    pub fn all_sessions(&self, now: Now) -> Vec<PersistedSession> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| persisted(now, *id, s))
+            .collect()
+    }
+
+    /// Rebuilds state after a restart. Sessions still within their expiry come back live (and
+    /// their users online, which storage ignores when already stored); sessions that expired
+    /// during the downtime, and users stored online without any live session, go offline with
+    /// `session_timeout`. Call [`Engine::configure`] for the services first.
+    pub fn restore(&mut self, now: Now, snapshot: PresenceSnapshot) -> (Vec<Transition>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        let mut expired_users: Vec<UserKey> = Vec::new();
+        for s in snapshot.sessions {
+            if s.expires_at <= now.wall || self.sessions.contains_key(&s.id) {
+                expired.push(s.id);
+                expired_users.push((
+                    Arc::from(s.service_sid.as_str()),
+                    Arc::from(s.identity.as_str()),
+                ));
+                continue;
+            }
+            let service: Arc<str> = self
+                .services
+                .get_key_value(s.service_sid.as_str())
+                .map_or_else(|| Arc::from(s.service_sid.as_str()), |(k, _)| k.clone());
+            let key = self.user_key(&service, &s.identity);
+            let expires_at = now.mono + (s.expires_at - now.wall) as u64;
+            let last_ping = now
+                .mono
+                .saturating_sub((now.wall - s.last_ping_at).max(0) as u64);
+            self.sessions.insert(
+                s.id,
+                Session {
+                    service: key.0.clone(),
+                    identity: key.1.clone(),
+                    expires_at,
+                    last_ping,
+                    created_at: s.created_at,
+                    transport: s.transport,
+                    endpoint: s.endpoint.map(String::into_boxed_str),
+                },
+            );
+            self.expiries.insert((expires_at, s.id));
+            out.extend(self.session_started(now, key));
+        }
+        let stale_online = snapshot
+            .online_users
+            .into_iter()
+            .map(|(s, i)| (Arc::from(s.as_str()), Arc::from(i.as_str())));
+        let mut offline: Vec<UserKey> = expired_users
+            .into_iter()
+            .chain(stale_online)
+            .filter(|k| !self.users.contains_key(k))
+            .collect();
+        offline.sort();
+        offline.dedup();
+        for (service, identity) in offline {
+            let user = UserState {
+                last_seen: now.wall,
+                ..Default::default()
+            };
+            out.push(transition(
+                now,
+                &service,
+                &identity,
+                false,
+                Cause::SessionTimeout,
+                &user,
+            ));
+        }
+        (out, expired)
+    }
+
+    /// Drops everything about a deleted service.
+    pub fn forget_service(&mut self, service_sid: &str) {
+        let ids: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| *s.service == *service_sid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.sessions.remove(&id);
+            self.ended.push(id);
+        }
+        self.users
+            .retain(|(service, _), _| **service != *service_sid);
+        self.graces
+            .retain(|(_, (service, _))| **service != *service_sid);
+        self.services.remove(service_sid);
+    }
+}
+
+fn transition(
+    now: Now,
+    service: &Arc<str>,
+    identity: &Arc<str>,
+    online: bool,
+    cause: Cause,
+    user: &UserState,
+) -> Transition {
+    Transition {
+        service_sid: service.clone(),
+        identity: identity.clone(),
+        online,
+        cause,
+        at: now.wall,
+        last_seen: if online { now.wall } else { user.last_seen },
+        session_count: user.live,
+    }
+}
+
+fn view(now: Now, id: u64, s: &Session) -> SessionView {
+    SessionView {
+        id,
+        transport: s.transport,
+        endpoint: s.endpoint.as_deref().map(str::to_string),
+        created_at: s.created_at,
+        last_ping_at: now.wall_of(s.last_ping),
+        expires_at: now.wall_of(s.expires_at),
+    }
+}
+
+fn persisted(now: Now, id: u64, s: &Session) -> PersistedSession {
+    PersistedSession {
+        id,
+        service_sid: s.service.to_string(),
+        identity: s.identity.to_string(),
+        transport: s.transport,
+        endpoint: s.endpoint.as_deref().map(str::to_string),
+        created_at: s.created_at,
+        last_ping_at: now.wall_of(s.last_ping),
+        expires_at: now.wall_of(s.expires_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "IS00000000000000000000000000000001";
+
+    fn at(mono: u64) -> Now {
+        Now {
+            mono,
+            wall: 1_700_000_000_000 + mono as i64,
+        }
+    }
+
+    fn engine(grace: u64) -> Engine {
+        let mut e = Engine::new();
+        let p = ServicePresence {
+            reachability_enabled: true,
+            ping_interval_ms: 1_000,
+            session_ttl_ms: 5_000,
+            offline_grace_ms: grace,
+        };
+        assert!(e.configure(at(0), SVC, p).is_empty());
+        e
+    }
+
+    fn kinds(ts: &[Transition]) -> Vec<(String, bool, Cause)> {
+        ts.iter()
+            .map(|t| (t.identity.to_string(), t.online, t.cause))
+            .collect()
+    }
+
+    #[test]
+    fn pings_keep_a_session_alive_and_silence_expires_it_after_ttl_plus_grace() {
+        let mut e = engine(1_000);
+        let (id, t) = e
+            .open(at(0), SVC, "alice", Transport::Http, None, None, 7)
+            .expect("open");
+        assert_eq!(
+            kinds(&t),
+            vec![("alice".into(), true, Cause::SessionOpened)]
+        );
+        for ms in (1_000..=20_000).step_by(1_000) {
+            e.ping(at(ms), id, SVC, "alice").expect("ping");
+            assert!(e.sweep(at(ms)).is_empty());
+        }
+        // Last ping at 20 s: expires at 25 s, offline reported at 26 s.
+        assert!(e.sweep(at(24_999)).is_empty());
+        assert!(
+            e.sweep(at(25_000)).is_empty(),
+            "expired but inside the grace"
+        );
+        assert_eq!(e.next_deadline(), Some(26_000));
+        let t = e.sweep(at(26_000));
+        assert_eq!(
+            kinds(&t),
+            vec![("alice".into(), false, Cause::SessionTimeout)]
+        );
+        assert_eq!(t[0].last_seen, at(20_000).wall);
+        assert_eq!(
+            e.ping(at(26_001), id, SVC, "alice"),
+            Err(SessionError::NotFound)
+        );
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_reconnect_inside_the_grace_produces_no_transition() {
+        let mut e = engine(3_000);
+        let (a, _) = e
+            .open(at(0), SVC, "alice", Transport::Http, None, None, 1)
+            .expect("open");
+        assert!(
+            e.close(at(1_000), a, SVC, "alice")
+                .expect("close")
+                .is_empty()
+        );
+        let (_, t) = e
+            .open(at(2_500), SVC, "alice", Transport::WebSocket, None, None, 2)
+            .expect("reopen");
+        assert!(t.is_empty(), "reconnect inside grace: {t:?}");
+        assert!(
+            e.sweep(at(4_500)).is_empty(),
+            "the stale grace entry does nothing"
+        );
+        assert_eq!(e.live_count(SVC, "alice"), 1);
+    }
+
+    #[test]
+    fn closing_reports_offline_after_the_grace_with_cause_session_closed() {
+        let mut e = engine(3_000);
+        let (a, _) = e
+            .open(at(0), SVC, "alice", Transport::Http, None, None, 1)
+            .expect("open");
+        e.close(at(1_000), a, SVC, "alice").expect("close");
+        assert!(e.sweep(at(3_999)).is_empty());
+        assert_eq!(
+            kinds(&e.sweep(at(4_000))),
+            vec![("alice".into(), false, Cause::SessionClosed)]
+        );
+        assert_eq!(
+            e.close(at(4_001), a, SVC, "alice"),
+            Err(SessionError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_user_is_online_while_any_device_lives() {
+        let mut e = engine(0);
+        let (phone, t1) = e
+            .open(at(0), SVC, "alice", Transport::Http, None, None, 1)
+            .expect("phone");
+        let (laptop, t2) = e
+            .open(at(100), SVC, "alice", Transport::WebSocket, None, None, 2)
+            .expect("laptop");
+        assert_eq!(
+            t1.len() + t2.len(),
+            1,
+            "one online transition for two devices"
+        );
+        assert!(
+            e.close(at(200), phone, SVC, "alice")
+                .expect("close")
+                .is_empty()
+        );
+        assert_eq!(e.sessions_of(at(200), SVC, "alice").len(), 1);
+        let t = e.close(at(300), laptop, SVC, "alice").expect("close");
+        assert_eq!(
+            kinds(&t),
+            vec![("alice".into(), false, Cause::SessionClosed)],
+            "grace 0 is immediate"
+        );
+    }
+
+    #[test]
+    fn sessions_belong_to_their_user_and_ids_are_unique() {
+        let mut e = engine(0);
+        let (id, _) = e
+            .open(at(0), SVC, "alice", Transport::Http, None, None, 1)
+            .expect("open");
+        assert_eq!(
+            e.ping(at(1), id, SVC, "mallory"),
+            Err(SessionError::NotFound)
+        );
+        assert_eq!(
+            e.ping(at(1), id, "ISother", "alice"),
+            Err(SessionError::NotFound)
+        );
+        assert_eq!(
+            e.close(at(1), id, SVC, "mallory"),
+            Err(SessionError::NotFound)
+        );
+        assert_eq!(
+            e.open(at(1), SVC, "bob", Transport::Http, None, None, id)
+                .err(),
+            Some(SessionError::IdTaken)
+        );
+        // Resuming a live session keeps its id; resuming someone else's opens a new one.
+        assert_eq!(
+            e.open(at(2), SVC, "alice", Transport::Http, None, Some(id), 9)
+                .expect("resume")
+                .0,
+            id
+        );
+        assert_eq!(
+            e.open(at(2), SVC, "bob", Transport::Http, None, Some(id), 10)
+                .expect("new")
+                .0,
+            10
+        );
+    }
+
+    #[test]
+    fn enabling_reports_live_users_online_and_disabled_services_still_track() {
+        let mut e = Engine::new();
+        let off = ServicePresence {
+            reachability_enabled: false,
+            ping_interval_ms: 1_000,
+            session_ttl_ms: 5_000,
+            offline_grace_ms: 0,
+        };
+        e.configure(at(0), SVC, off);
+        e.open(at(0), SVC, "alice", Transport::Http, None, None, 1)
+            .expect("open");
+        e.open(at(0), SVC, "bob", Transport::Http, None, None, 2)
+            .expect("open");
+        e.close(at(1), 2, SVC, "bob").expect("close");
+        let on = ServicePresence {
+            reachability_enabled: true,
+            ..off
+        };
+        let t = e.configure(at(5), SVC, on);
+        assert_eq!(
+            kinds(&t),
+            vec![("alice".into(), true, Cause::ReachabilityEnabled)]
+        );
+        assert!(e.configure(at(6), SVC, on).is_empty(), "already enabled");
+    }
+
+    #[test]
+    fn restore_keeps_live_sessions_and_times_out_the_rest_once() {
+        let mut e = engine(1_000);
+        let now = at(100_000);
+        let live = PersistedSession {
+            id: 1,
+            service_sid: SVC.into(),
+            identity: "alice".into(),
+            transport: Transport::Http,
+            endpoint: None,
+            created_at: now.wall - 50_000,
+            last_ping_at: now.wall - 2_000,
+            expires_at: now.wall + 3_000,
+        };
+        let dead = PersistedSession {
+            id: 2,
+            identity: "bob".into(),
+            expires_at: now.wall - 1,
+            ..live.clone()
+        };
+        let dead_too = PersistedSession {
+            id: 3,
+            identity: "bob".into(),
+            expires_at: now.wall - 5,
+            ..live.clone()
+        };
+        let snapshot = PresenceSnapshot {
+            sessions: vec![live, dead, dead_too],
+            online_users: vec![
+                (SVC.into(), "alice".into()),
+                (SVC.into(), "bob".into()),
+                (SVC.into(), "carol".into()),
+            ],
+        };
+        let (t, expired) = e.restore(now, snapshot);
+        let mut k = kinds(&t);
+        k.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            k,
+            vec![
+                ("alice".into(), true, Cause::SessionOpened),
+                ("bob".into(), false, Cause::SessionTimeout),
+                ("carol".into(), false, Cause::SessionTimeout),
+            ]
+        );
+        assert_eq!(expired, vec![2, 3]);
+        // The restored session keeps pinging and expires on its own schedule.
+        e.ping(at(101_000), 1, SVC, "alice")
+            .expect("ping after restart");
+        assert!(e.sweep(at(105_999)).is_empty());
+        assert!(e.sweep(at(106_000)).is_empty(), "expired; grace running");
+        assert_eq!(
+            kinds(&e.sweep(at(107_000))),
+            vec![("alice".into(), false, Cause::SessionTimeout)]
+        );
+    }
+
+    #[test]
+    fn flushes_carry_pinged_sessions_and_ended_ids_once() {
+        let mut e = engine(0);
+        e.open(
+            at(0),
+            SVC,
+            "alice",
+            Transport::Http,
+            Some("app:a:1"),
+            None,
+            1,
+        )
+        .expect("open");
+        e.open(at(0), SVC, "bob", Transport::Http, None, None, 2)
+            .expect("open");
+        let f = e.pending_flush(at(10));
+        assert_eq!(f.upserts.len(), 2);
+        e.flushed(at(10), f, true);
+        assert!(
+            e.pending_flush(at(20)).upserts.is_empty(),
+            "nothing pinged since"
+        );
+        e.ping(at(30), 1, SVC, "alice").expect("ping");
+        e.close(at(31), 2, SVC, "bob").expect("close");
+        let f = e.pending_flush(at(40));
+        assert_eq!(f.upserts.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(f.upserts[0].endpoint.as_deref(), Some("app:a:1"));
+        assert_eq!(f.deletes, vec![2]);
+        e.flushed(at(40), f.clone(), false);
+        assert_eq!(
+            e.pending_flush(at(50)).deletes,
+            vec![2],
+            "a failed flush keeps deletes queued"
+        );
+    }
+}

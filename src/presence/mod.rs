@@ -1,0 +1,7 @@
+//! Presence: who is online. `engine` is the pure state machine; `runtime` drives it with
+//! `tokio::time` (the expiry sweeper), commits its transitions through the storage port in
+//! batches, and flushes sessions so a restart does not flap.
+//!
+//! May depend on: tokio, domain. Never on a database driver or a web framework.
+
+pub mod engine;
