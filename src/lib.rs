@@ -14,3 +14,4 @@ pub mod db;
 pub mod domain;
 pub mod logging;
 pub mod presence;
+pub mod tokens;

@@ -7,14 +7,19 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
 use super::paging::{fetch_page, text};
+use super::events::{EventSpec, emit};
+use super::writer::Tx;
 use super::{services, users};
 use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
+use crate::domain::event::{EventType, REASON_NOTIFIABLE};
+use crate::domain::presence::Cause;
+use crate::domain::store::Origin;
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::service::Service;
 use crate::domain::time::now_ms;
 use crate::domain::user::UserKey;
-use crate::domain::{Error, Result};
+use crate::domain::Result;
 
 const COLUMNS: &str = "id, sid, service_sid, user_sid, identity, credential_sid, endpoint, \
      address, binding_type, date_created, date_updated";
@@ -95,30 +100,16 @@ pub fn list(
     )
 }
 
-/// A change of a user's notifiable state caused by a binding write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifiableChange {
-    pub user_sid: String,
-    pub is_notifiable: bool,
-}
-
 /// Registers a binding for an existing user; an endpoint already registered in the service is
 /// replaced in place (keeping its SID), even if it belonged to another user.
-pub fn register(
-    conn: &Connection,
-    service_sid: &str,
-    key: &UserKey,
-    new: NewBinding,
-) -> Result<(Binding, Vec<NotifiableChange>)> {
+pub fn register(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, new: NewBinding, origin: Origin) -> Result<Binding> {
     new.validate()?;
-    let service = services::require(conn, service_sid)?;
-    let user = users::require(conn, service_sid, key)?;
+    let service = services::require(tx, service_sid)?;
+    let user = users::require(tx, service_sid, key)?;
     let now = now_ms();
     let endpoint = new.endpoint_for(&user.identity);
-    let existing: Option<Binding> = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM bindings WHERE service_sid = ?1 AND endpoint = ?2"
-        ))
+    let existing: Option<Binding> = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE service_sid = ?1 AND endpoint = ?2"))
         .db()?
         .query_row(params![service_sid, endpoint], from_row)
         .optional()
@@ -131,7 +122,7 @@ pub fn register(
         if old.user_sid != user.sid {
             touched.push(old.user_sid);
         }
-        conn.prepare_cached(
+        tx.prepare_cached(
             "UPDATE bindings SET user_sid = ?2, identity = ?3, credential_sid = ?4, address = ?5, \
              binding_type = ?6, date_updated = ?7 WHERE sid = ?1",
         )
@@ -147,7 +138,7 @@ pub fn register(
         ])
         .db()?;
     } else {
-        conn.prepare_cached(
+        tx.prepare_cached(
             "INSERT INTO bindings (sid, service_sid, user_sid, identity, credential_sid, endpoint, \
              address, binding_type, date_created, date_updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
@@ -166,69 +157,62 @@ pub fn register(
         ])
         .db()?;
     }
-    let changes = refresh_notifiable(conn, &service, &touched)?;
-    Ok((binding, changes))
+    refresh_notifiable(tx, &service, &touched, Cause::BindingAdded, origin)?;
+    Ok(binding)
 }
 
 /// Deletes the binding named by SID or endpoint within the filter's scope.
 pub fn delete(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     service_sid: &str,
     sid_or_endpoint: &str,
     filter: &BindingFilter,
-) -> Result<Option<(Binding, Vec<NotifiableChange>)>> {
+    origin: Origin,
+) -> Result<Option<Binding>> {
     let (mut sql, mut args) = filter_sql(service_sid, filter);
     sql.push_str(" AND (sid = ? OR endpoint = ?) ORDER BY sid = ? DESC LIMIT 1");
     let sid = ids::normalize(sid_or_endpoint);
     args.extend([text(&sid), text(sid_or_endpoint), text(&sid)]);
-    let found = conn
+    let found = tx
         .prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE {sql}"))
         .db()?
         .query_row(rusqlite::params_from_iter(args), from_row)
         .optional()
         .db()?;
-    let Some(binding) = found else {
-        return Ok(None);
-    };
-    conn.prepare_cached("DELETE FROM bindings WHERE sid = ?1")
-        .db()?
-        .execute([&binding.sid])
-        .db()?;
-    let service = services::require(conn, service_sid)?;
-    let changes = refresh_notifiable(conn, &service, std::slice::from_ref(&binding.user_sid))?;
-    Ok(Some((binding, changes)))
+    let Some(binding) = found else { return Ok(None) };
+    tx.prepare_cached("DELETE FROM bindings WHERE sid = ?1").db()?.execute([&binding.sid]).db()?;
+    let service = services::require(tx, service_sid)?;
+    refresh_notifiable(tx, &service, std::slice::from_ref(&binding.user_sid), Cause::BindingRemoved, origin)?;
+    Ok(Some(binding))
 }
 
-/// Recomputes `is_notifiable` for these users (while reachability is enabled) and returns the
-/// users whose state changed.
-fn refresh_notifiable(
-    conn: &Connection,
-    service: &Service,
-    user_sids: &[String],
-) -> Result<Vec<NotifiableChange>> {
+/// Recomputes `is_notifiable` for these users (while reachability is enabled); each change is
+/// a reachability event with `cause`.
+fn refresh_notifiable(tx: &mut Tx<'_>, service: &Service, user_sids: &[String], cause: Cause, origin: Origin) -> Result<()> {
     if !service.reachability_enabled {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut changes = Vec::new();
     for user_sid in user_sids {
-        let (stored, push_count): (Option<bool>, i64) = conn
-            .prepare_cached(
-                "SELECT is_notifiable, (SELECT count(*) FROM bindings b WHERE b.user_sid = u.sid \
-                 AND b.binding_type != 'twilsock') FROM users u WHERE u.sid = ?1",
-            )
+        let mut user = users::require(tx, &service.sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
+        let push_count: i64 = tx
+            .prepare_cached("SELECT count(*) FROM bindings WHERE user_sid = ?1 AND binding_type != 'twilsock'")
             .db()?
-            .query_row([user_sid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .db()?
-            .ok_or(Error::NotFound)?;
-        let now_notifiable = push_count > 0;
-        if stored != Some(now_notifiable) {
-            users::set_notifiable(conn, user_sid, now_notifiable)?;
-            changes.push(NotifiableChange {
-                user_sid: user_sid.clone(),
-                is_notifiable: now_notifiable,
-            });
+            .query_row([user_sid], |r| r.get(0))
+            .db()?;
+        let notifiable = push_count > 0;
+        if user.reachability.is_notifiable != Some(notifiable) {
+            tx.prepare_cached("UPDATE users SET is_notifiable = ?2 WHERE sid = ?1")
+                .db()?
+                .execute(params![user_sid, notifiable])
+                .db()?;
+            user.reachability.is_notifiable = Some(notifiable);
+            let spec = EventSpec {
+                reasons: &[REASON_NOTIFIABLE],
+                cause: Some(cause),
+                ..EventSpec::new(EventType::ReachabilityUpdated, origin)
+            };
+            emit(tx, &mut user, spec)?;
         }
     }
-    Ok(changes)
+    Ok(())
 }

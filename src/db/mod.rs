@@ -6,10 +6,12 @@
 mod account;
 mod bindings;
 pub mod cache;
+mod events;
 mod credentials;
 pub mod keys;
 pub mod open;
 mod paging;
+mod presence;
 mod services;
 mod sqlite_store;
 mod users;

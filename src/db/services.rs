@@ -5,8 +5,15 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
+use super::events::{EventSpec, emit};
 use super::paging::fetch_page;
+use super::users;
+use super::writer::Tx;
+use crate::domain::event::{EventType, REASON_NOTIFIABLE};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::presence::Cause;
+use crate::domain::store::Origin;
+use crate::domain::user::UserKey;
 use crate::domain::service::{PresenceOverrides, ReachabilityToggle, Service, ServicePatch};
 use crate::domain::time::now_ms;
 use crate::domain::{Error, Result};
@@ -114,27 +121,57 @@ fn save(conn: &Connection, service: &Service) -> Result<()> {
     Ok(())
 }
 
-/// Applies `patch`; enabling reachability forgets every user's previous state (unknown until
-/// the next transition), except that users with push bindings are notifiable at once.
-pub fn update(
-    conn: &Connection,
-    sid: &str,
-    patch: &ServicePatch,
-) -> Result<(Service, ReachabilityToggle)> {
-    let mut service = require(conn, sid)?;
+/// Applies `patch`. Enabling reachability forgets every user's previous state (unknown until
+/// the next transition), except that users with push bindings become notifiable at once, each
+/// with an event (cause `reachability_enabled`).
+pub fn update(tx: &mut Tx<'_>, sid: &str, patch: &ServicePatch) -> Result<(Service, ReachabilityToggle)> {
+    let mut service = require(tx, sid)?;
     let toggle = service.apply(patch, now_ms())?;
-    save(conn, &service)?;
+    save(tx, &service)?;
     if toggle == ReachabilityToggle::Enabled {
-        conn.prepare_cached(
-            "UPDATE users SET is_online = NULL, is_notifiable = CASE WHEN EXISTS \
-             (SELECT 1 FROM bindings b WHERE b.user_sid = users.sid AND b.binding_type != 'twilsock') \
-             THEN 1 ELSE NULL END WHERE service_sid = ?1",
-        )
-        .db()?
-        .execute([sid])
-        .db()?;
+        tx.prepare_cached("UPDATE users SET is_online = NULL, is_notifiable = NULL, online_since = NULL WHERE service_sid = ?1")
+            .db()?
+            .execute([sid])
+            .db()?;
+        let with_bindings: Vec<String> = tx
+            .prepare_cached(
+                "SELECT DISTINCT u.sid FROM users u JOIN bindings b ON b.user_sid = u.sid \
+                 WHERE u.service_sid = ?1 AND b.binding_type != 'twilsock' ORDER BY u.id",
+            )
+            .db()?
+            .query_map([sid], |r| r.get(0))
+            .db()?
+            .collect::<rusqlite::Result<_>>()
+            .db()?;
+        for user_sid in with_bindings {
+            let mut user = users::require(tx, sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
+            tx.prepare_cached("UPDATE users SET is_notifiable = 1 WHERE sid = ?1").db()?.execute([&user_sid]).db()?;
+            user.reachability.is_notifiable = Some(true);
+            let spec = EventSpec {
+                reasons: &[REASON_NOTIFIABLE],
+                cause: Some(Cause::ReachabilityEnabled),
+                ..EventSpec::new(EventType::ReachabilityUpdated, Origin::Rest { webhooks: false })
+            };
+            emit(tx, &mut user, spec)?;
+        }
     }
     Ok((service, toggle))
+}
+
+/// Replaces the presence overrides.
+pub fn set_presence(conn: &Connection, sid: &str, presence: PresenceOverrides) -> Result<Service> {
+    let mut service = require(conn, sid)?;
+    service.presence = presence;
+    service.date_updated = now_ms();
+    save(conn, &service)?;
+    Ok(service)
+}
+
+/// Every service (for the presence engine at startup).
+pub fn all(conn: &Connection) -> Result<Vec<Service>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM services ORDER BY id")).db()?;
+    let rows = stmt.query_map([], from_row).db()?.collect::<rusqlite::Result<Vec<_>>>().db()?;
+    Ok(rows)
 }
 
 pub fn delete(conn: &Connection, sid: &str) -> Result<bool> {

@@ -10,14 +10,15 @@ use r2d2_sqlite::SqliteConnectionManager;
 use super::cache::ServiceCache;
 use super::open::ReadPool;
 use super::writer::Writer;
-use super::{account, bindings, credentials, keys, map_pool, services, users};
+use super::{account, bindings, credentials, keys, map_pool, presence, services, users};
 use crate::domain::Result;
 use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
 use crate::domain::binding::{Binding, BindingFilter, NewBinding};
 use crate::domain::credential::{Credential, CredentialPatch, NewCredential};
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::service::{Service, ServicePatch};
-use crate::domain::store::{Origin, Store, WriteFuture};
+use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
+use crate::domain::presence::{PresenceBatch, PresenceSnapshot};
+use crate::domain::store::{Origin, PresenceStore, Store, WriteFuture};
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
 
@@ -121,10 +122,31 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_user(&self, service_sid: &str, user: NewUser, _origin: Origin) -> WriteFuture<User> {
+    fn create_user(&self, service_sid: &str, user: NewUser, origin: Origin) -> WriteFuture<User> {
         let service_sid = service_sid.to_string();
-        self.writer
-            .submit(move |tx| users::insert(tx, &service_sid, user))
+        self.writer.submit(move |tx| users::insert(tx, &service_sid, user, origin))
+    }
+
+    fn ensure_user(&self, service_sid: &str, identity: &str) -> WriteFuture<(User, bool)> {
+        let (service_sid, identity) = (service_sid.to_string(), identity.to_string());
+        self.writer.submit(move |tx| users::ensure(tx, &service_sid, &identity))
+    }
+
+    fn users_by_identity(&self, service_sid: &str, identities: &[String]) -> Result<Vec<User>> {
+        users::by_identities(&*self.read()?, service_sid, identities)
+    }
+
+    fn list_online_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
+        users::list_online(&*self.read()?, service_sid, page)
+    }
+
+    fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides) -> WriteFuture<Service> {
+        let sid = sid.to_string();
+        self.writer.submit(move |tx| {
+            let service = services::set_presence(tx, &sid, presence)?;
+            tx.record_service(&sid);
+            Ok(service)
+        })
     }
 
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
@@ -135,34 +157,19 @@ impl Store for SqliteStore {
         users::list(&*self.read()?, service_sid, page)
     }
 
-    fn update_user(
-        &self,
-        service_sid: &str,
-        key: UserKey,
-        patch: UserPatch,
-        _origin: Origin,
-    ) -> WriteFuture<User> {
+    fn update_user(&self, service_sid: &str, key: UserKey, patch: UserPatch, origin: Origin) -> WriteFuture<User> {
         let service_sid = service_sid.to_string();
-        self.writer
-            .submit(move |tx| users::update(tx, &service_sid, &key, &patch))
+        self.writer.submit(move |tx| users::update(tx, &service_sid, &key, &patch, origin))
     }
 
-    fn delete_user(&self, service_sid: &str, key: UserKey, _origin: Origin) -> WriteFuture<bool> {
+    fn delete_user(&self, service_sid: &str, key: UserKey, origin: Origin) -> WriteFuture<bool> {
         let service_sid = service_sid.to_string();
-        self.writer
-            .submit(move |tx| users::delete(tx, &service_sid, &key).map(|u| u.is_some()))
+        self.writer.submit(move |tx| Ok(users::delete(tx, &service_sid, &key, origin)?.is_some()))
     }
 
-    fn register_binding(
-        &self,
-        service_sid: &str,
-        key: UserKey,
-        binding: NewBinding,
-        _origin: Origin,
-    ) -> WriteFuture<Binding> {
+    fn register_binding(&self, service_sid: &str, key: UserKey, binding: NewBinding, origin: Origin) -> WriteFuture<Binding> {
         let service_sid = service_sid.to_string();
-        self.writer
-            .submit(move |tx| bindings::register(tx, &service_sid, &key, binding).map(|(b, _)| b))
+        self.writer.submit(move |tx| bindings::register(tx, &service_sid, &key, binding, origin))
     }
 
     fn binding(
@@ -183,18 +190,10 @@ impl Store for SqliteStore {
         bindings::list(&*self.read()?, service_sid, filter, page)
     }
 
-    fn delete_binding(
-        &self,
-        service_sid: &str,
-        sid_or_endpoint: &str,
-        filter: BindingFilter,
-        _origin: Origin,
-    ) -> WriteFuture<bool> {
+    fn delete_binding(&self, service_sid: &str, sid_or_endpoint: &str, filter: BindingFilter, origin: Origin) -> WriteFuture<bool> {
         let service_sid = service_sid.to_string();
         let target = sid_or_endpoint.to_string();
-        self.writer.submit(move |tx| {
-            bindings::delete(tx, &service_sid, &target, &filter).map(|d| d.is_some())
-        })
+        self.writer.submit(move |tx| Ok(bindings::delete(tx, &service_sid, &target, &filter, origin)?.is_some()))
     }
 
     fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential> {
@@ -219,5 +218,19 @@ impl Store for SqliteStore {
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool> {
         let sid = sid.to_string();
         self.writer.submit(move |tx| credentials::delete(tx, &sid))
+    }
+}
+
+impl PresenceStore for SqliteStore {
+    fn commit_presence(&self, batch: PresenceBatch) -> WriteFuture<()> {
+        self.writer.submit(move |tx| presence::commit(tx, &batch))
+    }
+
+    fn load_presence(&self) -> Result<PresenceSnapshot> {
+        presence::snapshot(&*self.read()?)
+    }
+
+    fn presence_services(&self) -> Result<Vec<Service>> {
+        services::all(&*self.read()?)
     }
 }

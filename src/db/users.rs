@@ -1,20 +1,26 @@
-//! SQL for users.
+//! SQL for users; every write records its event.
 //!
-//! May depend on: rusqlite, domain.
+//! May depend on: rusqlite, domain, db::{events, paging, services, writer}.
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
+use super::events::{EventSpec, emit};
 use super::paging::{fetch_page, text};
 use super::services;
+use super::writer::Tx;
+use crate::domain::event::EventType;
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, Reachability, User, UserKey, UserPatch};
 use crate::domain::{Error, Result};
 
 const COLUMNS: &str = "id, sid, service_sid, identity, friendly_name, attributes, role_sid, \
-     joined_channels_count, is_online, is_notifiable, date_created, date_updated";
+     joined_channels_count, is_online, is_notifiable, date_created, date_updated, sequence, \
+     last_seen, online_since";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -28,6 +34,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         reachability: Reachability {
             is_online: row.get(8)?,
             is_notifiable: row.get(9)?,
+            sequence: row.get(12)?,
+            last_seen: row.get(13)?,
+            online_since: row.get(14)?,
         },
         date_created: row.get(10)?,
         date_updated: row.get(11)?,
@@ -58,29 +67,39 @@ pub fn require(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Us
 }
 
 pub fn list(conn: &Connection, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
-    fetch_page(
-        conn,
-        &format!("SELECT {COLUMNS} FROM users"),
-        "service_sid = ?",
-        vec![text(service_sid)],
-        page,
-        from_row,
-    )
+    fetch_page(conn, &format!("SELECT {COLUMNS} FROM users"), "service_sid = ?", vec![text(service_sid)], page, from_row)
 }
 
-/// Inserts a user into an existing service; a taken identity is `DuplicateIdentity`.
-pub fn insert(conn: &Connection, service_sid: &str, new: NewUser) -> Result<User> {
+pub fn list_online(conn: &Connection, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
+    fetch_page(conn, &format!("SELECT {COLUMNS} FROM users"), "service_sid = ? AND is_online = 1", vec![text(service_sid)], page, from_row)
+}
+
+pub fn by_identities(conn: &Connection, service_sid: &str, identities: &[String]) -> Result<Vec<User>> {
+    let mut out = Vec::with_capacity(identities.len());
+    // Chunks keep each statement under SQLite's parameter limit.
+    for chunk in identities.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE service_sid = ? AND identity IN ({marks}) ORDER BY id");
+        let args: Vec<Value> = std::iter::once(text(service_sid)).chain(chunk.iter().map(|i| text(i))).collect();
+        let mut stmt = conn.prepare(&sql).db()?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row).db()?;
+        for row in rows {
+            out.push(row.db()?);
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts a user into an existing service and records `user.added`; a taken identity is
+/// `DuplicateIdentity`.
+pub fn insert(tx: &mut Tx<'_>, service_sid: &str, new: NewUser, origin: Origin) -> Result<User> {
     new.validate()?;
-    let service = services::require(conn, service_sid)?;
-    if get(conn, service_sid, &UserKey::Identity(new.identity.clone()))?.is_some() {
+    let service = services::require(tx, service_sid)?;
+    if get(tx, service_sid, &UserKey::Identity(new.identity.clone()))?.is_some() {
         return Err(Error::DuplicateIdentity(new.identity));
     }
-    let user = new.into_user(
-        service_sid,
-        &service.settings.default_service_role_sid,
-        now_ms(),
-    );
-    conn.prepare_cached(
+    let mut user = new.into_user(service_sid, &service.settings.default_service_role_sid, now_ms());
+    tx.prepare_cached(
         "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
          date_created, date_updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
@@ -96,44 +115,49 @@ pub fn insert(conn: &Connection, service_sid: &str, new: NewUser) -> Result<User
         user.date_updated,
     ])
     .db()?;
+    emit(tx, &mut user, EventSpec::new(EventType::UserAdded, origin))?;
     Ok(user)
 }
 
-pub fn update(
-    conn: &Connection,
-    service_sid: &str,
-    key: &UserKey,
-    patch: &UserPatch,
-) -> Result<User> {
+/// The user with this identity, created by a client's first contact when missing.
+pub fn ensure(tx: &mut Tx<'_>, service_sid: &str, identity: &str) -> Result<(User, bool)> {
+    if let Some(user) = get(tx, service_sid, &UserKey::Identity(identity.to_string()))? {
+        return Ok((user, false));
+    }
+    let new = NewUser { identity: identity.to_string(), ..Default::default() };
+    Ok((insert(tx, service_sid, new, Origin::Client)?, true))
+}
+
+pub fn update(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, patch: &UserPatch, origin: Origin) -> Result<User> {
     patch.validate()?;
-    let mut user = require(conn, service_sid, key)?;
+    let mut user = require(tx, service_sid, key)?;
+    let before = user.clone();
     patch.apply(&mut user, now_ms());
-    conn.prepare_cached(
+    tx.prepare_cached(
         "UPDATE users SET friendly_name = ?2, attributes = ?3, role_sid = ?4, date_updated = ?5 WHERE sid = ?1",
     )
     .db()?
     .execute(params![user.sid, user.friendly_name, user.attributes, user.role_sid, user.date_updated])
     .db()?;
+    let mut reasons = Vec::new();
+    if before.friendly_name != user.friendly_name {
+        reasons.push("friendlyName");
+    }
+    if before.attributes != user.attributes {
+        reasons.push("attributes");
+    }
+    if before.role_sid != user.role_sid {
+        reasons.push("roleSid");
+    }
+    let spec = EventSpec { reasons: &reasons, ..EventSpec::new(EventType::UserUpdated, origin) };
+    emit(tx, &mut user, spec)?;
     Ok(user)
 }
 
-/// Deletes the user (and, by cascade, their bindings); returns the deleted user.
-pub fn delete(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
-    let Some(user) = get(conn, service_sid, key)? else {
-        return Ok(None);
-    };
-    conn.prepare_cached("DELETE FROM users WHERE sid = ?1")
-        .db()?
-        .execute([&user.sid])
-        .db()?;
+/// Deletes the user (and, by cascade, their bindings) after recording `user.deleted`.
+pub fn delete(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, origin: Origin) -> Result<Option<User>> {
+    let Some(mut user) = get(tx, service_sid, key)? else { return Ok(None) };
+    emit(tx, &mut user, EventSpec::new(EventType::UserDeleted, origin))?;
+    tx.prepare_cached("DELETE FROM users WHERE sid = ?1").db()?.execute([&user.sid]).db()?;
     Ok(Some(user))
-}
-
-/// Stores a new notifiable state (only meaningful while reachability is enabled).
-pub fn set_notifiable(conn: &Connection, user_sid: &str, notifiable: bool) -> Result<()> {
-    conn.prepare_cached("UPDATE users SET is_notifiable = ?2 WHERE sid = ?1")
-        .db()?
-        .execute(params![user_sid, notifiable])
-        .db()?;
-    Ok(())
 }

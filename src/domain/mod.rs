@@ -9,6 +9,7 @@ pub mod account;
 pub mod binding;
 pub mod credential;
 pub mod errors;
+pub mod event;
 pub mod ids;
 pub mod page;
 pub mod presence;

@@ -113,6 +113,20 @@ pub struct SessionFlush {
     pub deletes: Vec<u64>,
 }
 
+/// What the presence runtime commits in one write: transitions (applied in order), and the
+/// session-table changes that go with them.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceBatch {
+    pub transitions: Vec<Transition>,
+    pub sessions: SessionFlush,
+}
+
+impl PresenceBatch {
+    pub fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.sessions.upserts.is_empty() && self.sessions.deletes.is_empty()
+    }
+}
+
 /// Server-wide presence defaults (config `[presence]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PresenceDefaults {

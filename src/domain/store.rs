@@ -15,7 +15,8 @@ use super::binding::{Binding, BindingFilter, NewBinding};
 use super::credential::{Credential, CredentialPatch, NewCredential};
 use super::errors::Result;
 use super::page::{Page, PageRequest};
-use super::service::{Service, ServicePatch};
+use super::presence::{PresenceBatch, PresenceSnapshot};
+use super::service::{PresenceOverrides, Service, ServicePatch};
 use super::user::{NewUser, User, UserKey, UserPatch};
 
 /// A committed write's result.
@@ -53,6 +54,15 @@ pub trait Store: Send + Sync + 'static {
 
     // --- users ----------------------------------------------------------------------------
     fn create_user(&self, service_sid: &str, user: NewUser, origin: Origin) -> WriteFuture<User>;
+    /// The user with this identity, created (as by a client SDK) when missing; `true` when
+    /// it was created.
+    fn ensure_user(&self, service_sid: &str, identity: &str) -> WriteFuture<(User, bool)>;
+    /// Users of a service by identity (unknown identities are skipped).
+    fn users_by_identity(&self, service_sid: &str, identities: &[String]) -> Result<Vec<User>>;
+    /// Users stored as online, oldest first.
+    fn list_online_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
+    /// Replaces a service's presence timings.
+    fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides) -> WriteFuture<Service>;
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>>;
     fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
     fn update_user(
@@ -100,4 +110,15 @@ pub trait Store: Send + Sync + 'static {
     fn list_credentials(&self, page: PageRequest) -> Result<Page<Credential>>;
     fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential>;
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool>;
+}
+
+/// What the presence runtime needs from storage.
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Applies transitions (each only if it changes the stored state of a user in a service
+    /// with reachability enabled, recording an event) and session-table changes, atomically.
+    fn commit_presence(&self, batch: PresenceBatch) -> WriteFuture<()>;
+    /// Stored sessions and online users, for a restart.
+    fn load_presence(&self) -> Result<PresenceSnapshot>;
+    /// Every service's SID with its reachability flag and overrides.
+    fn presence_services(&self) -> Result<Vec<Service>>;
 }

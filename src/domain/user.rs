@@ -17,6 +17,12 @@ pub const MAX_ATTRIBUTES: usize = 16 * 1024;
 pub struct Reachability {
     pub is_online: Option<bool>,
     pub is_notifiable: Option<bool>,
+    /// Grows by one with every event about the user.
+    pub sequence: i64,
+    /// Last activity (last ping or session end) when known.
+    pub last_seen: Option<Millis>,
+    /// When the user last came online, while online.
+    pub online_since: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

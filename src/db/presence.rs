@@ -1,0 +1,111 @@
+//! Storage for the presence runtime: applying transitions (with their events) and keeping the
+//! sessions table, and the snapshot a restart resumes from.
+//!
+//! May depend on: rusqlite, domain, db::{events, users, writer}.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqlResultExt;
+use super::events::{EventSpec, emit};
+use super::users;
+use super::writer::Tx;
+use crate::domain::Result;
+use crate::domain::event::{EventType, REASON_ONLINE};
+use crate::domain::presence::{PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport};
+use crate::domain::store::Origin;
+use crate::domain::user::UserKey;
+
+/// Applies a batch: transitions in order, then the session-table changes.
+pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
+    for transition in &batch.transitions {
+        apply_transition(tx, transition)?;
+    }
+    for s in &batch.sessions.upserts {
+        tx.prepare_cached(
+            "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET \
+             last_ping_at = excluded.last_ping_at, expires_at = excluded.expires_at",
+        )
+        .db()?
+        .execute(params![
+            s.id as i64,
+            s.service_sid,
+            s.identity,
+            s.transport.as_str(),
+            s.endpoint,
+            s.created_at,
+            s.last_ping_at,
+            s.expires_at,
+        ])
+        .db()?;
+    }
+    for id in &batch.sessions.deletes {
+        tx.prepare_cached("DELETE FROM sessions WHERE id = ?1").db()?.execute([*id as i64]).db()?;
+    }
+    Ok(())
+}
+
+/// Stores a transition if it changes the user's stored state in a service with reachability
+/// enabled (otherwise it is a no-op: disabled services are silent, repeats are idempotent).
+fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
+    let enabled: Option<bool> = tx
+        .prepare_cached("SELECT reachability_enabled FROM services WHERE sid = ?1")
+        .db()?
+        .query_row([&*t.service_sid], |r| r.get(0))
+        .optional()
+        .db()?;
+    if enabled != Some(true) {
+        return Ok(());
+    }
+    let Some(mut user) = users::get(tx, &t.service_sid, &UserKey::Identity(t.identity.to_string()))? else {
+        return Ok(());
+    };
+    if user.reachability.is_online == Some(t.online) {
+        return Ok(());
+    }
+    let online_since = if t.online { Some(t.at) } else { None };
+    tx.prepare_cached("UPDATE users SET is_online = ?2, last_seen = ?3, online_since = ?4 WHERE sid = ?1")
+        .db()?
+        .execute(params![user.sid, t.online, t.last_seen, online_since])
+        .db()?;
+    user.reachability.is_online = Some(t.online);
+    user.reachability.last_seen = Some(t.last_seen);
+    user.reachability.online_since = online_since;
+    let spec = EventSpec {
+        reasons: &[REASON_ONLINE],
+        cause: Some(t.cause),
+        session_count: Some(t.session_count),
+        ..EventSpec::new(EventType::ReachabilityUpdated, Origin::Client)
+    };
+    emit(tx, &mut user, spec)?;
+    Ok(())
+}
+
+pub fn snapshot(conn: &Connection) -> Result<PresenceSnapshot> {
+    let sessions = conn
+        .prepare("SELECT id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at FROM sessions")
+        .db()?
+        .query_map([], |r| {
+            Ok(PersistedSession {
+                id: r.get::<_, i64>(0)? as u64,
+                service_sid: r.get(1)?,
+                identity: r.get(2)?,
+                transport: Transport::parse(&r.get::<_, String>(3)?),
+                endpoint: r.get(4)?,
+                created_at: r.get(5)?,
+                last_ping_at: r.get(6)?,
+                expires_at: r.get(7)?,
+            })
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    let online_users = conn
+        .prepare("SELECT service_sid, identity FROM users WHERE is_online = 1")
+        .db()?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    Ok(PresenceSnapshot { sessions, online_users })
+}
