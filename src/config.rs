@@ -58,6 +58,7 @@ pub struct PresenceConfig {
     pub ping_interval_ms: u64,
     pub session_ttl_ms: u64,
     pub offline_grace_ms: u64,
+    pub flush_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +192,12 @@ impl Config {
             return Err(invalid("log_format", "must be pretty or json"));
         }
         let p = &self.presence;
+        if p.flush_interval_ms == 0 || p.flush_interval_ms >= p.session_ttl_ms {
+            return Err(invalid(
+                "presence",
+                "flush_interval_ms must be positive and below session_ttl_ms",
+            ));
+        }
         if p.ping_interval_ms == 0 || p.session_ttl_ms <= p.ping_interval_ms {
             return Err(invalid(
                 "presence",

@@ -6,20 +6,20 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
-use super::paging::{fetch_page, text};
 use super::events::{EventSpec, emit};
+use super::paging::{fetch_page, text};
 use super::writer::Tx;
 use super::{services, users};
+use crate::domain::Result;
 use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
 use crate::domain::event::{EventType, REASON_NOTIFIABLE};
-use crate::domain::presence::Cause;
-use crate::domain::store::Origin;
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::presence::Cause;
 use crate::domain::service::Service;
+use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
 use crate::domain::user::UserKey;
-use crate::domain::Result;
 
 const COLUMNS: &str = "id, sid, service_sid, user_sid, identity, credential_sid, endpoint, \
      address, binding_type, date_created, date_updated";
@@ -102,14 +102,22 @@ pub fn list(
 
 /// Registers a binding for an existing user; an endpoint already registered in the service is
 /// replaced in place (keeping its SID), even if it belonged to another user.
-pub fn register(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, new: NewBinding, origin: Origin) -> Result<Binding> {
+pub fn register(
+    tx: &mut Tx<'_>,
+    service_sid: &str,
+    key: &UserKey,
+    new: NewBinding,
+    origin: Origin,
+) -> Result<Binding> {
     new.validate()?;
     let service = services::require(tx, service_sid)?;
     let user = users::require(tx, service_sid, key)?;
     let now = now_ms();
     let endpoint = new.endpoint_for(&user.identity);
     let existing: Option<Binding> = tx
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM bindings WHERE service_sid = ?1 AND endpoint = ?2"))
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bindings WHERE service_sid = ?1 AND endpoint = ?2"
+        ))
         .db()?
         .query_row(params![service_sid, endpoint], from_row)
         .optional()
@@ -179,23 +187,42 @@ pub fn delete(
         .query_row(rusqlite::params_from_iter(args), from_row)
         .optional()
         .db()?;
-    let Some(binding) = found else { return Ok(None) };
-    tx.prepare_cached("DELETE FROM bindings WHERE sid = ?1").db()?.execute([&binding.sid]).db()?;
+    let Some(binding) = found else {
+        return Ok(None);
+    };
+    tx.prepare_cached("DELETE FROM bindings WHERE sid = ?1")
+        .db()?
+        .execute([&binding.sid])
+        .db()?;
     let service = services::require(tx, service_sid)?;
-    refresh_notifiable(tx, &service, std::slice::from_ref(&binding.user_sid), Cause::BindingRemoved, origin)?;
+    refresh_notifiable(
+        tx,
+        &service,
+        std::slice::from_ref(&binding.user_sid),
+        Cause::BindingRemoved,
+        origin,
+    )?;
     Ok(Some(binding))
 }
 
 /// Recomputes `is_notifiable` for these users (while reachability is enabled); each change is
 /// a reachability event with `cause`.
-fn refresh_notifiable(tx: &mut Tx<'_>, service: &Service, user_sids: &[String], cause: Cause, origin: Origin) -> Result<()> {
+fn refresh_notifiable(
+    tx: &mut Tx<'_>,
+    service: &Service,
+    user_sids: &[String],
+    cause: Cause,
+    origin: Origin,
+) -> Result<()> {
     if !service.reachability_enabled {
         return Ok(());
     }
     for user_sid in user_sids {
         let mut user = users::require(tx, &service.sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
         let push_count: i64 = tx
-            .prepare_cached("SELECT count(*) FROM bindings WHERE user_sid = ?1 AND binding_type != 'twilsock'")
+            .prepare_cached(
+                "SELECT count(*) FROM bindings WHERE user_sid = ?1 AND binding_type != 'twilsock'",
+            )
             .db()?
             .query_row([user_sid], |r| r.get(0))
             .db()?;

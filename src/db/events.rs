@@ -26,7 +26,13 @@ pub struct EventSpec<'a> {
 
 impl<'a> EventSpec<'a> {
     pub fn new(kind: EventType, origin: Origin) -> Self {
-        EventSpec { kind, reasons: &[], cause: None, origin, session_count: None }
+        EventSpec {
+            kind,
+            reasons: &[],
+            cause: None,
+            origin,
+            session_count: None,
+        }
     }
 }
 
@@ -42,7 +48,9 @@ fn source_of(origin: Origin) -> (Source, bool) {
 /// still exist (record a deletion before deleting).
 pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64> {
     let sequence: i64 = tx
-        .prepare_cached("UPDATE users SET sequence = sequence + 1 WHERE sid = ?1 RETURNING sequence")
+        .prepare_cached(
+            "UPDATE users SET sequence = sequence + 1 WHERE sid = ?1 RETURNING sequence",
+        )
         .db()?
         .query_row([&user.sid], |r| r.get(0))
         .db()?;

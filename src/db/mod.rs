@@ -6,8 +6,8 @@
 mod account;
 mod bindings;
 pub mod cache;
-mod events;
 mod credentials;
+mod events;
 pub mod keys;
 pub mod open;
 mod paging;

@@ -14,7 +14,8 @@ use rusqlite::Connection;
 const BASELINE: &str = include_str!("../../schema.sql");
 
 /// Migrations after the baseline: `(version, sql)`, applied in order.
-const MIGRATIONS: &[(u32, &str)] = &[(2, include_str!("../../migrations/0002_presence_events.sql"))];
+const MIGRATIONS: &[(u32, &str)] =
+    &[(2, include_str!("../../migrations/0002_presence_events.sql"))];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

@@ -11,7 +11,9 @@ use super::users;
 use super::writer::Tx;
 use crate::domain::Result;
 use crate::domain::event::{EventType, REASON_ONLINE};
-use crate::domain::presence::{PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport};
+use crate::domain::presence::{
+    PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport,
+};
 use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
 
@@ -40,7 +42,10 @@ pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
         .db()?;
     }
     for id in &batch.sessions.deletes {
-        tx.prepare_cached("DELETE FROM sessions WHERE id = ?1").db()?.execute([*id as i64]).db()?;
+        tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")
+            .db()?
+            .execute([*id as i64])
+            .db()?;
     }
     Ok(())
 }
@@ -57,17 +62,24 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
     if enabled != Some(true) {
         return Ok(());
     }
-    let Some(mut user) = users::get(tx, &t.service_sid, &UserKey::Identity(t.identity.to_string()))? else {
+    let Some(mut user) = users::get(
+        tx,
+        &t.service_sid,
+        &UserKey::Identity(t.identity.to_string()),
+    )?
+    else {
         return Ok(());
     };
     if user.reachability.is_online == Some(t.online) {
         return Ok(());
     }
     let online_since = if t.online { Some(t.at) } else { None };
-    tx.prepare_cached("UPDATE users SET is_online = ?2, last_seen = ?3, online_since = ?4 WHERE sid = ?1")
-        .db()?
-        .execute(params![user.sid, t.online, t.last_seen, online_since])
-        .db()?;
+    tx.prepare_cached(
+        "UPDATE users SET is_online = ?2, last_seen = ?3, online_since = ?4 WHERE sid = ?1",
+    )
+    .db()?
+    .execute(params![user.sid, t.online, t.last_seen, online_since])
+    .db()?;
     user.reachability.is_online = Some(t.online);
     user.reachability.last_seen = Some(t.last_seen);
     user.reachability.online_since = online_since;
@@ -107,5 +119,8 @@ pub fn snapshot(conn: &Connection) -> Result<PresenceSnapshot> {
         .db()?
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
-    Ok(PresenceSnapshot { sessions, online_users })
+    Ok(PresenceSnapshot {
+        sessions,
+        online_users,
+    })
 }

@@ -12,10 +12,10 @@ use super::writer::Tx;
 use crate::domain::event::{EventType, REASON_NOTIFIABLE};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::Cause;
-use crate::domain::store::Origin;
-use crate::domain::user::UserKey;
 use crate::domain::service::{PresenceOverrides, ReachabilityToggle, Service, ServicePatch};
+use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
+use crate::domain::user::UserKey;
 use crate::domain::{Error, Result};
 
 const COLUMNS: &str = "id, sid, friendly_name, reachability_enabled, ping_interval_ms, \
@@ -124,7 +124,11 @@ fn save(conn: &Connection, service: &Service) -> Result<()> {
 /// Applies `patch`. Enabling reachability forgets every user's previous state (unknown until
 /// the next transition), except that users with push bindings become notifiable at once, each
 /// with an event (cause `reachability_enabled`).
-pub fn update(tx: &mut Tx<'_>, sid: &str, patch: &ServicePatch) -> Result<(Service, ReachabilityToggle)> {
+pub fn update(
+    tx: &mut Tx<'_>,
+    sid: &str,
+    patch: &ServicePatch,
+) -> Result<(Service, ReachabilityToggle)> {
     let mut service = require(tx, sid)?;
     let toggle = service.apply(patch, now_ms())?;
     save(tx, &service)?;
@@ -145,12 +149,18 @@ pub fn update(tx: &mut Tx<'_>, sid: &str, patch: &ServicePatch) -> Result<(Servi
             .db()?;
         for user_sid in with_bindings {
             let mut user = users::require(tx, sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
-            tx.prepare_cached("UPDATE users SET is_notifiable = 1 WHERE sid = ?1").db()?.execute([&user_sid]).db()?;
+            tx.prepare_cached("UPDATE users SET is_notifiable = 1 WHERE sid = ?1")
+                .db()?
+                .execute([&user_sid])
+                .db()?;
             user.reachability.is_notifiable = Some(true);
             let spec = EventSpec {
                 reasons: &[REASON_NOTIFIABLE],
                 cause: Some(Cause::ReachabilityEnabled),
-                ..EventSpec::new(EventType::ReachabilityUpdated, Origin::Rest { webhooks: false })
+                ..EventSpec::new(
+                    EventType::ReachabilityUpdated,
+                    Origin::Rest { webhooks: false },
+                )
             };
             emit(tx, &mut user, spec)?;
         }
@@ -169,8 +179,14 @@ pub fn set_presence(conn: &Connection, sid: &str, presence: PresenceOverrides) -
 
 /// Every service (for the presence engine at startup).
 pub fn all(conn: &Connection) -> Result<Vec<Service>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM services ORDER BY id")).db()?;
-    let rows = stmt.query_map([], from_row).db()?.collect::<rusqlite::Result<Vec<_>>>().db()?;
+    let mut stmt = conn
+        .prepare(&format!("SELECT {COLUMNS} FROM services ORDER BY id"))
+        .db()?;
+    let rows = stmt
+        .query_map([], from_row)
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
     Ok(rows)
 }
 

@@ -16,8 +16,8 @@ use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
 use crate::domain::binding::{Binding, BindingFilter, NewBinding};
 use crate::domain::credential::{Credential, CredentialPatch, NewCredential};
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
 use crate::domain::presence::{PresenceBatch, PresenceSnapshot};
+use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
 use crate::domain::store::{Origin, PresenceStore, Store, WriteFuture};
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
@@ -124,12 +124,14 @@ impl Store for SqliteStore {
 
     fn create_user(&self, service_sid: &str, user: NewUser, origin: Origin) -> WriteFuture<User> {
         let service_sid = service_sid.to_string();
-        self.writer.submit(move |tx| users::insert(tx, &service_sid, user, origin))
+        self.writer
+            .submit(move |tx| users::insert(tx, &service_sid, user, origin))
     }
 
     fn ensure_user(&self, service_sid: &str, identity: &str) -> WriteFuture<(User, bool)> {
         let (service_sid, identity) = (service_sid.to_string(), identity.to_string());
-        self.writer.submit(move |tx| users::ensure(tx, &service_sid, &identity))
+        self.writer
+            .submit(move |tx| users::ensure(tx, &service_sid, &identity))
     }
 
     fn users_by_identity(&self, service_sid: &str, identities: &[String]) -> Result<Vec<User>> {
@@ -140,7 +142,11 @@ impl Store for SqliteStore {
         users::list_online(&*self.read()?, service_sid, page)
     }
 
-    fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides) -> WriteFuture<Service> {
+    fn set_presence_settings(
+        &self,
+        sid: &str,
+        presence: PresenceOverrides,
+    ) -> WriteFuture<Service> {
         let sid = sid.to_string();
         self.writer.submit(move |tx| {
             let service = services::set_presence(tx, &sid, presence)?;
@@ -157,19 +163,34 @@ impl Store for SqliteStore {
         users::list(&*self.read()?, service_sid, page)
     }
 
-    fn update_user(&self, service_sid: &str, key: UserKey, patch: UserPatch, origin: Origin) -> WriteFuture<User> {
+    fn update_user(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        patch: UserPatch,
+        origin: Origin,
+    ) -> WriteFuture<User> {
         let service_sid = service_sid.to_string();
-        self.writer.submit(move |tx| users::update(tx, &service_sid, &key, &patch, origin))
+        self.writer
+            .submit(move |tx| users::update(tx, &service_sid, &key, &patch, origin))
     }
 
     fn delete_user(&self, service_sid: &str, key: UserKey, origin: Origin) -> WriteFuture<bool> {
         let service_sid = service_sid.to_string();
-        self.writer.submit(move |tx| Ok(users::delete(tx, &service_sid, &key, origin)?.is_some()))
+        self.writer
+            .submit(move |tx| Ok(users::delete(tx, &service_sid, &key, origin)?.is_some()))
     }
 
-    fn register_binding(&self, service_sid: &str, key: UserKey, binding: NewBinding, origin: Origin) -> WriteFuture<Binding> {
+    fn register_binding(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        binding: NewBinding,
+        origin: Origin,
+    ) -> WriteFuture<Binding> {
         let service_sid = service_sid.to_string();
-        self.writer.submit(move |tx| bindings::register(tx, &service_sid, &key, binding, origin))
+        self.writer
+            .submit(move |tx| bindings::register(tx, &service_sid, &key, binding, origin))
     }
 
     fn binding(
@@ -190,10 +211,18 @@ impl Store for SqliteStore {
         bindings::list(&*self.read()?, service_sid, filter, page)
     }
 
-    fn delete_binding(&self, service_sid: &str, sid_or_endpoint: &str, filter: BindingFilter, origin: Origin) -> WriteFuture<bool> {
+    fn delete_binding(
+        &self,
+        service_sid: &str,
+        sid_or_endpoint: &str,
+        filter: BindingFilter,
+        origin: Origin,
+    ) -> WriteFuture<bool> {
         let service_sid = service_sid.to_string();
         let target = sid_or_endpoint.to_string();
-        self.writer.submit(move |tx| Ok(bindings::delete(tx, &service_sid, &target, &filter, origin)?.is_some()))
+        self.writer.submit(move |tx| {
+            Ok(bindings::delete(tx, &service_sid, &target, &filter, origin)?.is_some())
+        })
     }
 
     fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential> {

@@ -67,22 +67,46 @@ pub fn require(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Us
 }
 
 pub fn list(conn: &Connection, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
-    fetch_page(conn, &format!("SELECT {COLUMNS} FROM users"), "service_sid = ?", vec![text(service_sid)], page, from_row)
+    fetch_page(
+        conn,
+        &format!("SELECT {COLUMNS} FROM users"),
+        "service_sid = ?",
+        vec![text(service_sid)],
+        page,
+        from_row,
+    )
 }
 
 pub fn list_online(conn: &Connection, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
-    fetch_page(conn, &format!("SELECT {COLUMNS} FROM users"), "service_sid = ? AND is_online = 1", vec![text(service_sid)], page, from_row)
+    fetch_page(
+        conn,
+        &format!("SELECT {COLUMNS} FROM users"),
+        "service_sid = ? AND is_online = 1",
+        vec![text(service_sid)],
+        page,
+        from_row,
+    )
 }
 
-pub fn by_identities(conn: &Connection, service_sid: &str, identities: &[String]) -> Result<Vec<User>> {
+pub fn by_identities(
+    conn: &Connection,
+    service_sid: &str,
+    identities: &[String],
+) -> Result<Vec<User>> {
     let mut out = Vec::with_capacity(identities.len());
     // Chunks keep each statement under SQLite's parameter limit.
     for chunk in identities.chunks(500) {
         let marks = vec!["?"; chunk.len()].join(", ");
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE service_sid = ? AND identity IN ({marks}) ORDER BY id");
-        let args: Vec<Value> = std::iter::once(text(service_sid)).chain(chunk.iter().map(|i| text(i))).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE service_sid = ? AND identity IN ({marks}) ORDER BY id"
+        );
+        let args: Vec<Value> = std::iter::once(text(service_sid))
+            .chain(chunk.iter().map(|i| text(i)))
+            .collect();
         let mut stmt = conn.prepare(&sql).db()?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row).db()?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), from_row)
+            .db()?;
         for row in rows {
             out.push(row.db()?);
         }
@@ -98,7 +122,11 @@ pub fn insert(tx: &mut Tx<'_>, service_sid: &str, new: NewUser, origin: Origin) 
     if get(tx, service_sid, &UserKey::Identity(new.identity.clone()))?.is_some() {
         return Err(Error::DuplicateIdentity(new.identity));
     }
-    let mut user = new.into_user(service_sid, &service.settings.default_service_role_sid, now_ms());
+    let mut user = new.into_user(
+        service_sid,
+        &service.settings.default_service_role_sid,
+        now_ms(),
+    );
     tx.prepare_cached(
         "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
          date_created, date_updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -124,11 +152,20 @@ pub fn ensure(tx: &mut Tx<'_>, service_sid: &str, identity: &str) -> Result<(Use
     if let Some(user) = get(tx, service_sid, &UserKey::Identity(identity.to_string()))? {
         return Ok((user, false));
     }
-    let new = NewUser { identity: identity.to_string(), ..Default::default() };
+    let new = NewUser {
+        identity: identity.to_string(),
+        ..Default::default()
+    };
     Ok((insert(tx, service_sid, new, Origin::Client)?, true))
 }
 
-pub fn update(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, patch: &UserPatch, origin: Origin) -> Result<User> {
+pub fn update(
+    tx: &mut Tx<'_>,
+    service_sid: &str,
+    key: &UserKey,
+    patch: &UserPatch,
+    origin: Origin,
+) -> Result<User> {
     patch.validate()?;
     let mut user = require(tx, service_sid, key)?;
     let before = user.clone();
@@ -149,15 +186,32 @@ pub fn update(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, patch: &UserPat
     if before.role_sid != user.role_sid {
         reasons.push("roleSid");
     }
-    let spec = EventSpec { reasons: &reasons, ..EventSpec::new(EventType::UserUpdated, origin) };
+    let spec = EventSpec {
+        reasons: &reasons,
+        ..EventSpec::new(EventType::UserUpdated, origin)
+    };
     emit(tx, &mut user, spec)?;
     Ok(user)
 }
 
 /// Deletes the user (and, by cascade, their bindings) after recording `user.deleted`.
-pub fn delete(tx: &mut Tx<'_>, service_sid: &str, key: &UserKey, origin: Origin) -> Result<Option<User>> {
-    let Some(mut user) = get(tx, service_sid, key)? else { return Ok(None) };
-    emit(tx, &mut user, EventSpec::new(EventType::UserDeleted, origin))?;
-    tx.prepare_cached("DELETE FROM users WHERE sid = ?1").db()?.execute([&user.sid]).db()?;
+pub fn delete(
+    tx: &mut Tx<'_>,
+    service_sid: &str,
+    key: &UserKey,
+    origin: Origin,
+) -> Result<Option<User>> {
+    let Some(mut user) = get(tx, service_sid, key)? else {
+        return Ok(None);
+    };
+    emit(
+        tx,
+        &mut user,
+        EventSpec::new(EventType::UserDeleted, origin),
+    )?;
+    tx.prepare_cached("DELETE FROM users WHERE sid = ?1")
+        .db()?
+        .execute([&user.sid])
+        .db()?;
     Ok(Some(user))
 }

@@ -25,9 +25,14 @@ impl EventType {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [EventType::UserAdded, EventType::UserUpdated, EventType::UserDeleted, EventType::ReachabilityUpdated]
-            .into_iter()
-            .find(|t| t.as_str() == value)
+        [
+            EventType::UserAdded,
+            EventType::UserUpdated,
+            EventType::UserDeleted,
+            EventType::ReachabilityUpdated,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == value)
     }
 }
 

@@ -123,7 +123,9 @@ pub struct PresenceBatch {
 
 impl PresenceBatch {
     pub fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.sessions.upserts.is_empty() && self.sessions.deletes.is_empty()
+        self.transitions.is_empty()
+            && self.sessions.upserts.is_empty()
+            && self.sessions.deletes.is_empty()
     }
 }
 

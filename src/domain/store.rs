@@ -62,7 +62,8 @@ pub trait Store: Send + Sync + 'static {
     /// Users stored as online, oldest first.
     fn list_online_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
     /// Replaces a service's presence timings.
-    fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides) -> WriteFuture<Service>;
+    fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides)
+    -> WriteFuture<Service>;
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>>;
     fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
     fn update_user(

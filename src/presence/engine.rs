@@ -350,10 +350,11 @@ impl Engine {
         self.users.get(&key).map_or(0, |u| u.live)
     }
 
-    /// Sessions pinged or opened since the last flush, and those that ended. Call
-    /// [`Engine::flushed`] with the same `now` once they are stored.
+    /// Sessions pinged or opened since the last flush, plus those that ended; marks them
+    /// flushed (the runtime retries a failed commit, so nothing is dropped).
     pub fn pending_flush(&mut self, now: Now) -> SessionFlush {
         let since = self.last_flush;
+        self.last_flush = now.mono;
         let upserts = self
             .sessions
             .iter()
@@ -362,17 +363,18 @@ impl Engine {
             .collect();
         SessionFlush {
             upserts,
-            deletes: std::mem::take(&mut self.ended),
+            deletes: self.take_ended(),
         }
     }
 
-    /// Marks a flush stored; on failure pass `stored = false` to keep the ended ids queued.
-    pub fn flushed(&mut self, now: Now, batch: SessionFlush, stored: bool) {
-        if stored {
-            self.last_flush = now.mono;
-        } else {
-            self.ended.extend(batch.deletes);
-        }
+    /// Ids of sessions ended since the last call.
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// One live session as stored.
+    pub fn persisted_session(&self, now: Now, id: u64) -> Option<PersistedSession> {
+        self.sessions.get(&id).map(|s| persisted(now, id, s))
     }
 
     /// Every live session, for a final flush on shutdown.
@@ -787,7 +789,7 @@ mod tests {
             .expect("open");
         let f = e.pending_flush(at(10));
         assert_eq!(f.upserts.len(), 2);
-        e.flushed(at(10), f, true);
+
         assert!(
             e.pending_flush(at(20)).upserts.is_empty(),
             "nothing pinged since"
@@ -798,11 +800,9 @@ mod tests {
         assert_eq!(f.upserts.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(f.upserts[0].endpoint.as_deref(), Some("app:a:1"));
         assert_eq!(f.deletes, vec![2]);
-        e.flushed(at(40), f.clone(), false);
-        assert_eq!(
-            e.pending_flush(at(50)).deletes,
-            vec![2],
-            "a failed flush keeps deletes queued"
+        assert!(
+            e.pending_flush(at(50)).deletes.is_empty(),
+            "ended ids are handed out once"
         );
     }
 }

@@ -5,3 +5,7 @@
 //! May depend on: tokio, domain. Never on a database driver or a web framework.
 
 pub mod engine;
+pub mod runtime;
+
+pub use engine::{SessionError, SessionView};
+pub use runtime::{Committed, Presence, PresenceOptions, PresenceStats, PresenceTasks};

@@ -1,0 +1,644 @@
+//! Drives the [`Engine`] in real (tokio) time: a sweeper task that wakes at the next expiry or
+//! grace deadline, a committer task that writes transitions and session changes through the
+//! [`PresenceStore`] in batches, and a flusher that persists pinged sessions periodically.
+//!
+//! Invariants:
+//! - Every engine change is queued for the committer while the engine lock is held, so the
+//!   committer sees changes in exactly the engine's order (an upsert of a session can never be
+//!   committed after the delete of that session).
+//! - The committer retries a failed batch until it commits (or the runtime shuts down), so a
+//!   transition is never dropped and never reordered.
+//! - A ping takes the engine lock, updates memory and returns: it never reaches storage. The
+//!   flusher writes the new expiry later, in a batch.
+//! - Deadlines use `tokio::time`, so tests can pause and advance time.
+//!
+//! May depend on: tokio, tokio-util, rand, domain, presence::engine.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Now, SessionError, SessionView};
+use crate::domain::presence::{
+    PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transport,
+};
+use crate::domain::service::Service;
+use crate::domain::store::PresenceStore;
+use crate::domain::time::now_ms;
+
+/// The sweeper rounds its wake-ups up to this step, batching nearby deadlines.
+const SWEEP_STEP_MS: u64 = 250;
+/// Most transitions merged into one storage write.
+const MAX_BATCH_TRANSITIONS: usize = 4096;
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct PresenceStats {
+    pub pings: AtomicU64,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    /// Transitions handed to storage (before de-duplication there).
+    pub transitions: AtomicU64,
+    /// Batches committed.
+    pub commits: AtomicU64,
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceOptions {
+    pub defaults: PresenceDefaults,
+    pub flush_interval: Duration,
+}
+
+/// Monotonic and wall time from one origin.
+struct Clock {
+    origin: Instant,
+    wall_origin: i64,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        let mono = self.origin.elapsed().as_millis() as u64;
+        Now {
+            mono,
+            wall: self.wall_origin + mono as i64,
+        }
+    }
+
+    fn instant(&self, mono: u64) -> Instant {
+        self.origin + Duration::from_millis(mono)
+    }
+}
+
+struct Pending {
+    batch: PresenceBatch,
+    done: Option<oneshot::Sender<()>>,
+}
+
+struct Inner {
+    engine: Mutex<Engine>,
+    clock: Clock,
+    options: PresenceOptions,
+    store: Arc<dyn PresenceStore>,
+    commits: mpsc::UnboundedSender<Pending>,
+    wake: Notify,
+    stop: CancellationToken,
+    stats: PresenceStats,
+}
+
+/// Resolves once the changes it stands for are committed.
+pub struct Committed(Option<oneshot::Receiver<()>>);
+
+impl Committed {
+    /// Waits for the commit; false when the runtime stopped first.
+    pub async fn wait(self) -> bool {
+        match self.0 {
+            Some(rx) => rx.await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// Handle to the presence runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+/// The runtime's tasks, joined on shutdown.
+pub struct PresenceTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Presence {
+    /// Configures every stored service, resumes stored sessions (committing the offline
+    /// transitions of sessions that expired while reachd was down), and starts the tasks.
+    pub async fn start(
+        store: Arc<dyn PresenceStore>,
+        options: PresenceOptions,
+    ) -> crate::domain::Result<(Presence, PresenceTasks)> {
+        let (commits, receiver) = mpsc::unbounded_channel();
+        let clock = Clock {
+            origin: Instant::now(),
+            wall_origin: now_ms(),
+        };
+        let inner = Arc::new(Inner {
+            engine: Mutex::new(Engine::new()),
+            clock,
+            options,
+            store: store.clone(),
+            commits,
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+            stats: PresenceStats::default(),
+        });
+        let presence = Presence { inner };
+        let services = store.presence_services()?;
+        let snapshot = store.load_presence()?;
+        let batch = {
+            let mut engine = presence.lock();
+            let now = presence.inner.clock.now();
+            for service in &services {
+                engine.configure(
+                    now,
+                    &service.sid,
+                    ServicePresence::of(service, &options.defaults),
+                );
+            }
+            let (transitions, expired) = engine.restore(now, snapshot);
+            PresenceBatch {
+                transitions,
+                sessions: SessionFlush {
+                    upserts: Vec::new(),
+                    deletes: expired,
+                },
+            }
+        };
+        if !batch.is_empty() {
+            store.commit_presence(batch).await?;
+        }
+        let tasks = vec![
+            tokio::spawn(commit_loop(presence.inner.clone(), receiver)),
+            tokio::spawn(sweep_loop(presence.inner.clone())),
+            tokio::spawn(flush_loop(presence.inner.clone())),
+        ];
+        Ok((presence, PresenceTasks { tasks }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock cannot leave the engine half-updated in a way that
+        // matters more than stopping presence altogether; keep serving.
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn stats(&self) -> &PresenceStats {
+        &self.inner.stats
+    }
+
+    pub fn defaults(&self) -> &PresenceDefaults {
+        &self.inner.options.defaults
+    }
+
+    /// Queues a batch while the engine lock is held (see the module invariants).
+    fn queue(
+        &self,
+        _engine: &MutexGuard<'_, Engine>,
+        batch: PresenceBatch,
+        want_ack: bool,
+    ) -> Committed {
+        if batch.is_empty() {
+            return Committed(None);
+        }
+        self.inner
+            .stats
+            .transitions
+            .fetch_add(batch.transitions.len() as u64, Ordering::Relaxed);
+        let (done, rx) = if want_ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.inner.commits.send(Pending { batch, done }).is_err() {
+            return Committed(None);
+        }
+        Committed(rx)
+    }
+
+    /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
+    /// id and the commit of the resulting transition and session row.
+    pub fn open(
+        &self,
+        service: &Service,
+        identity: &str,
+        transport: Transport,
+        endpoint: Option<&str>,
+        resume: Option<u64>,
+    ) -> (u64, Committed) {
+        let settings = ServicePresence::of(service, &self.inner.options.defaults);
+        let mut engine = self.lock();
+        let now = self.inner.clock.now();
+        let mut transitions = engine.configure(now, &service.sid, settings);
+        let (id, opened) = loop {
+            let candidate = rand::rng().next_u64();
+            match engine.open(
+                now,
+                &service.sid,
+                identity,
+                transport,
+                endpoint,
+                resume,
+                candidate,
+            ) {
+                Ok(done) => break done,
+                Err(SessionError::IdTaken | SessionError::NotFound) => continue,
+            }
+        };
+        transitions.extend(opened);
+        let upserts = engine.persisted_session(now, id).into_iter().collect();
+        let batch = PresenceBatch {
+            transitions,
+            sessions: SessionFlush {
+                upserts,
+                deletes: Vec::new(),
+            },
+        };
+        let committed = self.queue(&engine, batch, true);
+        drop(engine);
+        self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        (id, committed)
+    }
+
+    /// Keeps a session alive: memory only.
+    pub fn ping(&self, service_sid: &str, identity: &str, id: u64) -> Result<(), SessionError> {
+        let now = self.inner.clock.now();
+        self.lock().ping(now, id, service_sid, identity)?;
+        self.inner.stats.pings.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes a session; the user goes offline after the service's grace period.
+    pub fn close(
+        &self,
+        service_sid: &str,
+        identity: &str,
+        id: u64,
+    ) -> Result<Committed, SessionError> {
+        let mut engine = self.lock();
+        let now = self.inner.clock.now();
+        let transitions = engine.close(now, id, service_sid, identity)?;
+        let deletes = engine.take_ended();
+        let committed = self.queue(
+            &engine,
+            PresenceBatch {
+                transitions,
+                sessions: SessionFlush {
+                    upserts: Vec::new(),
+                    deletes,
+                },
+            },
+            true,
+        );
+        drop(engine);
+        self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        Ok(committed)
+    }
+
+    /// Applies a service's (possibly changed) settings; enabling reachability reports live
+    /// users online. Resolves after those transitions are committed.
+    pub fn configure(&self, service: &Service) -> Committed {
+        let settings = ServicePresence::of(service, &self.inner.options.defaults);
+        let mut engine = self.lock();
+        let transitions = engine.configure(self.inner.clock.now(), &service.sid, settings);
+        self.queue(
+            &engine,
+            PresenceBatch {
+                transitions,
+                ..Default::default()
+            },
+            true,
+        )
+    }
+
+    /// Forgets a deleted service's sessions.
+    pub fn forget_service(&self, service_sid: &str) {
+        let mut engine = self.lock();
+        engine.forget_service(service_sid);
+        let deletes = engine.take_ended();
+        self.queue(
+            &engine,
+            PresenceBatch {
+                sessions: SessionFlush {
+                    upserts: Vec::new(),
+                    deletes,
+                },
+                ..Default::default()
+            },
+            false,
+        );
+    }
+
+    pub fn sessions(&self, service_sid: &str, identity: &str) -> Vec<SessionView> {
+        let now = self.inner.clock.now();
+        self.lock().sessions_of(now, service_sid, identity)
+    }
+
+    pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
+        self.lock().live_count(service_sid, identity)
+    }
+
+    pub fn session_total(&self) -> usize {
+        self.lock().session_count()
+    }
+
+    /// Runs one sweep now (tests call this after advancing paused time).
+    pub fn sweep_now(&self) -> Committed {
+        let mut engine = self.lock();
+        let now = self.inner.clock.now();
+        let transitions = engine.sweep(now);
+        let deletes = engine.take_ended();
+        self.queue(
+            &engine,
+            PresenceBatch {
+                transitions,
+                sessions: SessionFlush {
+                    upserts: Vec::new(),
+                    deletes,
+                },
+            },
+            true,
+        )
+    }
+
+    /// Persists pinged sessions now (the flusher does this every `flush_interval`).
+    pub fn flush_now(&self) -> Committed {
+        let mut engine = self.lock();
+        let sessions = engine.pending_flush(self.inner.clock.now());
+        self.queue(
+            &engine,
+            PresenceBatch {
+                sessions,
+                ..Default::default()
+            },
+            true,
+        )
+    }
+
+    /// Stops the tasks after writing every live session's expiry; no session is closed and no
+    /// user is reported offline by a shutdown.
+    pub async fn shutdown(&self, tasks: PresenceTasks) {
+        let final_flush = {
+            let mut engine = self.lock();
+            let now = self.inner.clock.now();
+            let upserts = engine.all_sessions(now);
+            let deletes = engine.take_ended();
+            self.queue(
+                &engine,
+                PresenceBatch {
+                    sessions: SessionFlush { upserts, deletes },
+                    ..Default::default()
+                },
+                true,
+            )
+        };
+        final_flush.wait().await;
+        self.inner.stop.cancel();
+        for task in tasks.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Writes queued batches in order, merging what is waiting, retrying failures.
+async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    loop {
+        let first = tokio::select! {
+            pending = receiver.recv() => match pending { Some(p) => p, None => return },
+            _ = inner.stop.cancelled() => return,
+        };
+        let mut batch = first.batch;
+        let mut acks: Vec<oneshot::Sender<()>> = first.done.into_iter().collect();
+        while batch.transitions.len() < MAX_BATCH_TRANSITIONS {
+            let Ok(next) = receiver.try_recv() else { break };
+            batch.transitions.extend(next.batch.transitions);
+            batch.sessions.upserts.extend(next.batch.sessions.upserts);
+            batch.sessions.deletes.extend(next.batch.sessions.deletes);
+            acks.extend(next.done);
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match inner.store.commit_presence(batch.clone()).await {
+                Ok(()) => break,
+                Err(e) if inner.stop.is_cancelled() => {
+                    tracing::error!(error = %e, "presence batch not committed before shutdown");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "presence batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Sleeps until the next deadline (rounded up to [`SWEEP_STEP_MS`]) or a wake-up, then sweeps.
+async fn sweep_loop(inner: Arc<Inner>) {
+    let presence = Presence {
+        inner: inner.clone(),
+    };
+    loop {
+        let next = presence.lock().next_deadline();
+        let far = inner.clock.now().mono + 3_600_000;
+        let target = next.map_or(far, |d| d.div_ceil(SWEEP_STEP_MS) * SWEEP_STEP_MS);
+        tokio::select! {
+            _ = tokio::time::sleep_until(inner.clock.instant(target)) => {}
+            _ = inner.wake.notified() => continue,
+            _ = inner.stop.cancelled() => return,
+        }
+        drop(presence.sweep_now());
+    }
+}
+
+/// Persists pinged sessions every `flush_interval`.
+async fn flush_loop(inner: Arc<Inner>) {
+    let presence = Presence {
+        inner: inner.clone(),
+    };
+    let mut ticker = tokio::time::interval(inner.options.flush_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = inner.stop.cancelled() => return,
+        }
+        drop(presence.flush_now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::presence::{Cause, PresenceSnapshot, Transition};
+    use crate::domain::store::WriteFuture;
+
+    /// Records what the runtime commits.
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<PresenceBatch>>,
+        service: Mutex<Option<Service>>,
+    }
+
+    impl Recorder {
+        fn transitions(&self) -> Vec<(String, bool, Cause)> {
+            let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            batches
+                .iter()
+                .flat_map(|b| {
+                    b.transitions
+                        .iter()
+                        .map(|t: &Transition| (t.identity.to_string(), t.online, t.cause))
+                })
+                .collect()
+        }
+        fn commits(&self) -> usize {
+            self.batches.lock().unwrap_or_else(|p| p.into_inner()).len()
+        }
+    }
+
+    impl PresenceStore for Recorder {
+        fn commit_presence(&self, batch: PresenceBatch) -> WriteFuture<()> {
+            self.batches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch);
+            Box::pin(async { Ok(()) })
+        }
+        fn load_presence(&self) -> crate::domain::Result<PresenceSnapshot> {
+            Ok(PresenceSnapshot::default())
+        }
+        fn presence_services(&self) -> crate::domain::Result<Vec<Service>> {
+            Ok(self
+                .service
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn service() -> Service {
+        let mut s = Service::new("svc", 0).expect("valid");
+        s.reachability_enabled = true;
+        s
+    }
+
+    async fn start(recorder: Arc<Recorder>) -> (Presence, PresenceTasks) {
+        let options = PresenceOptions {
+            defaults: PresenceDefaults {
+                ping_interval_ms: 1_000,
+                session_ttl_ms: 5_000,
+                offline_grace_ms: 2_000,
+            },
+            flush_interval: Duration::from_secs(3_600),
+        };
+        Presence::start(recorder, options).await.expect("start")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_goes_offline_within_ttl_plus_grace_plus_one_second() {
+        let recorder = Arc::new(Recorder::default());
+        let (presence, tasks) = start(recorder.clone()).await;
+        let svc = service();
+        let (id, committed) = presence.open(&svc, "alice", Transport::Http, None, None);
+        assert!(committed.wait().await);
+        assert_eq!(
+            recorder.transitions(),
+            vec![("alice".into(), true, Cause::SessionOpened)]
+        );
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            presence.ping(&svc.sid, "alice", id).expect("ping");
+        }
+        assert_eq!(recorder.transitions().len(), 1, "pings produce nothing");
+        // Last ping at t=10 s: TTL 5 s + grace 2 s → offline by t=18 s.
+        tokio::time::sleep(Duration::from_millis(6_900)).await;
+        assert_eq!(recorder.transitions().len(), 1, "still inside TTL + grace");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            recorder.transitions()[1],
+            ("alice".into(), false, Cause::SessionTimeout)
+        );
+        presence.shutdown(tasks).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_inside_the_grace_is_invisible_and_pings_never_commit() {
+        let recorder = Arc::new(Recorder::default());
+        let (presence, tasks) = start(recorder.clone()).await;
+        let svc = service();
+        let (first, c) = presence.open(&svc, "alice", Transport::WebSocket, None, None);
+        c.wait().await;
+        presence
+            .close(&svc.sid, "alice", first)
+            .expect("close")
+            .wait()
+            .await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (second, c) = presence.open(&svc, "alice", Transport::WebSocket, None, None);
+        c.wait().await;
+        let commits = recorder.commits();
+        for _ in 0..1_000 {
+            presence.ping(&svc.sid, "alice", second).expect("ping");
+        }
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        presence.ping(&svc.sid, "alice", second).expect("ping");
+        assert_eq!(
+            recorder.commits(),
+            commits,
+            "1,000 pings and a passed grace wrote nothing"
+        );
+        assert_eq!(
+            recorder.transitions(),
+            vec![("alice".into(), true, Cause::SessionOpened)]
+        );
+        assert_eq!(presence.stats().pings.load(Ordering::Relaxed), 1_001);
+        presence.shutdown(tasks).await;
+        let last = recorder
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .cloned()
+            .expect("final flush");
+        assert_eq!(
+            last.sessions.upserts.len(),
+            1,
+            "shutdown writes live sessions"
+        );
+        assert!(
+            last.transitions.is_empty(),
+            "shutdown reports nobody offline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enabling_reports_live_users_and_waits_for_the_commit() {
+        let recorder = Arc::new(Recorder::default());
+        let (presence, tasks) = start(recorder.clone()).await;
+        let mut svc = service();
+        svc.reachability_enabled = false;
+        presence
+            .open(&svc, "alice", Transport::Http, None, None)
+            .1
+            .wait()
+            .await;
+        svc.reachability_enabled = true;
+        assert!(presence.configure(&svc).wait().await);
+        let t = recorder.transitions();
+        assert_eq!(
+            t.last(),
+            Some(&("alice".into(), true, Cause::ReachabilityEnabled))
+        );
+        presence.shutdown(tasks).await;
+    }
+}
