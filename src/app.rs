@@ -22,8 +22,10 @@ use crate::db::cache::{InvalidateServices, ServiceCache};
 use crate::db::writer::{CommitHook, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
+use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
 use crate::domain::store::Store;
+use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 
 /// Credentials generated on the first start, to be shown once.
 pub struct FirstRun {
@@ -39,7 +41,9 @@ pub struct Running {
     pub first_run: Option<FirstRun>,
     pub account: AccountCredentials,
     pub store: Arc<dyn Store>,
+    pub presence: Presence,
     pub writer_stats: Arc<WriterStats>,
+    presence_tasks: PresenceTasks,
     http: ServerHandle,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     writer_thread: std::thread::JoinHandle<()>,
@@ -56,8 +60,12 @@ impl Running {
         let Running {
             store,
             writer_thread,
+            presence,
+            presence_tasks,
             ..
         } = self;
+        presence.shutdown(presence_tasks).await;
+        drop(presence);
         drop(store);
         tokio::task::spawn_blocking(move || writer_thread.join())
             .await
@@ -78,11 +86,15 @@ impl Running {
             http_task,
             store,
             writer_thread,
+            presence,
+            presence_tasks,
             ..
         } = self;
         let served = http_task.await.context("joining the HTTP server")?;
         stop_on_signal.abort();
         served.context("HTTP server")?;
+        presence.shutdown(presence_tasks).await;
+        drop(presence);
         drop(store);
         tokio::task::spawn_blocking(move || writer_thread.join())
             .await
@@ -111,6 +123,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn presence_options(config: &Config) -> PresenceOptions {
+    let p = &config.presence;
+    PresenceOptions {
+        defaults: PresenceDefaults {
+            ping_interval_ms: p.ping_interval_ms,
+            session_ttl_ms: p.session_ttl_ms,
+            offline_grace_ms: p.offline_grace_ms,
+        },
+        flush_interval: Duration::from_millis(p.flush_interval_ms),
     }
 }
 
@@ -181,12 +205,17 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(reads, writer, services));
+    let sqlite = Arc::new(SqliteStore::new(reads, writer, services));
+    let store: Arc<dyn Store> = sqlite.clone();
+    let (presence, presence_tasks) = Presence::start(sqlite, presence_options(&config))
+        .await
+        .context("resuming presence")?;
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),
         public_url: config.public_url.clone(),
         max_body_bytes: config.http.max_body_bytes,
+        presence: presence.clone(),
     });
     let addr = listener
         .local_addr()
@@ -212,6 +241,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         first_run,
         account,
         store,
+        presence,
+        presence_tasks,
         writer_stats,
         http,
         http_task,

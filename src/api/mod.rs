@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod chat;
+pub mod client;
 pub mod common;
 mod conversations_v1;
 pub mod ctx;
@@ -29,4 +30,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     conversations_v1::configure(cfg);
     native::configure(cfg);
+    client::configure(cfg);
 }

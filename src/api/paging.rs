@@ -37,7 +37,7 @@ pub fn list_request(params: &Params, max: u32) -> ApiResult<ListRequest> {
         Some(n) => n as u64,
     };
     let cursor = match params.get("PageToken").filter(|t| !t.is_empty()) {
-        Some(token) => decode_token(token)
+        Some(token) => decode_cursor(token)
             .ok_or_else(|| ApiError::bad_param("PageToken", "is not a token this server issued"))?,
         None => Cursor::Offset(number.saturating_mul(u64::from(size))),
     };
@@ -47,7 +47,8 @@ pub fn list_request(params: &Params, max: u32) -> ApiResult<ListRequest> {
     })
 }
 
-fn encode_token(cursor: Cursor) -> String {
+/// An opaque page token for `cursor` (also used by the native API).
+pub fn encode_cursor(cursor: Cursor) -> String {
     let raw = match cursor {
         Cursor::After(k) => format!("a{k}"),
         Cursor::Before(k) => format!("b{k}"),
@@ -56,7 +57,8 @@ fn encode_token(cursor: Cursor) -> String {
     format!("PT{}", URL_SAFE_NO_PAD.encode(raw))
 }
 
-fn decode_token(token: &str) -> Option<Cursor> {
+/// The cursor of a token issued by [`encode_cursor`].
+pub fn decode_cursor(token: &str) -> Option<Cursor> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token.strip_prefix("PT")?).ok()?).ok()?;
     let (kind, number) = raw.split_at_checked(1)?;
     match kind {
@@ -84,7 +86,7 @@ impl Listing<'_> {
         query.append_pair("PageSize", &size.to_string());
         query.append_pair("Page", &number.to_string());
         if let Some(c) = cursor {
-            query.append_pair("PageToken", &encode_token(c));
+            query.append_pair("PageToken", &encode_cursor(c));
         }
         ctx.url(&format!("{}?{}", self.path, query.finish()))
     }
@@ -164,7 +166,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {
         for c in [Cursor::After(42), Cursor::Before(7), Cursor::Offset(100)] {
-            assert_eq!(decode_token(&encode_token(c)), Some(c));
+            assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
         }
         assert!(list_request(&params(&[("PageToken", "PTnope!")]), 50).is_err());
         let r = list_request(&params(&[("Page", "2"), ("PageSize", "10")]), 50).expect("ok");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::domain::secret::Secret;
 use crate::domain::store::Store;
+use crate::presence::Presence;
 
 /// The account's Basic-auth credentials, held in memory.
 #[derive(Debug, Clone)]
@@ -20,4 +21,5 @@ pub struct AppState {
     /// Configured public base URL (no trailing slash); derived from the request when `None`.
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
+    pub presence: Presence,
 }

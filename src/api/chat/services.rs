@@ -97,13 +97,13 @@ pub async fn update_service<const V: u8>(
         .store()
         .update_service(&sid, chat_patch(&params, chat_version::<V>())?)
         .await?;
+    ctx.state.presence.configure(&service).wait().await;
     Ok(ok(service_json::<V>(&ctx, &service)))
 }
 
 pub async fn delete_service<const V: u8>(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    deleted(
-        ctx.store()
-            .delete_service(&path_sid(&sid, Prefix::Service)?)
-            .await?,
-    )
+    let sid = path_sid(&sid, Prefix::Service)?;
+    let found = ctx.store().delete_service(&sid).await?;
+    ctx.state.presence.forget_service(&sid);
+    deleted(found)
 }

@@ -64,6 +64,7 @@ pub async fn update_service_configuration(
         .store()
         .update_service(&sid, conversations_config_patch(&params)?)
         .await?;
+    ctx.state.presence.configure(&service).wait().await;
     Ok(ok(service_configuration_json(&ctx, &service)))
 }
 

@@ -60,9 +60,8 @@ pub async fn fetch_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
 }
 
 pub async fn delete_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    deleted(
-        ctx.store()
-            .delete_service(&path_sid(&sid, Prefix::Service)?)
-            .await?,
-    )
+    let sid = path_sid(&sid, Prefix::Service)?;
+    let found = ctx.store().delete_service(&sid).await?;
+    ctx.state.presence.forget_service(&sid);
+    deleted(found)
 }

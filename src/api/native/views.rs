@@ -5,7 +5,11 @@
 use serde_json::{Value, json};
 
 use crate::domain::binding::Binding;
+use crate::domain::presence::{ServicePresence, format_session_id};
+use crate::domain::service::Service;
 use crate::domain::time::rfc3339_ms;
+use crate::domain::user::User;
+use crate::presence::SessionView;
 
 pub fn binding_json(b: &Binding) -> Value {
     json!({
@@ -18,5 +22,72 @@ pub fn binding_json(b: &Binding) -> Value {
         "credential_sid": b.credential_sid,
         "date_created": rfc3339_ms(b.date_created),
         "date_updated": rfc3339_ms(b.date_updated),
+    })
+}
+
+/// `is_online` / `is_notifiable` with real values (unlike Twilio lists); null while the
+/// service has reachability disabled or the state is unknown since enabling.
+fn reach(service: &Service, user: &User) -> (Option<bool>, Option<bool>) {
+    if service.reachability_enabled {
+        (user.reachability.is_online, user.reachability.is_notifiable)
+    } else {
+        (None, None)
+    }
+}
+
+/// The native reachability view.
+pub fn reachability_json(service: &Service, user: &User, session_count: u32) -> Value {
+    let (is_online, is_notifiable) = reach(service, user);
+    let r = &user.reachability;
+    json!({
+        "identity": user.identity,
+        "user_sid": user.sid,
+        "is_online": is_online,
+        "is_notifiable": is_notifiable,
+        "last_seen": r.last_seen.map(rfc3339_ms),
+        "online_since": if is_online == Some(true) { r.online_since.map(rfc3339_ms) } else { None },
+        "session_count": if service.reachability_enabled { Some(session_count) } else { None },
+        "sequence": r.sequence,
+    })
+}
+
+/// What a client sees of another user.
+pub fn descriptor_json(service: &Service, user: &User) -> Value {
+    let (is_online, is_notifiable) = reach(service, user);
+    json!({
+        "identity": user.identity,
+        "user_sid": user.sid,
+        "friendly_name": user.friendly_name,
+        "attributes": user.attributes,
+        "is_online": is_online,
+        "is_notifiable": is_notifiable,
+        "reachability_enabled": service.reachability_enabled,
+    })
+}
+
+pub fn session_json(s: &SessionView) -> Value {
+    json!({
+        "id": format_session_id(s.id),
+        "transport": s.transport.as_str(),
+        "endpoint": s.endpoint,
+        "created": rfc3339_ms(s.created_at),
+        "last_ping": rfc3339_ms(s.last_ping_at),
+        "expires": rfc3339_ms(s.expires_at),
+    })
+}
+
+pub fn settings_json(service: &Service, effective: &ServicePresence) -> Value {
+    let o = &service.presence;
+    json!({
+        "service_sid": service.sid,
+        "reachability_enabled": service.reachability_enabled,
+        "ping_interval_ms": effective.ping_interval_ms,
+        "session_ttl_ms": effective.session_ttl_ms,
+        "offline_grace_ms": effective.offline_grace_ms,
+        "overrides": {
+            "ping_interval_ms": o.ping_interval_ms,
+            "session_ttl_ms": o.session_ttl_ms,
+            "offline_grace_ms": o.offline_grace_ms,
+        },
     })
 }

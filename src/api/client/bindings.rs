@@ -1,0 +1,47 @@
+//! Client push registration: register (defaults from the token's chat grant) and unregister.
+//!
+//! May depend on: actix-web, domain, api::{client::auth, common, errors, native::views, params}.
+
+use actix_web::web;
+
+use super::ClientCtx;
+use crate::api::common::bindings::new_binding;
+use crate::api::common::{created, deleted};
+use crate::api::errors::ApiResult;
+use crate::api::native::views::binding_json;
+use crate::api::params::Params;
+use crate::domain::binding::BindingFilter;
+use crate::domain::store::Origin;
+use crate::domain::user::UserKey;
+
+/// `POST /client/v1/bindings`: `binding_type`, `address`, optional `credential_sid` (default:
+/// the grant's `push_credential_sid`) and `endpoint` (default: the grant's `endpoint_id`).
+pub async fn register_push(ctx: ClientCtx, params: Params) -> ApiResult {
+    let binding = new_binding(
+        &params,
+        ctx.grant.push_credential_sid.as_deref(),
+        ctx.grant.endpoint_id.as_deref(),
+    )?;
+    ctx.store()
+        .ensure_user(&ctx.service.sid, ctx.identity())
+        .await?;
+    let key = UserKey::Identity(ctx.identity().to_string());
+    let binding = ctx
+        .store()
+        .register_binding(&ctx.service.sid, key, binding, Origin::Client)
+        .await?;
+    Ok(created(binding_json(&binding)))
+}
+
+/// `DELETE /client/v1/bindings/{sid or endpoint}`: only the caller's own bindings.
+pub async fn unregister_push(ctx: ClientCtx, target: web::Path<String>) -> ApiResult {
+    let filter = BindingFilter {
+        identities: vec![ctx.identity().to_string()],
+        ..Default::default()
+    };
+    deleted(
+        ctx.store()
+            .delete_binding(&ctx.service.sid, &target, filter, Origin::Client)
+            .await?,
+    )
+}

@@ -1,0 +1,88 @@
+//! Client sessions over HTTP: open (creating the user on first contact), ping, close.
+//!
+//! May depend on: actix-web, serde_json, presence, domain, api::{client::auth, errors, params}.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::ClientCtx;
+use crate::api::errors::{ApiError, ApiResult};
+use crate::api::params::Params;
+use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
+
+/// How long an open waits for its online transition to be committed.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+fn session_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        20404,
+        "Session not found or expired; open a new one",
+    )
+}
+
+/// The session a path names, as a number; malformed ids are simply unknown.
+fn session_id(segment: &str) -> ApiResult<u64> {
+    parse_session_id(segment).ok_or_else(session_not_found)
+}
+
+/// `POST /client/v1/sessions` (optional `resume`, `endpoint`).
+pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
+    let resume = params.get("resume").and_then(parse_session_id);
+    let endpoint = params
+        .string("endpoint")
+        .or_else(|| ctx.grant.endpoint_id.clone());
+    if endpoint.as_ref().is_some_and(|e| e.len() > 256) {
+        return Err(ApiError::bad_param("endpoint", "must be at most 256 bytes"));
+    }
+    ctx.store()
+        .ensure_user(&ctx.service.sid, ctx.identity())
+        .await?;
+    let presence = &ctx.state.presence;
+    let (id, committed) = presence.open(
+        &ctx.service,
+        ctx.identity(),
+        Transport::Http,
+        endpoint.as_deref(),
+        resume,
+    );
+    if !matches!(
+        tokio::time::timeout(COMMIT_WAIT, committed.wait()).await,
+        Ok(true)
+    ) {
+        return Err(ApiError::unavailable());
+    }
+    let settings = ServicePresence::of(&ctx.service, presence.defaults());
+    Ok(HttpResponse::Created().json(json!({
+        "session_id": format_session_id(id),
+        "identity": ctx.identity(),
+        "service_sid": ctx.service.sid,
+        "reachability_enabled": ctx.service.reachability_enabled,
+        "ping_interval": settings.ping_interval_ms,
+        "session_ttl": settings.session_ttl_ms,
+        "resumed": resume == Some(id),
+    })))
+}
+
+/// `POST /client/v1/sessions/{id}/ping`: memory only.
+pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
+    let id = session_id(&id)?;
+    ctx.state
+        .presence
+        .ping(&ctx.service.sid, ctx.identity(), id)
+        .map_err(|_| session_not_found())?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /client/v1/sessions/{id}`.
+pub async fn close_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
+    let id = session_id(&id)?;
+    ctx.state
+        .presence
+        .close(&ctx.service.sid, ctx.identity(), id)
+        .map_err(|_| session_not_found())?;
+    Ok(HttpResponse::NoContent().finish())
+}
