@@ -46,62 +46,69 @@ pub struct Running {
     presence_tasks: PresenceTasks,
     http: ServerHandle,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
 }
 
 impl Running {
-    /// Graceful stop: stop accepting, finish in-flight requests, then drain the writer.
+    /// Graceful stop: stop accepting, finish in-flight requests, write live sessions (no user
+    /// is reported offline by a shutdown), then commit what is queued and stop the writer.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.http.stop(true).await;
-        self.http_task
+        let Running {
+            http,
+            http_task,
+            presence,
+            presence_tasks,
+            writer,
+            writer_thread,
+            ..
+        } = self;
+        http.stop(true).await;
+        http_task
             .await
             .context("joining the HTTP server")?
             .context("HTTP server")?;
-        let Running {
-            store,
-            writer_thread,
-            presence,
-            presence_tasks,
-            ..
-        } = self;
-        presence.shutdown(presence_tasks).await;
-        drop(presence);
-        drop(store);
-        tokio::task::spawn_blocking(move || writer_thread.join())
-            .await
-            .context("joining the writer")?
-            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-        Ok(())
+        finish_storage(presence, presence_tasks, writer, writer_thread).await
     }
 
-    /// Waits until the HTTP server ends (after a signal or [`ServerHandle::stop`]).
+    /// Serves until SIGINT/SIGTERM, then stops as [`Running::stop`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let handle = self.http.clone();
+        let Running {
+            http,
+            http_task,
+            presence,
+            presence_tasks,
+            writer,
+            writer_thread,
+            ..
+        } = self;
         let stop_on_signal = tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown signal received; stopping");
-            handle.stop(true).await;
+            http.stop(true).await;
         });
-        let Running {
-            http_task,
-            store,
-            writer_thread,
-            presence,
-            presence_tasks,
-            ..
-        } = self;
         let served = http_task.await.context("joining the HTTP server")?;
         stop_on_signal.abort();
         served.context("HTTP server")?;
-        presence.shutdown(presence_tasks).await;
-        drop(presence);
-        drop(store);
-        tokio::task::spawn_blocking(move || writer_thread.join())
-            .await
-            .context("joining the writer")?
-            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-        Ok(())
+        finish_storage(presence, presence_tasks, writer, writer_thread).await
     }
+}
+
+/// After the HTTP server is gone: flush presence, then drain and stop the writer. Explicit,
+/// so a stray handle held elsewhere cannot keep the writer alive.
+async fn finish_storage(
+    presence: Presence,
+    presence_tasks: PresenceTasks,
+    writer: Writer,
+    writer_thread: std::thread::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    presence.shutdown(presence_tasks).await;
+    writer.stop().await;
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .context("joining the writer")?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -205,6 +212,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
+    let writer_handle = writer.clone();
     let sqlite = Arc::new(SqliteStore::new(reads, writer, services));
     let store: Arc<dyn Store> = sqlite.clone();
     let (presence, presence_tasks) = Presence::start(sqlite, presence_options(&config))
@@ -246,6 +254,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         writer_stats,
         http,
         http_task,
+        writer: writer_handle,
         writer_thread,
     })
 }

@@ -27,6 +27,24 @@ pub enum Command {
     /// Manage API keys (works against the database of a running server).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Mint a client access token (Twilio format) signed with an API key from the database.
+    Token {
+        /// The chat service (IS…) the token grants.
+        #[arg(long)]
+        service: String,
+        /// The user identity.
+        #[arg(long)]
+        identity: String,
+        /// Lifetime in seconds (at most 86400).
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        /// The API key (SK…) to sign with; default: the oldest live key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Optional endpoint_id for the chat grant.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,20 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Keys(command) => run_keys(&config, command),
+        Command::Token {
+            service,
+            identity,
+            ttl,
+            key,
+            endpoint,
+        } => run_token(
+            &config,
+            &service,
+            &identity,
+            ttl,
+            key.as_deref(),
+            endpoint.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,13 +90,56 @@ fn print_first_run(first: &FirstRun, base: &str, config: &Config) {
     );
 }
 
-fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+/// Opens (creating and migrating if needed) the configured database for a CLI command.
+fn open_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     let options = app::open_options(config);
     if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut conn = open::open_connection(&options.path, options.busy_timeout)?;
     open::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn run_token(
+    config: &Config,
+    service: &str,
+    identity: &str,
+    ttl: i64,
+    key: Option<&str>,
+    endpoint: Option<&str>,
+) -> anyhow::Result<()> {
+    let conn = open_database(config)?;
+    let account_sid = match &config.account_sid {
+        Some(sid) => sid.clone(),
+        None => open::account_credentials(&conn)?
+            .map(|(sid, _)| sid)
+            .context("no account yet: start the server once or set REACHD_ACCOUNT_SID")?,
+    };
+    let key = match key {
+        Some(sid) => {
+            keys::get_live(&conn, sid)?.with_context(|| format!("no live API key {sid}"))?
+        }
+        None => keys::first_live(&conn)?.context("no live API key: run `reachd keys create`")?,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let token = reachd::tokens::mint(
+        &account_sid,
+        &key.sid,
+        &key.secret,
+        service,
+        identity,
+        ttl,
+        endpoint,
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{token}");
+    Ok(())
+}
+
+fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let conn = open_database(config)?;
     match command {
         KeysCommand::Create { friendly_name } => {
             let key = keys::create(&conn, friendly_name.as_deref())?;

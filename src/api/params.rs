@@ -153,7 +153,8 @@ fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, 
             }
         }
         Value::Array(items) => items.iter().for_each(|v| flatten_json(prefix, v, out)),
-        Value::Null => {}
+        // null clears a value, like an empty form field.
+        Value::Null => out.push((prefix.to_string(), String::new())),
         Value::String(s) => out.push((prefix.to_string(), s.clone())),
         other => out.push((prefix.to_string(), other.to_string())),
     }
@@ -274,6 +275,7 @@ mod tests {
                 ("a".to_string(), "1".to_string()),
                 ("b".to_string(), "true".to_string()),
                 ("b".to_string(), "x".to_string()),
+                ("c.d".to_string(), String::new()),
                 ("c.e".to_string(), "f".to_string()),
             ]
         );

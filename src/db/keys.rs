@@ -40,6 +40,17 @@ pub fn get_live(conn: &Connection, sid: &str) -> Result<Option<ApiKey>> {
     .db()
 }
 
+/// The oldest live key (with its secret).
+pub fn first_live(conn: &Connection) -> Result<Option<ApiKey>> {
+    conn.query_row(
+        "SELECT sid, friendly_name, secret, date_created FROM api_keys WHERE revoked_at IS NULL ORDER BY id LIMIT 1",
+        [],
+        |r| Ok(ApiKey { sid: r.get(0)?, friendly_name: r.get(1)?, secret: r.get(2)?, date_created: r.get(3)? }),
+    )
+    .optional()
+    .db()
+}
+
 /// Every key, oldest first, with whether it is revoked; secrets blanked.
 pub fn list(conn: &Connection) -> Result<Vec<(ApiKey, bool)>> {
     let mut stmt = conn

@@ -175,10 +175,15 @@ impl Store for SqliteStore {
             .submit(move |tx| users::update(tx, &service_sid, &key, &patch, origin))
     }
 
-    fn delete_user(&self, service_sid: &str, key: UserKey, origin: Origin) -> WriteFuture<bool> {
+    fn delete_user(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        origin: Origin,
+    ) -> WriteFuture<Option<User>> {
         let service_sid = service_sid.to_string();
         self.writer
-            .submit(move |tx| Ok(users::delete(tx, &service_sid, &key, origin)?.is_some()))
+            .submit(move |tx| users::delete(tx, &service_sid, &key, origin))
     }
 
     fn register_binding(

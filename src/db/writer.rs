@@ -152,8 +152,14 @@ where
 /// and the queue is drained.
 #[derive(Clone)]
 pub struct Writer {
-    sender: mpsc::Sender<Box<dyn Job>>,
+    sender: mpsc::Sender<Message>,
     stats: Arc<WriterStats>,
+}
+
+enum Message {
+    Job(Box<dyn Job>),
+    /// Commit what is queued before this, then exit (later submits fail as unavailable).
+    Stop,
 }
 
 impl Writer {
@@ -163,7 +169,7 @@ impl Writer {
         max_batch: usize,
         hooks: Vec<Box<dyn CommitHook>>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (sender, receiver) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
@@ -187,7 +193,7 @@ impl Writer {
                 reply,
             });
             sender
-                .send(job)
+                .send(Message::Job(job))
                 .await
                 .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
             result
@@ -204,21 +210,35 @@ impl Writer {
     pub fn is_alive(&self) -> bool {
         !self.sender.is_closed()
     }
+
+    /// Asks the thread to commit everything queued so far and exit, whoever still holds a
+    /// handle; join the thread afterwards.
+    pub async fn stop(&self) {
+        let _ = self.sender.send(Message::Stop).await;
+    }
 }
 
 fn run(
     mut conn: Connection,
-    mut receiver: mpsc::Receiver<Box<dyn Job>>,
+    mut receiver: mpsc::Receiver<Message>,
     max_batch: usize,
     mut hooks: Vec<Box<dyn CommitHook>>,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
+    let mut stopping = false;
+    while !stopping {
+        match receiver.blocking_recv() {
+            Some(Message::Job(job)) => batch.push(job),
+            Some(Message::Stop) | None => break,
+        }
         while batch.len() < max_batch {
             match receiver.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }

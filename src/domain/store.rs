@@ -73,7 +73,13 @@ pub trait Store: Send + Sync + 'static {
         patch: UserPatch,
         origin: Origin,
     ) -> WriteFuture<User>;
-    fn delete_user(&self, service_sid: &str, key: UserKey, origin: Origin) -> WriteFuture<bool>;
+    /// Deletes the user; returns them as they were, or `None` when there was no such user.
+    fn delete_user(
+        &self,
+        service_sid: &str,
+        key: UserKey,
+        origin: Origin,
+    ) -> WriteFuture<Option<User>>;
 
     // --- bindings -------------------------------------------------------------------------
     /// Registers (or, for a known endpoint, replaces) a push binding of an existing user.

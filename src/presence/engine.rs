@@ -454,6 +454,27 @@ impl Engine {
         (out, expired)
     }
 
+    /// Ends a deleted user's sessions without reporting anything (the user is gone); a client
+    /// that reconnects afterwards starts afresh, online again.
+    pub fn forget_user(&mut self, service_sid: &str, identity: &str) {
+        let ids: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| *s.service == *service_sid && *s.identity == *identity)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.sessions.remove(&id);
+            self.ended.push(id);
+        }
+        let key: UserKey = (Arc::from(service_sid), Arc::from(identity));
+        if let Some(user) = self.users.remove(&key) {
+            if let Some((deadline, _)) = user.grace {
+                self.graces.remove(&(deadline, key));
+            }
+        }
+    }
+
     /// Drops everything about a deleted service.
     pub fn forget_service(&mut self, service_sid: &str) {
         let ids: Vec<u64> = self
@@ -686,6 +707,21 @@ mod tests {
                 .0,
             10
         );
+    }
+
+    #[test]
+    fn a_forgotten_user_comes_back_online_on_reconnect() {
+        let mut e = engine(1_000);
+        let (id, _) = e
+            .open(at(0), SVC, "zed", Transport::Http, None, None, 1)
+            .expect("open");
+        e.forget_user(SVC, "zed");
+        assert_eq!(e.ping(at(1), id, SVC, "zed"), Err(SessionError::NotFound));
+        assert_eq!(e.take_ended(), vec![1]);
+        let (_, t) = e
+            .open(at(2), SVC, "zed", Transport::Http, None, None, 2)
+            .expect("reopen");
+        assert_eq!(kinds(&t), vec![("zed".into(), true, Cause::SessionOpened)]);
     }
 
     #[test]

@@ -311,6 +311,24 @@ impl Presence {
         )
     }
 
+    /// Ends a deleted user's sessions (nothing is reported: the user is gone).
+    pub fn forget_user(&self, service_sid: &str, identity: &str) {
+        let mut engine = self.lock();
+        engine.forget_user(service_sid, identity);
+        let deletes = engine.take_ended();
+        self.queue(
+            &engine,
+            PresenceBatch {
+                sessions: SessionFlush {
+                    upserts: Vec::new(),
+                    deletes,
+                },
+                ..Default::default()
+            },
+            false,
+        );
+    }
+
     /// Forgets a deleted service's sessions.
     pub fn forget_service(&self, service_sid: &str) {
         let mut engine = self.lock();

@@ -160,3 +160,111 @@ impl TestServer {
         }
     }
 }
+
+/// A reachability event row, read straight from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub identity: String,
+    pub kind: String,
+    pub cause: Option<String>,
+    pub sequence: i64,
+    pub is_online: Option<bool>,
+    pub is_notifiable: Option<bool>,
+}
+
+/// Every event of the database at `path`, in commit order.
+pub fn events_at(path: &std::path::Path) -> Vec<EventRow> {
+    let conn = rusqlite::Connection::open(path).expect("open db");
+    let mut stmt = conn
+        .prepare("SELECT identity, type, cause, sequence, is_online, is_notifiable FROM events ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| {
+        Ok(EventRow {
+            identity: r.get(0)?,
+            kind: r.get(1)?,
+            cause: r.get(2)?,
+            sequence: r.get(3)?,
+            is_online: r.get(4)?,
+            is_notifiable: r.get(5)?,
+        })
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+impl TestServer {
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("reachd.db")
+    }
+
+    /// Events so far, oldest first.
+    pub fn events(&self) -> Vec<EventRow> {
+        events_at(&self.db_path())
+    }
+
+    /// Creates an API key in the server's database.
+    pub fn api_key(&self) -> reachd::domain::account::ApiKey {
+        let conn =
+            reachd::db::open::open_connection(&self.db_path(), std::time::Duration::from_secs(5))
+                .expect("open");
+        reachd::db::keys::create(&conn, Some("test")).expect("key")
+    }
+
+    /// A valid access token for `identity` in `service`.
+    pub fn token(&self, service: &str, identity: &str) -> String {
+        let key = self.api_key();
+        let now = chrono::Utc::now().timestamp();
+        reachd::tokens::mint(
+            ACCOUNT_SID,
+            &key.sid,
+            &key.secret,
+            service,
+            identity,
+            3600,
+            None,
+            now,
+        )
+        .expect("mint")
+    }
+
+    /// A request to the client API with a bearer token.
+    pub async fn client(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Opens a client session and returns its id.
+    pub async fn open_session(&self, token: &str) -> String {
+        let r = self
+            .client(
+                reqwest::Method::POST,
+                "/client/v1/sessions",
+                token,
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.str("session_id")
+    }
+
+    /// Sets a service's presence timings through the native API.
+    pub async fn timings(&self, service: &str, ping: u64, ttl: u64, grace: u64) {
+        let r = self
+            .post_json(
+                &format!("/api/v1/services/{service}/settings"),
+                serde_json::json!({"ping_interval_ms": ping, "session_ttl_ms": ttl, "offline_grace_ms": grace}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+}

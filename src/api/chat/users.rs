@@ -5,8 +5,8 @@
 use actix_web::web;
 use serde_json::{Value, json};
 
-use crate::api::common::users::{find_user, new_user, reachability_json, user_patch};
-use crate::api::common::{created, deleted, ok};
+use crate::api::common::users::{find_user, new_user, reachability_json, remove_user, user_patch};
+use crate::api::common::{created, ok};
 use crate::api::ctx::Ctx;
 use crate::api::errors::ApiResult;
 use crate::api::paging::{Listing, list_request};
@@ -101,9 +101,5 @@ pub async fn update_user<const V: u8>(
 
 pub async fn delete_user<const V: u8>(ctx: Ctx, path: web::Path<(String, String)>) -> ApiResult {
     let service = ctx.service(&path.0)?;
-    deleted(
-        ctx.store()
-            .delete_user(&service.sid, UserKey::parse(&path.1), ctx.origin())
-            .await?,
-    )
+    remove_user(&ctx, &service, &path.1).await
 }

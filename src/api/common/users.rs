@@ -38,6 +38,18 @@ pub fn find_user(ctx: &Ctx, service: &Service, segment: &str) -> ApiResult<User>
         .ok_or_else(ApiError::not_found)
 }
 
+/// Deletes the user a path segment names (204, or 404) and ends their live sessions.
+pub async fn remove_user(ctx: &Ctx, service: &Service, segment: &str) -> ApiResult {
+    let removed = ctx
+        .store()
+        .delete_user(&service.sid, UserKey::parse(segment), ctx.origin())
+        .await?;
+    if let Some(user) = &removed {
+        ctx.state.presence.forget_user(&service.sid, &user.identity);
+    }
+    super::deleted(removed.is_some())
+}
+
 /// `is_online` / `is_notifiable` as a single-resource response shows them: null while the
 /// service has reachability disabled, the stored state otherwise. Lists always show null.
 pub fn reachability_json(

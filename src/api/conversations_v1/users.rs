@@ -7,8 +7,8 @@
 use actix_web::web;
 use serde_json::{Value, json};
 
-use crate::api::common::users::{find_user, new_user, reachability_json, user_patch};
-use crate::api::common::{created, deleted, ok};
+use crate::api::common::users::{find_user, new_user, reachability_json, remove_user, user_patch};
+use crate::api::common::{created, ok};
 use crate::api::ctx::Ctx;
 use crate::api::errors::ApiResult;
 use crate::api::paging::{Listing, list_request};
@@ -107,11 +107,7 @@ impl Scope {
     }
 
     async fn delete(self, ctx: Ctx, segment: &str) -> ApiResult {
-        deleted(
-            ctx.store()
-                .delete_user(&self.service.sid, UserKey::parse(segment), ctx.origin())
-                .await?,
-        )
+        remove_user(&ctx, &self.service, segment).await
     }
 }
 

@@ -46,8 +46,8 @@ pub async fn update_settings(ctx: Ctx, sid: web::Path<String>, params: Params) -
     let service = ctx.service(&sid)?;
     let o = service.presence;
     let overrides = PresenceOverrides {
-        ping_interval_ms: override_of(&params, "ping_interval_ms", 1_000, o.ping_interval_ms)?,
-        session_ttl_ms: override_of(&params, "session_ttl_ms", 2_000, o.session_ttl_ms)?,
+        ping_interval_ms: override_of(&params, "ping_interval_ms", 100, o.ping_interval_ms)?,
+        session_ttl_ms: override_of(&params, "session_ttl_ms", 200, o.session_ttl_ms)?,
         offline_grace_ms: override_of(&params, "offline_grace_ms", 0, o.offline_grace_ms)?,
     };
     let mut candidate = service.clone();
