@@ -1,60 +1,14 @@
 //! The binary as a user runs it: configuration errors exit 2, the first start prints
 //! credentials once, and `reachd keys` works against a running server's database.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_reachd");
+use common::process::{Server, reachd};
 
-fn reachd(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("REACHD_ACCOUNT_SID")
-        .env_remove("REACHD_AUTH_TOKEN")
-        .env("REACHD_DATABASE", dir.join("data/reachd.db"))
-        .env("REACHD_LISTEN", "127.0.0.1:0")
-        .env("REACHD_LOG", "warn");
-    cmd
-}
-
-/// A running `reachd serve`, killed and reaped on drop (also when a test panics).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `serve`, returns the process, the stdout lines up to "listening", and the address.
 fn serve(dir: &std::path::Path) -> (Server, Vec<String>, String) {
-    let mut server = Server(
-        reachd(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    let stdout = server.0.stdout.take().expect("stdout");
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut reader = BufReader::new(stdout);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start: {lines:?}");
-        let mut line = String::new();
-        if reader.read_line(&mut line).expect("read") == 0 {
-            panic!("server exited: {lines:?}");
-        }
-        let line = line.trim_end().to_string();
-        if let Some(addr) = line.strip_prefix("reachd listening on ") {
-            let addr = addr.to_string();
-            lines.push(line);
-            return (server, lines, addr);
-        }
-        lines.push(line);
-    }
+    let server = Server::start(reachd(dir));
+    let (lines, addr) = (server.lines.clone(), server.addr.clone());
+    (server, lines, addr)
 }
 
 fn value_of(lines: &[String], key: &str) -> String {

@@ -2,6 +2,8 @@
 //! talks HTTP to it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::TcpListener;
 
 use reachd::app::{self, Running};

@@ -1,0 +1,100 @@
+//! The real binary as a child process: start it, read its address, kill or stop it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reachd");
+
+/// `reachd` with a clean environment pointing at `dir`.
+pub fn reachd(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_remove("REACHD_ACCOUNT_SID")
+        .env_remove("REACHD_AUTH_TOKEN")
+        .env("REACHD_DATABASE", dir.join("data/reachd.db"))
+        .env("REACHD_LISTEN", "127.0.0.1:0")
+        .env("REACHD_LOG", "warn");
+    cmd
+}
+
+/// A running `reachd serve`, killed and reaped on drop (also when a test panics).
+pub struct Server {
+    pub child: Child,
+    pub lines: Vec<String>,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `cmd` and waits for its "reachd listening on" line.
+    pub fn start(mut cmd: Command) -> Server {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut server = Server {
+            child,
+            lines: Vec::new(),
+            addr: String::new(),
+        };
+        let stdout = server.child.stdout.take().expect("stdout");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reader = BufReader::new(stdout);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {:?}",
+                server.lines
+            );
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                panic!("server exited: {:?}", server.lines);
+            }
+            let line = line.trim_end().to_string();
+            if let Some(addr) = line.strip_prefix("reachd listening on ") {
+                server.addr = addr.to_string();
+                server.lines.push(line);
+                return server;
+            }
+            server.lines.push(line);
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `kill -9`.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "graceful shutdown failed: {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit 15 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Restarts don't flap (DESIGN.md §2): a client pinging across a restart — `kill -9` or
+//! SIGTERM — never shows an offline transition, and a session that expired while reachd was
+//! down ends with exactly one `session_timeout`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{Server, reachd};
+use serde_json::{Value, json};
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "restart-test-token";
+
+fn start(dir: &std::path::Path) -> Server {
+    let mut cmd = reachd(dir);
+    cmd.env("REACHD_ACCOUNT_SID", SID)
+        .env("REACHD_AUTH_TOKEN", TOKEN)
+        .env("REACHD_PRESENCE__FLUSH_INTERVAL_MS", "300");
+    Server::start(cmd)
+}
+
+struct Api {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+impl Api {
+    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(SID, Some(TOKEN));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().expect("request");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().unwrap_or(Value::Null)
+    }
+
+    fn client(&self, path: &str, token: &str) -> u16 {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .expect("request");
+        res.status().as_u16()
+    }
+
+    fn open(&self, token: &str) -> String {
+        let res = self
+            .http
+            .post(format!("{}/client/v1/sessions", self.base))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .expect("open");
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().expect("json")["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn service(&self, ttl: u64, grace: u64) -> String {
+        let svc = self.admin(
+            reqwest::Method::POST,
+            "/conversations/v1/Services",
+            Some(json!({"FriendlyName": "restart"})),
+        );
+        let sid = svc["sid"].as_str().unwrap_or_default().to_string();
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/chat/v2/Services/{sid}"),
+            Some(json!({"ReachabilityEnabled": "true"})),
+        );
+        self.admin(
+            reqwest::Method::POST,
+            &format!("/api/v1/services/{sid}/settings"),
+            Some(
+                json!({"ping_interval_ms": 200, "session_ttl_ms": ttl, "offline_grace_ms": grace}),
+            ),
+        );
+        sid
+    }
+
+    fn is_online(&self, service: &str, identity: &str) -> Value {
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/chat/v2/Services/{service}/Users/{identity}"),
+            None,
+        )["is_online"]
+            .clone()
+    }
+}
+
+fn api(server: &Server) -> Api {
+    Api {
+        http: reqwest::blocking::Client::new(),
+        base: server.base(),
+    }
+}
+
+fn token(db: &std::path::Path, service: &str, identity: &str) -> String {
+    let conn = reachd::db::open::open_connection(db, Duration::from_secs(5)).expect("open db");
+    let key = reachd::db::keys::first_live(&conn)
+        .expect("keys")
+        .unwrap_or_else(|| reachd::db::keys::create(&conn, None).expect("create"));
+    reachd::tokens::mint(
+        SID,
+        &key.sid,
+        &key.secret,
+        service,
+        identity,
+        3600,
+        None,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("mint")
+}
+
+fn reachability_events(db: &std::path::Path, identity: &str) -> Vec<(bool, String)> {
+    common::events_at(db)
+        .into_iter()
+        .filter(|e| e.identity == identity && e.kind == "user.reachability_updated")
+        .map(|e| (e.is_online.unwrap_or(false), e.cause.unwrap_or_default()))
+        .collect()
+}
+
+/// Pings every 200 ms for `millis`.
+fn keep_pinging(api: &Api, session: &str, token: &str, millis: u64) {
+    for _ in 0..millis / 200 {
+        assert_eq!(
+            api.client(&format!("/client/v1/sessions/{session}/ping"), token),
+            204
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/reachd.db");
+    let server = start(dir.path());
+    let a = api(&server);
+    let steady = a.service(4_000, 500);
+    let brief = a.service(1_000, 0);
+    let pinger_token = token(&db, &steady, "pinger");
+    let sleeper_token = token(&db, &brief, "sleeper");
+    let pinger = a.open(&pinger_token);
+    let sleeper = a.open(&sleeper_token);
+    keep_pinging(&a, &pinger, &pinger_token, 600);
+    assert_eq!(a.is_online(&brief, "sleeper"), true);
+
+    // kill -9, stay down past the sleeper's expiry but inside the pinger's TTL.
+    server.kill();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let server = start(dir.path());
+    let a = api(&server);
+    keep_pinging(&a, &pinger, &pinger_token, 1_000);
+    assert_eq!(a.is_online(&steady, "pinger"), true);
+    assert_eq!(
+        reachability_events(&db, "pinger"),
+        vec![(true, "session_opened".to_string())],
+        "no flap across kill -9"
+    );
+    assert_eq!(a.is_online(&brief, "sleeper"), false);
+    assert_eq!(
+        reachability_events(&db, "sleeper"),
+        vec![
+            (true, "session_opened".into()),
+            (false, "session_timeout".into())
+        ]
+    );
+    assert_eq!(
+        a.client(
+            &format!("/client/v1/sessions/{sleeper}/ping"),
+            &sleeper_token
+        ),
+        404
+    );
+
+    // A graceful restart (SIGTERM) flushes sessions and reports nobody offline either.
+    server.terminate();
+    let server = start(dir.path());
+    let a = api(&server);
+    keep_pinging(&a, &pinger, &pinger_token, 1_000);
+    assert_eq!(a.is_online(&steady, "pinger"), true);
+    assert_eq!(
+        reachability_events(&db, "pinger").len(),
+        1,
+        "no flap across SIGTERM"
+    );
+    // A second restart does not time the sleeper out again.
+    assert_eq!(reachability_events(&db, "sleeper").len(), 2);
+    drop(server);
+}
