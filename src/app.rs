@@ -19,6 +19,7 @@ use crate::api::state::{AccountCredentials, AppState};
 use crate::api::{self, errors};
 use crate::config::Config;
 use crate::db::cache::{InvalidateServices, ServiceCache};
+use crate::db::checkpoint::Checkpointer;
 use crate::db::writer::{CommitHook, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
@@ -26,6 +27,9 @@ use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
 use crate::domain::store::Store;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Credentials generated on the first start, to be shown once.
 pub struct FirstRun {
@@ -48,6 +52,7 @@ pub struct Running {
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
+    checkpointer: Checkpointer,
 }
 
 impl Running {
@@ -61,6 +66,7 @@ impl Running {
             presence_tasks,
             writer,
             writer_thread,
+            checkpointer,
             ..
         } = self;
         http.stop(true).await;
@@ -68,7 +74,14 @@ impl Running {
             .await
             .context("joining the HTTP server")?
             .context("HTTP server")?;
-        finish_storage(presence, presence_tasks, writer, writer_thread).await
+        finish_storage(
+            presence,
+            presence_tasks,
+            writer,
+            writer_thread,
+            checkpointer,
+        )
+        .await
     }
 
     /// Serves until SIGINT/SIGTERM, then stops as [`Running::stop`] does.
@@ -80,6 +93,7 @@ impl Running {
             presence_tasks,
             writer,
             writer_thread,
+            checkpointer,
             ..
         } = self;
         let stop_on_signal = tokio::spawn(async move {
@@ -90,7 +104,14 @@ impl Running {
         let served = http_task.await.context("joining the HTTP server")?;
         stop_on_signal.abort();
         served.context("HTTP server")?;
-        finish_storage(presence, presence_tasks, writer, writer_thread).await
+        finish_storage(
+            presence,
+            presence_tasks,
+            writer,
+            writer_thread,
+            checkpointer,
+        )
+        .await
     }
 }
 
@@ -101,6 +122,7 @@ async fn finish_storage(
     presence_tasks: PresenceTasks,
     writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
+    checkpointer: Checkpointer,
 ) -> anyhow::Result<()> {
     presence.shutdown(presence_tasks).await;
     writer.stop().await;
@@ -108,6 +130,9 @@ async fn finish_storage(
         .await
         .context("joining the writer")?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    tokio::task::spawn_blocking(move || checkpointer.stop())
+        .await
+        .context("final checkpoint")?;
     Ok(())
 }
 
@@ -200,7 +225,10 @@ fn bootstrap_account(
 
 /// Opens storage and serves on `listener` until stopped.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let db = Database::open(&open_options(&config))?;
+    let options = open_options(&config);
+    let db = Database::open(&options)?;
+    let checkpointer =
+        Checkpointer::start(&options.path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
     let (account, first_run) = bootstrap_account(&db, &config)?;
     let Database {
         writer: writer_conn,
@@ -256,5 +284,6 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         http_task,
         writer: writer_handle,
         writer_thread,
+        checkpointer,
     })
 }

@@ -4,6 +4,7 @@
 //! May depend on: actix-web, domain, api::{auth, errors, state}.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -46,7 +47,7 @@ impl Ctx {
     }
 
     /// The service named by a path segment; 404 when malformed or missing.
-    pub fn service(&self, sid: &str) -> ApiResult<Service> {
+    pub fn service(&self, sid: &str) -> ApiResult<Arc<Service>> {
         if !ids::is_sid(sid, Prefix::Service) {
             return Err(ApiError::not_found());
         }

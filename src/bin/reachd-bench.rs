@@ -1,19 +1,25 @@
 //! `reachd-bench`: measures reachd in-process against a baseline in the same run, so results
-//! are ratios that survive noisy machines. Scenarios: `rest` (fetch a user by identity vs
-//! `/healthz`).
+//! are ratios that survive noisy machines.
 //!
-//! Run with `cargo run --release --bin reachd-bench -- rest`.
+//! Scenarios: `rest` (fetch a user by identity vs `/healthz`), `ping` (session pings vs
+//! `/healthz`), `memory` (engine bytes per session), `burst` (N sessions opened at once, time
+//! until all are committed online).
+//!
+//! Run with `cargo run --release --bin reachd-bench -- <scenario>`.
 
 #![forbid(unsafe_code)]
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use reachd::app;
 use reachd::config::{Config, Secret};
+use reachd::domain::account::ApiKey;
 
 const ACCOUNT_SID: &str = "ACbe0c4bebe0c4bebe0c4bebe0c4bebe0c";
 const AUTH_TOKEN: &str = "bench-token";
@@ -38,7 +44,26 @@ struct Args {
 enum Scenario {
     /// GET a Chat v2 user by identity vs GET /healthz.
     Rest,
+    /// POST /client/v1/sessions/{id}/ping vs GET /healthz.
+    Ping {
+        /// Open sessions, pinged round-robin.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+    },
+    /// RSS cost per session in the presence engine.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+    },
+    /// Open N sessions as fast as the connections allow; time until all are committed online.
+    Burst {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
 }
+
+/// Builds the request a worker sends on its `iteration`-th turn.
+type RequestFn = Arc<dyn Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// Results of one load run.
 #[derive(Debug, Clone)]
@@ -50,28 +75,29 @@ struct Stats {
     p99_us: u64,
 }
 
+fn keep_alive_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap_or_default()
+}
+
 /// Keeps `connections` keep-alive connections busy with `request` for `duration`.
-async fn load(
-    connections: usize,
-    duration: Duration,
-    request: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
-) -> Stats {
+async fn load(connections: usize, duration: Duration, request: RequestFn) -> Stats {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for worker in 0..connections {
         let request = request.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .http1_only()
-                .build()
-                .unwrap_or_default();
+            let client = keep_alive_client();
             let mut latencies = Vec::with_capacity(16_384);
-            let mut errors = 0u64;
+            let (mut errors, mut iteration) = (0u64, 0u64);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match request(&client).send().await {
+                iteration += 1;
+                match request(&client, worker, iteration).send().await {
                     Ok(res) if res.status().is_success() => {
                         let _ = res.bytes().await;
                         latencies.push(t.elapsed().as_micros() as u64);
@@ -82,8 +108,7 @@ async fn load(
             (latencies, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let (mut all, mut errors) = (Vec::new(), 0);
     for task in tasks {
         if let Ok((latencies, e)) = task.await {
             all.extend(latencies);
@@ -118,66 +143,258 @@ fn print_stats(name: &str, s: &Stats) {
     );
 }
 
-async fn bench_rest(args: &Args, base: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{base}/chat/v2/Services"))
-        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
-        .form(&[("FriendlyName", "bench")])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let service = created["sid"].as_str().context("service sid")?.to_string();
-    for i in 0..1000 {
-        let identity = if i == 500 {
-            "alice@example.com".to_string()
-        } else {
-            format!("user{i}")
-        };
-        http.post(format!("{base}/chat/v2/Services/{service}/Users"))
-            .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
-            .form(&[("Identity", identity.as_str())])
-            .send()
-            .await?
-            .error_for_status()?;
-    }
+/// Alternates `/healthz` and `subject` for `args.rounds` rounds and prints the median ratio.
+async fn compare(args: &Args, base: &str, name: &str, subject: RequestFn, target: f64) {
     let health_url = format!("{base}/healthz");
-    let user_url = format!("{base}/chat/v2/Services/{service}/Users/alice@example.com");
-    let health: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |c: &reqwest::Client| c.get(&health_url));
-    let user: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |c: &reqwest::Client| {
-            c.get(&user_url).basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
-        });
+    let health: RequestFn = Arc::new(move |c: &reqwest::Client, _, _| c.get(&health_url));
     let duration = Duration::from_secs_f64(args.seconds);
     let (mut base_rates, mut subject_rates) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         println!("round {round}:");
         let h = load(args.connections, duration, health.clone()).await;
         print_stats("GET /healthz", &h);
-        let u = load(args.connections, duration, user.clone()).await;
-        print_stats("GET user by identity", &u);
+        let u = load(args.connections, duration, subject.clone()).await;
+        print_stats(name, &u);
         base_rates.push(h.per_second);
         subject_rates.push(u.per_second);
     }
     let (b, s) = (median(base_rates), median(subject_rates));
     println!(
-        "median: healthz {b:.0} req/s, user fetch {s:.0} req/s, ratio {:.2} (target ≥ 0.50)",
+        "median: healthz {b:.0} req/s, {name} {s:.0} req/s, ratio {:.2} (target ≥ {target:.2})",
         s / b
+    );
+}
+
+async fn admin_post(
+    base: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .form(form)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// A new service (reachability enabled when asked) and its SID.
+async fn service(base: &str, reachability: bool) -> anyhow::Result<String> {
+    let created = admin_post(base, "/chat/v2/Services", &[("FriendlyName", "bench")]).await?;
+    let sid = created["sid"].as_str().context("service sid")?.to_string();
+    if reachability {
+        admin_post(
+            base,
+            &format!("/chat/v2/Services/{sid}"),
+            &[("ReachabilityEnabled", "true")],
+        )
+        .await?;
+    }
+    Ok(sid)
+}
+
+fn api_key(db: &Path) -> anyhow::Result<ApiKey> {
+    let conn = reachd::db::open::open_connection(db, Duration::from_secs(5))?;
+    Ok(reachd::db::keys::create(&conn, Some("bench"))?)
+}
+
+fn mint(key: &ApiKey, service: &str, identity: &str) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    reachd::tokens::mint(
+        ACCOUNT_SID,
+        &key.sid,
+        &key.secret,
+        service,
+        identity,
+        3600,
+        None,
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn bench_rest(args: &Args, base: &str) -> anyhow::Result<()> {
+    let service = service(base, false).await?;
+    for i in 0..1000 {
+        let identity = if i == 500 {
+            "alice@example.com".to_string()
+        } else {
+            format!("user{i}")
+        };
+        admin_post(
+            base,
+            &format!("/chat/v2/Services/{service}/Users"),
+            &[("Identity", identity.as_str())],
+        )
+        .await?;
+    }
+    let user_url = format!("{base}/chat/v2/Services/{service}/Users/alice@example.com");
+    let user: RequestFn = Arc::new(move |c: &reqwest::Client, _, _| {
+        c.get(&user_url).basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+    });
+    compare(args, base, "GET user by identity", user, 0.50).await;
+    Ok(())
+}
+
+async fn bench_ping(args: &Args, base: &str, db: &Path, sessions: usize) -> anyhow::Result<()> {
+    let service = service(base, true).await?;
+    let key = api_key(db)?;
+    let http = reqwest::Client::new();
+    let mut targets = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let token = mint(&key, &service, &format!("user{i}"))?;
+        let opened: serde_json::Value = http
+            .post(format!("{base}/client/v1/sessions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = opened["session_id"]
+            .as_str()
+            .context("session id")?
+            .to_string();
+        targets.push((format!("{base}/client/v1/sessions/{id}/ping"), token));
+    }
+    let targets = Arc::new(targets);
+    let connections = args.connections;
+    let ping: RequestFn = Arc::new(move |c: &reqwest::Client, worker, i| {
+        let (url, token) = &targets[(worker + connections * i as usize) % targets.len()];
+        c.post(url).bearer_auth(token)
+    });
+    compare(args, base, "POST session ping", ping, 0.70).await;
+    Ok(())
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn bench_memory(sessions: usize) {
+    use reachd::domain::presence::{ServicePresence, Transport};
+    use reachd::presence::engine::{Engine, Now};
+    let service = "IS00000000000000000000000000000001";
+    let presence = ServicePresence {
+        reachability_enabled: true,
+        ping_interval_ms: 20_000,
+        session_ttl_ms: 60_000,
+        offline_grace_ms: 3_000,
+    };
+    let identities: Vec<String> = (0..sessions)
+        .map(|i| format!("user-{i:07}@example.com"))
+        .collect();
+    let mut engine = Engine::new();
+    engine.configure(Now { mono: 0, wall: 0 }, service, presence);
+    let before = rss_bytes();
+    for (i, identity) in identities.iter().enumerate() {
+        let now = Now {
+            mono: i as u64,
+            wall: i as i64,
+        };
+        let _ = engine.open(
+            now,
+            service,
+            identity,
+            Transport::WebSocket,
+            None,
+            None,
+            i as u64 + 1,
+        );
+    }
+    let after = rss_bytes();
+    let delta = after.saturating_sub(before);
+    println!(
+        "{} sessions, one user each (24-byte identities): RSS +{:.1} MiB = {:.0} bytes per session (target ≤ 300)",
+        engine.session_count(),
+        delta as f64 / 1_048_576.0,
+        delta as f64 / sessions as f64
+    );
+}
+
+async fn bench_burst(args: &Args, base: &str, db: &Path, sessions: usize) -> anyhow::Result<()> {
+    let service = service(base, true).await?;
+    let key = api_key(db)?;
+    let tokens: Vec<String> = (0..sessions)
+        .map(|i| mint(&key, &service, &format!("burst{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    let tokens = Arc::new(tokens);
+    let per_worker = sessions.div_ceil(args.connections);
+    let url = format!("{base}/client/v1/sessions");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..args.connections {
+        let (tokens, url) = (tokens.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = keep_alive_client();
+            let mut ok = 0usize;
+            for token in tokens.iter().skip(worker * per_worker).take(per_worker) {
+                if let Ok(res) = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await
+                {
+                    ok += usize::from(res.status().as_u16() == 201);
+                }
+            }
+            ok
+        }));
+    }
+    let mut opened = 0;
+    for task in tasks {
+        opened += task.await.unwrap_or(0);
+    }
+    let issued = started.elapsed();
+    let conn = rusqlite::Connection::open(db)?;
+    let online = loop {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM users WHERE service_sid = ?1 AND is_online = 1",
+            [&service],
+            |r| r.get(0),
+        )?;
+        if n as usize >= sessions || started.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "{opened}/{sessions} opens answered in {:.2} s ({:.0}/s, each after its commit); {online} users committed online after {:.2} s",
+        issued.as_secs_f64(),
+        opened as f64 / issued.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Scenario::Memory { sessions } = args.scenario {
+        bench_memory(sessions);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let dir = tempfile_dir()?;
+        let dir = std::env::temp_dir().join(format!("reachd-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let db = dir.join("bench.db");
         let mut config = Config::load_from(None, Vec::new())?;
-        config.database = dir.join("bench.db");
+        config.database = db.clone();
         config.account_sid = Some(ACCOUNT_SID.into());
         config.auth_token = Some(Secret::new(AUTH_TOKEN));
         config.log = "warn".into();
@@ -190,16 +407,25 @@ fn main() -> anyhow::Result<()> {
         );
         let result = match args.scenario {
             Scenario::Rest => bench_rest(&args, &base).await,
+            Scenario::Ping { sessions } => bench_ping(&args, &base, &db, sessions).await,
+            Scenario::Burst { sessions } => {
+                let stats = running.writer_stats.clone();
+                let (tx0, jobs0) = (stats.transactions.load(Relaxed), stats.jobs.load(Relaxed));
+                let result = bench_burst(&args, &base, &db, sessions).await;
+                let (tx, jobs) = (
+                    stats.transactions.load(Relaxed) - tx0,
+                    stats.jobs.load(Relaxed) - jobs0,
+                );
+                println!(
+                    "writer: {jobs} jobs in {tx} transactions ({:.1} jobs per commit)",
+                    jobs as f64 / tx.max(1) as f64
+                );
+                result
+            }
+            Scenario::Memory { .. } => Ok(()),
         };
         running.stop().await?;
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
-}
-
-/// A fresh folder for the benchmark's database.
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("reachd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

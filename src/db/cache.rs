@@ -1,6 +1,11 @@
-//! An in-memory cache of services (read on almost every request), kept exact by the writer:
-//! every committed change to a service invalidates its entry from the writer thread's
-//! post-commit hook.
+//! In-memory caches of what almost every request reads.
+//!
+//! Services are kept exact by the writer: every committed change to a service invalidates its
+//! entry from the writer thread's post-commit hook.
+//!
+//! API keys change outside this process (`reachd keys revoke` writes the database directly), so
+//! live keys are cached for at most [`API_KEY_TTL`]; `keys revoke` waits that long before it
+//! returns, so a revoked key is refused by every running server once the command has finished.
 //!
 //! Invariant: an entry is never newer-than-committed nor stale after a commit. A reader that
 //! loaded a row inserts it only if no invalidation happened since it started (generation
@@ -12,7 +17,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::time::{Duration, Instant};
+
 use super::writer::{CommitHook, Effects};
+use crate::domain::account::ApiKey;
 use crate::domain::service::Service;
 
 /// Entries kept before the cache is cleared (a bound on memory, not an LRU).
@@ -56,6 +64,34 @@ impl ServiceCache {
         for sid in sids {
             entries.remove(sid);
         }
+    }
+}
+
+/// How long a live API key is trusted without re-reading the database.
+pub const API_KEY_TTL: Duration = Duration::from_secs(1);
+
+/// Live API keys, each trusted for [`API_KEY_TTL`]. Unknown keys are not cached, so a new key
+/// works at once.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    entries: RwLock<HashMap<String, (ApiKey, Instant)>>,
+}
+
+impl ApiKeyCache {
+    pub fn get(&self, sid: &str) -> Option<ApiKey> {
+        let entries = self.entries.read().ok()?;
+        let (key, loaded) = entries.get(sid)?;
+        (loaded.elapsed() < API_KEY_TTL).then(|| key.clone())
+    }
+
+    pub fn insert(&self, key: ApiKey) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, (_, loaded)| loaded.elapsed() < API_KEY_TTL);
+        }
+        entries.insert(key.sid.clone(), (key, Instant::now()));
     }
 }
 

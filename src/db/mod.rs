@@ -6,6 +6,7 @@
 mod account;
 mod bindings;
 pub mod cache;
+pub mod checkpoint;
 mod credentials;
 mod events;
 pub mod keys;

@@ -49,6 +49,19 @@ impl Database {
         writer
             .pragma_update(None, "journal_mode", "WAL")
             .context("enabling WAL")?;
+        // The writer touches many index pages per batch: a larger page cache (16 MiB). It never
+        // checkpoints itself: `db::checkpoint` does, on its own thread; the WAL file is cut
+        // back to 64 MiB after each reset.
+        writer
+            .pragma_update(None, "cache_size", -16_384)
+            .context("sizing the writer cache")?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .context("disabling auto-checkpoint")?;
+        writer
+            .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .context("limiting the WAL")?;
+
         migrate(&mut writer)?;
         let busy = options.busy_timeout;
         let manager = SqliteConnectionManager::file(&options.path).with_init(move |c| {

@@ -12,7 +12,7 @@ use super::writer::Tx;
 use crate::domain::Result;
 use crate::domain::event::{EventType, REASON_ONLINE};
 use crate::domain::presence::{
-    PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport,
+    Cause, PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport,
 };
 use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
@@ -52,6 +52,10 @@ pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
 
 /// Stores a transition if it changes the user's stored state in a service with reachability
 /// enabled (otherwise it is a no-op: disabled services are silent, repeats are idempotent).
+///
+/// A session opening is a client's contact: a user that does not exist yet is created first
+/// (with its `user.added` event), in the same transaction — so a burst of first contacts costs
+/// one batched write, not one write per user.
 fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
     let enabled: Option<bool> = tx
         .prepare_cached("SELECT reachability_enabled FROM services WHERE sid = ?1")
@@ -59,17 +63,21 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
         .query_row([&*t.service_sid], |r| r.get(0))
         .optional()
         .db()?;
-    if enabled != Some(true) {
-        return Ok(());
-    }
-    let Some(mut user) = users::get(
-        tx,
-        &t.service_sid,
-        &UserKey::Identity(t.identity.to_string()),
-    )?
-    else {
+    let Some(enabled) = enabled else {
         return Ok(());
     };
+    let key = UserKey::Identity(t.identity.to_string());
+    let found = users::get(tx, &t.service_sid, &key)?;
+    let mut user = match found {
+        Some(user) => user,
+        None if t.online && t.cause == Cause::SessionOpened => {
+            users::ensure(tx, &t.service_sid, &t.identity)?.0
+        }
+        None => return Ok(()),
+    };
+    if !enabled {
+        return Ok(());
+    }
     if user.reachability.is_online == Some(t.online) {
         return Ok(());
     }

@@ -177,6 +177,20 @@ pub fn set_presence(conn: &Connection, sid: &str, presence: PresenceOverrides) -
     Ok(service)
 }
 
+/// A service's default role for new users, without decoding its settings; `NotFound` when the
+/// service does not exist.
+pub fn default_role(conn: &Connection, sid: &str) -> Result<String> {
+    conn.prepare_cached(
+        "SELECT json_extract(settings, '$.default_service_role_sid') FROM services WHERE sid = ?1",
+    )
+    .db()?
+    .query_row([sid], |r| r.get::<_, Option<String>>(0))
+    .optional()
+    .db()?
+    .flatten()
+    .ok_or(Error::NotFound)
+}
+
 /// Every service (for the presence engine at startup).
 pub fn all(conn: &Connection) -> Result<Vec<Service>> {
     let mut stmt = conn

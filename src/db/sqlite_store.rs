@@ -7,7 +7,7 @@ use std::sync::Arc;
 use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
-use super::cache::ServiceCache;
+use super::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{account, bindings, credentials, keys, map_pool, presence, services, users};
@@ -26,6 +26,7 @@ pub struct SqliteStore {
     reads: ReadPool,
     writer: Writer,
     services: Arc<ServiceCache>,
+    keys: ApiKeyCache,
 }
 
 impl SqliteStore {
@@ -35,6 +36,7 @@ impl SqliteStore {
             reads,
             writer,
             services,
+            keys: ApiKeyCache::default(),
         }
     }
 
@@ -69,7 +71,14 @@ impl Store for SqliteStore {
     }
 
     fn api_key(&self, sid: &str) -> Result<Option<ApiKey>> {
-        keys::get_live(&*self.read()?, sid)
+        if let Some(key) = self.keys.get(sid) {
+            return Ok(Some(key));
+        }
+        let found = keys::get_live(&*self.read()?, sid)?;
+        if let Some(key) = &found {
+            self.keys.insert(key.clone());
+        }
+        Ok(found)
     }
 
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service> {
@@ -81,14 +90,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn service(&self, sid: &str) -> Result<Option<Service>> {
+    fn service(&self, sid: &str) -> Result<Option<Arc<Service>>> {
         if let Some(cached) = self.services.get(sid) {
-            return Ok(Some((*cached).clone()));
+            return Ok(Some(cached));
         }
         let generation = self.services.generation();
-        let found = services::get(&*self.read()?, sid)?;
+        let found = services::get(&*self.read()?, sid)?.map(Arc::new);
         if let Some(service) = &found {
-            self.services.insert(generation, Arc::new(service.clone()));
+            self.services.insert(generation, service.clone());
         }
         Ok(found)
     }
@@ -129,6 +138,14 @@ impl Store for SqliteStore {
     }
 
     fn ensure_user(&self, service_sid: &str, identity: &str) -> WriteFuture<(User, bool)> {
+        // Most opens are by known users: answer from a read and skip the writer.
+        let key = UserKey::Identity(identity.to_string());
+        if let Ok(Some(user)) = self
+            .read()
+            .and_then(|conn| users::get(&conn, service_sid, &key))
+        {
+            return Box::pin(async move { Ok((user, false)) });
+        }
         let (service_sid, identity) = (service_sid.to_string(), identity.to_string());
         self.writer
             .submit(move |tx| users::ensure(tx, &service_sid, &identity))

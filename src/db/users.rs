@@ -118,15 +118,11 @@ pub fn by_identities(
 /// `DuplicateIdentity`.
 pub fn insert(tx: &mut Tx<'_>, service_sid: &str, new: NewUser, origin: Origin) -> Result<User> {
     new.validate()?;
-    let service = services::require(tx, service_sid)?;
+    let default_role = services::default_role(tx, service_sid)?;
     if get(tx, service_sid, &UserKey::Identity(new.identity.clone()))?.is_some() {
         return Err(Error::DuplicateIdentity(new.identity));
     }
-    let mut user = new.into_user(
-        service_sid,
-        &service.settings.default_service_role_sid,
-        now_ms(),
-    );
+    let mut user = new.into_user(service_sid, &default_role, now_ms());
     tx.prepare_cached(
         "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
          date_created, date_updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

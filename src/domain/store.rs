@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use super::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
 use super::binding::{Binding, BindingFilter, NewBinding};
@@ -45,7 +46,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- services -------------------------------------------------------------------------
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service>;
-    fn service(&self, sid: &str) -> Result<Option<Service>>;
+    /// A service, shared (services are read on almost every request).
+    fn service(&self, sid: &str) -> Result<Option<Arc<Service>>>;
     fn list_services(&self, page: PageRequest) -> Result<Page<Service>>;
     fn update_service(&self, sid: &str, patch: ServicePatch) -> WriteFuture<Service>;
     fn delete_service(&self, sid: &str) -> WriteFuture<bool>;

@@ -166,10 +166,10 @@ impl Engine {
         resume: Option<u64>,
         new_id: u64,
     ) -> Result<(u64, Vec<Transition>), SessionError> {
-        if let Some(id) = resume {
-            if self.ping(now, id, service_sid, identity).is_ok() {
-                return Ok((id, Vec::new()));
-            }
+        if let Some(id) = resume
+            && self.ping(now, id, service_sid, identity).is_ok()
+        {
+            return Ok((id, Vec::new()));
         }
         if new_id == 0 || self.sessions.contains_key(&new_id) {
             return Err(SessionError::IdTaken);
@@ -323,10 +323,10 @@ impl Engine {
                 .get(&key)
                 .and_then(|u| u.grace)
                 .filter(|(d, _)| *d == deadline);
-            if let Some((_, cause)) = due {
-                if let Some(user) = self.users.remove(&key) {
-                    out.push(transition(now, &key.0, &key.1, false, cause, &user));
-                }
+            if let Some((_, cause)) = due
+                && let Some(user) = self.users.remove(&key)
+            {
+                out.push(transition(now, &key.0, &key.1, false, cause, &user));
             }
         }
         out
@@ -468,10 +468,10 @@ impl Engine {
             self.ended.push(id);
         }
         let key: UserKey = (Arc::from(service_sid), Arc::from(identity));
-        if let Some(user) = self.users.remove(&key) {
-            if let Some((deadline, _)) = user.grace {
-                self.graces.remove(&(deadline, key));
-            }
+        if let Some(user) = self.users.remove(&key)
+            && let Some((deadline, _)) = user.grace
+        {
+            self.graces.remove(&(deadline, key));
         }
     }
 

@@ -136,7 +136,7 @@ fn user_scope(
     let user = find_user(ctx, &service, &path.1)?;
     let sid = path_sid(&path.2, Prefix::Binding)?;
     Ok((
-        service.sid,
+        service.sid.clone(),
         sid,
         BindingFilter {
             user_sid: Some(user.sid),

@@ -84,7 +84,7 @@ pub async fn list_services<const V: u8>(ctx: Ctx, params: Params) -> ApiResult {
 }
 
 pub async fn fetch_service<const V: u8>(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    Ok(ok(service_json::<V>(&ctx, &ctx.service(&sid)?)))
+    Ok(ok(service_json::<V>(&ctx, &*ctx.service(&sid)?)))
 }
 
 pub async fn update_service<const V: u8>(
@@ -92,7 +92,7 @@ pub async fn update_service<const V: u8>(
     sid: web::Path<String>,
     params: Params,
 ) -> ApiResult {
-    let sid = ctx.service(&sid)?.sid;
+    let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
         .store()
         .update_service(&sid, chat_patch(&params, chat_version::<V>())?)

@@ -6,6 +6,7 @@
 //! May depend on: actix-web, tokens, domain, api::{errors, state}.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -21,7 +22,7 @@ use crate::tokens::{self, ClientGrant, KeySecrets, TokenError};
 pub struct ClientCtx {
     pub state: web::Data<AppState>,
     pub grant: ClientGrant,
-    pub service: Service,
+    pub service: Arc<Service>,
 }
 
 impl ClientCtx {
@@ -68,7 +69,10 @@ pub fn token_of(req: &HttpRequest) -> Option<String> {
 }
 
 /// Verifies a token and loads its service.
-pub fn authenticate(state: &AppState, token: &str) -> Result<(ClientGrant, Service), ApiError> {
+pub fn authenticate(
+    state: &AppState,
+    token: &str,
+) -> Result<(ClientGrant, Arc<Service>), ApiError> {
     let now = chrono::Utc::now().timestamp();
     let grant = tokens::verify(
         token,

@@ -38,9 +38,7 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
     if endpoint.as_ref().is_some_and(|e| e.len() > 256) {
         return Err(ApiError::bad_param("endpoint", "must be at most 256 bytes"));
     }
-    ctx.store()
-        .ensure_user(&ctx.service.sid, ctx.identity())
-        .await?;
+    // The user is created with the session's online transition (one batched write).
     let presence = &ctx.state.presence;
     let (id, committed) = presence.open(
         &ctx.service,

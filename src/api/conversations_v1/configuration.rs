@@ -51,7 +51,7 @@ fn account_configuration_json(ctx: &Ctx, a: &Account) -> Value {
 }
 
 pub async fn fetch_service_configuration(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    Ok(ok(service_configuration_json(&ctx, &ctx.service(&sid)?)))
+    Ok(ok(service_configuration_json(&ctx, &*ctx.service(&sid)?)))
 }
 
 pub async fn update_service_configuration(
@@ -59,7 +59,7 @@ pub async fn update_service_configuration(
     sid: web::Path<String>,
     params: Params,
 ) -> ApiResult {
-    let sid = ctx.service(&sid)?.sid;
+    let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
         .store()
         .update_service(&sid, conversations_config_patch(&params)?)

@@ -56,7 +56,7 @@ pub async fn list_services(ctx: Ctx, params: Params) -> ApiResult {
 }
 
 pub async fn fetch_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    Ok(ok(service_json(&ctx, &ctx.service(&sid)?)))
+    Ok(ok(service_json(&ctx, &*ctx.service(&sid)?)))
 }
 
 pub async fn delete_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {

@@ -4,6 +4,8 @@
 //!
 //! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain.
 
+use std::sync::Arc;
+
 use actix_web::web;
 use serde_json::{Value, json};
 
@@ -21,7 +23,7 @@ const MAX_PAGE_SIZE: u32 = 50;
 
 /// The service a request acts on and the collection path its URLs use.
 struct Scope {
-    service: Service,
+    service: Arc<Service>,
     path: String,
 }
 
@@ -40,7 +42,7 @@ impl Scope {
         };
         let service = match existing {
             Some(service) => service,
-            None => ctx.store().default_conversations_service().await?,
+            None => Arc::new(ctx.store().default_conversations_service().await?),
         };
         Ok(Scope {
             service,

@@ -41,7 +41,7 @@ fn account_webhooks_json(ctx: &Ctx, a: &Account) -> Value {
 }
 
 pub async fn fetch_service_webhooks(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
-    Ok(ok(service_webhooks_json(&ctx, &ctx.service(&sid)?)))
+    Ok(ok(service_webhooks_json(&ctx, &*ctx.service(&sid)?)))
 }
 
 pub async fn update_service_webhooks(
@@ -49,7 +49,7 @@ pub async fn update_service_webhooks(
     sid: web::Path<String>,
     params: Params,
 ) -> ApiResult {
-    let sid = ctx.service(&sid)?.sid;
+    let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
         .store()
         .update_service(&sid, conversations_webhook_patch(&params)?)
