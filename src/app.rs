@@ -20,13 +20,18 @@ use crate::api::{self, errors};
 use crate::config::Config;
 use crate::db::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
-use crate::db::writer::{CommitHook, Writer, WriterStats};
+use crate::db::endpoints::{self, ConfigEndpoint};
+use crate::db::events;
+use crate::db::writer::{CommitHook, Effects, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
 use crate::domain::store::Store;
+use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
+use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
+use tokio::sync::{Notify, watch};
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -53,6 +58,8 @@ pub struct Running {
     writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
     checkpointer: Checkpointer,
+    pub dispatcher: Dispatcher,
+    dispatcher_tasks: DispatcherTasks,
 }
 
 impl Running {
@@ -67,6 +74,8 @@ impl Running {
             writer,
             writer_thread,
             checkpointer,
+            dispatcher,
+            dispatcher_tasks,
             ..
         } = self;
         http.stop(true).await;
@@ -74,6 +83,7 @@ impl Running {
             .await
             .context("joining the HTTP server")?
             .context("HTTP server")?;
+        dispatcher.shutdown(dispatcher_tasks).await;
         finish_storage(
             presence,
             presence_tasks,
@@ -94,6 +104,8 @@ impl Running {
             writer,
             writer_thread,
             checkpointer,
+            dispatcher,
+            dispatcher_tasks,
             ..
         } = self;
         let stop_on_signal = tokio::spawn(async move {
@@ -104,6 +116,7 @@ impl Running {
         let served = http_task.await.context("joining the HTTP server")?;
         stop_on_signal.abort();
         served.context("HTTP server")?;
+        dispatcher.shutdown(dispatcher_tasks).await;
         finish_storage(
             presence,
             presence_tasks,
@@ -113,6 +126,59 @@ impl Running {
         )
         .await
     }
+}
+
+/// Wakes the dispatcher when a batch wrote deliveries.
+struct WakeDispatcher(Arc<Notify>);
+
+impl CommitHook for WakeDispatcher {
+    fn committed(&mut self, effects: &Effects) {
+        if effects.deliveries {
+            self.0.notify_one();
+        }
+    }
+}
+
+/// Publishes the newest committed event id (the event feed's live edge).
+struct PublishEvents(watch::Sender<i64>);
+
+impl CommitHook for PublishEvents {
+    fn committed(&mut self, effects: &Effects) {
+        if let Some(last) = effects.event_ids.iter().max() {
+            self.0.send_replace(*last);
+        }
+    }
+}
+
+pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> DispatcherOptions {
+    let w = &config.webhooks;
+    DispatcherOptions {
+        concurrency: w.concurrency,
+        native_timeout: Duration::from_millis(w.native_timeout_ms),
+        allow_private_networks: w.allow_private_networks,
+        policy: RetryPolicy {
+            schedule_secs: w.retry_schedule_secs.clone(),
+            twilio_base_ms: w.twilio_retry_base_ms,
+            ..RetryPolicy::default()
+        },
+        account_sid: account.sid.clone(),
+        auth_token: account.auth_token.clone(),
+        retention: Duration::from_secs(w.retention_days * 86_400),
+    }
+}
+
+fn config_endpoints(config: &Config) -> Vec<ConfigEndpoint> {
+    config
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|e| ConfigEndpoint {
+            name: e.name.clone(),
+            url: e.url.clone(),
+            secret: e.secret.expose().to_string(),
+            event_types: e.event_types.clone(),
+        })
+        .collect()
 }
 
 /// After the HTTP server is gone: flush presence, then drain and stop the writer. Explicit,
@@ -230,28 +296,38 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let checkpointer =
         Checkpointer::start(&options.path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
     let (account, first_run) = bootstrap_account(&db, &config)?;
+    endpoints::sync_config(&db.writer, &config_endpoints(&config))?;
+    let (events_tx, events_rx) = watch::channel(events::last_id(&db.writer)?);
     let Database {
         writer: writer_conn,
         reads,
         ..
     } = db;
     let services = Arc::new(ServiceCache::default());
-    let hooks: Vec<Box<dyn CommitHook>> = vec![Box::new(InvalidateServices(services.clone()))];
+    let wake = Arc::new(Notify::new());
+    let hooks: Vec<Box<dyn CommitHook>> = vec![
+        Box::new(InvalidateServices(services.clone())),
+        Box::new(WakeDispatcher(wake.clone())),
+        Box::new(PublishEvents(events_tx)),
+    ];
     let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
     let writer_handle = writer.clone();
     let sqlite = Arc::new(SqliteStore::new(reads, writer, services));
     let store: Arc<dyn Store> = sqlite.clone();
-    let (presence, presence_tasks) = Presence::start(sqlite, presence_options(&config))
+    let (presence, presence_tasks) = Presence::start(sqlite.clone(), presence_options(&config))
         .await
         .context("resuming presence")?;
+    let (dispatcher, dispatcher_tasks) =
+        Dispatcher::start(sqlite, dispatcher_options(&config, &account), wake, true)?;
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),
         public_url: config.public_url.clone(),
         max_body_bytes: config.http.max_body_bytes,
         presence: presence.clone(),
+        events: events_rx,
     });
     let addr = listener
         .local_addr()
@@ -285,5 +361,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         writer: writer_handle,
         writer_thread,
         checkpointer,
+        dispatcher,
+        dispatcher_tasks,
     })
 }

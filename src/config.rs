@@ -63,6 +63,29 @@ pub struct PresenceConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    pub name: String,
+    pub url: String,
+    pub secret: Secret,
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub concurrency: usize,
+    pub native_timeout_ms: u64,
+    pub allow_private_networks: bool,
+    pub retry_schedule_secs: Vec<u64>,
+    pub twilio_retry_base_ms: u64,
+    pub retention_days: u64,
+    #[serde(default)]
+    pub endpoints: Vec<WebhookEndpointConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: String,
     pub database: PathBuf,
@@ -74,6 +97,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub presence: PresenceConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Why a configuration was refused; the CLI prints it and exits with code 2.
@@ -190,6 +214,34 @@ impl Config {
         }
         if !matches!(self.log_format, LogFormat::Pretty | LogFormat::Json) {
             return Err(invalid("log_format", "must be pretty or json"));
+        }
+        let w = &self.webhooks;
+        if w.concurrency == 0 || w.native_timeout_ms == 0 || w.retention_days == 0 {
+            return Err(invalid(
+                "webhooks",
+                "concurrency, native_timeout_ms and retention_days must be positive",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for e in &w.endpoints {
+            let bad = |reason: &str| ConfigError::Invalid {
+                key: "webhooks.endpoints",
+                reason: format!("{}: {reason}", e.name),
+            };
+            if e.name.is_empty() || !names.insert(e.name.clone()) {
+                return Err(bad("each endpoint needs a unique name"));
+            }
+            crate::domain::service::validate_webhook_url("url", &e.url)
+                .map_err(|_| bad("url must be an absolute http(s) URL"))?;
+            if crate::webhooks::sign::standard_signature(e.secret.expose(), "id", 0, b"").is_none()
+                || !e.secret.expose().starts_with("whsec_")
+            {
+                return Err(bad("secret must be whsec_ followed by base64"));
+            }
+            if let Some(types) = &e.event_types {
+                crate::domain::webhook::validate_event_types(types)
+                    .map_err(|err| bad(&err.to_string()))?;
+            }
         }
         let p = &self.presence;
         if p.flush_interval_ms == 0 || p.flush_interval_ms >= p.session_ttl_ms {

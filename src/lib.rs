@@ -15,3 +15,4 @@ pub mod domain;
 pub mod logging;
 pub mod presence;
 pub mod tokens;
+pub mod webhooks;

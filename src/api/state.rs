@@ -22,4 +22,6 @@ pub struct AppState {
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
     pub presence: Presence,
+    /// The newest committed event id; changes wake event-feed streams.
+    pub events: tokio::sync::watch::Receiver<i64>,
 }

@@ -3,13 +3,14 @@
 //!
 //! May depend on: rusqlite, serde_json, domain, db::writer.
 
-use rusqlite::params;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
 use super::SqlResultExt;
+use super::outbox::{self, OutboxEvent};
 use super::writer::Tx;
 use crate::domain::Result;
-use crate::domain::event::{EventType, Source};
+use crate::domain::event::{Event, EventType, Source};
 use crate::domain::presence::Cause;
 use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
@@ -93,5 +94,77 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
         )
         .db()?;
     tx.record_event(id);
+    let outbox = OutboxEvent {
+        id,
+        kind: spec.kind,
+        service_sid: &u.service_sid,
+        user_sid: &u.sid,
+        source,
+        rest_webhooks,
+    };
+    outbox::enqueue(tx, &outbox)?;
     Ok(id)
+}
+
+const COLUMNS: &str = "id, service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, is_notifiable, \
+     session_count, last_seen, source, rest_webhooks, user_json, created_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let kind: String = row.get(4)?;
+    let reasons: String = row.get(5)?;
+    let cause: Option<String> = row.get(6)?;
+    let source: String = row.get(12)?;
+    Ok(Event {
+        id: row.get(0)?,
+        service_sid: row.get(1)?,
+        user_sid: row.get(2)?,
+        identity: row.get(3)?,
+        kind: EventType::parse(&kind).unwrap_or(EventType::UserUpdated),
+        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        cause: cause.as_deref().and_then(Cause::parse),
+        sequence: row.get(7)?,
+        is_online: row.get(8)?,
+        is_notifiable: row.get(9)?,
+        session_count: row.get(10)?,
+        last_seen: row.get(11)?,
+        source: if source == "SDK" {
+            Source::Sdk
+        } else {
+            Source::Api
+        },
+        rest_webhooks: row.get(13)?,
+        user_json: row.get(14)?,
+        created_at: row.get(15)?,
+    })
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Event>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1"))
+        .db()?
+        .query_row([id], from_row)
+        .optional()
+        .db()
+}
+
+/// A service's events with an id above `after`, oldest first.
+pub fn list_after(
+    conn: &Connection,
+    service_sid: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE service_sid = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    ))
+    .db()?
+    .query_map(params![service_sid, after, limit as i64], from_row)
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
+/// The newest event id (0 when there is none).
+pub fn last_id(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+        .db()
 }

@@ -14,8 +14,10 @@ use rusqlite::Connection;
 const BASELINE: &str = include_str!("../../schema.sql");
 
 /// Migrations after the baseline: `(version, sql)`, applied in order.
-const MIGRATIONS: &[(u32, &str)] =
-    &[(2, include_str!("../../migrations/0002_presence_events.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (2, include_str!("../../migrations/0002_presence_events.sql")),
+    (3, include_str!("../../migrations/0003_webhooks.sql")),
+];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {

@@ -10,17 +10,26 @@ use r2d2_sqlite::SqliteConnectionManager;
 use super::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
-use super::{account, bindings, credentials, keys, map_pool, presence, services, users};
+use super::{
+    account, bindings, credentials, endpoints, events, keys, map_pool, outbox, presence, services,
+    users,
+};
 use crate::domain::Result;
 use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
 use crate::domain::binding::{Binding, BindingFilter, NewBinding};
 use crate::domain::credential::{Credential, CredentialPatch, NewCredential};
+use crate::domain::event::Event;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::{PresenceBatch, PresenceSnapshot};
 use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
-use crate::domain::store::{Origin, PresenceStore, Store, WriteFuture};
+use crate::domain::store::{Origin, OutboxStore, PresenceStore, Store, WriteFuture};
+use crate::domain::time::Millis;
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
+use crate::domain::webhook::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, EndpointPatch,
+    NewEndpoint,
+};
 
 pub struct SqliteStore {
     reads: ReadPool,
@@ -269,6 +278,102 @@ impl Store for SqliteStore {
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool> {
         let sid = sid.to_string();
         self.writer.submit(move |tx| credentials::delete(tx, &sid))
+    }
+
+    fn create_endpoint(
+        &self,
+        service_sid: &str,
+        endpoint: NewEndpoint,
+    ) -> WriteFuture<(Endpoint, String)> {
+        let service_sid = service_sid.to_string();
+        self.writer
+            .submit(move |tx| endpoints::create(tx, &service_sid, &endpoint))
+    }
+
+    fn endpoint(&self, service_sid: &str, id: &str) -> Result<Option<Endpoint>> {
+        endpoints::get(&*self.read()?, service_sid, id)
+    }
+
+    fn list_endpoints(&self, service_sid: &str) -> Result<Vec<Endpoint>> {
+        endpoints::list(&*self.read()?, service_sid)
+    }
+
+    fn update_endpoint(
+        &self,
+        service_sid: &str,
+        id: &str,
+        patch: EndpointPatch,
+    ) -> WriteFuture<Endpoint> {
+        let (service_sid, id) = (service_sid.to_string(), id.to_string());
+        self.writer
+            .submit(move |tx| endpoints::update(tx, &service_sid, &id, &patch))
+    }
+
+    fn delete_endpoint(&self, service_sid: &str, id: &str) -> WriteFuture<bool> {
+        let (service_sid, id) = (service_sid.to_string(), id.to_string());
+        self.writer
+            .submit(move |tx| endpoints::delete(tx, &service_sid, &id))
+    }
+
+    fn list_deliveries(
+        &self,
+        target: &str,
+        status: Option<DeliveryStatus>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>> {
+        let conn = self.read()?;
+        let deliveries = outbox::list(&conn, target, status, before, limit)?;
+        deliveries
+            .into_iter()
+            .map(|d| Ok((outbox::attempts(&conn, d.id)?, d)).map(|(a, d)| (d, a)))
+            .collect()
+    }
+
+    fn delivery(&self, id: i64) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let conn = self.read()?;
+        match outbox::get(&conn, id)? {
+            Some(d) => Ok(Some((outbox::attempts(&conn, d.id)?, d)).map(|(a, d)| (d, a))),
+            None => Ok(None),
+        }
+    }
+
+    fn resend_delivery(&self, id: i64) -> WriteFuture<Delivery> {
+        self.writer.submit(move |tx| outbox::resend(tx, id))
+    }
+
+    fn recover_deliveries(&self, target: &str, since: Millis) -> WriteFuture<usize> {
+        let target = target.to_string();
+        self.writer
+            .submit(move |tx| outbox::recover(tx, &target, since))
+    }
+
+    fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>> {
+        events::list_after(&*self.read()?, service_sid, after, limit)
+    }
+}
+
+impl OutboxStore for SqliteStore {
+    fn claim_deliveries(
+        &self,
+        now: Millis,
+        limit: usize,
+        lease_until: Millis,
+    ) -> WriteFuture<Vec<ClaimedDelivery>> {
+        self.writer
+            .submit(move |tx| outbox::claim(tx, now, limit, lease_until))
+    }
+
+    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()> {
+        self.writer.submit(move |tx| outbox::record(tx, &outcomes))
+    }
+
+    fn next_delivery_due(&self) -> Result<Option<Millis>> {
+        outbox::next_due(&*self.read()?)
+    }
+
+    fn purge_before(&self, before: Millis) -> WriteFuture<usize> {
+        self.writer.submit(move |tx| outbox::purge(tx, before))
     }
 }
 

@@ -37,11 +37,19 @@ pub fn new_sid(prefix: Prefix) -> String {
     format!("{}{}", prefix.as_str(), random_hex(16))
 }
 
+/// `count` random bytes.
+pub fn random_bytes(count: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; count];
+    rand::rng().fill_bytes(&mut buf);
+    buf
+}
+
 /// `bytes` random bytes as lowercase hex.
 pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// True when `value` is `prefix` followed by 32 hex digits (either case, as Twilio's patterns

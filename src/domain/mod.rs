@@ -18,5 +18,6 @@ pub mod service;
 pub mod store;
 pub mod time;
 pub mod user;
+pub mod webhook;
 
 pub use errors::{Error, Result};

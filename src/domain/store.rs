@@ -15,10 +15,16 @@ use super::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
 use super::binding::{Binding, BindingFilter, NewBinding};
 use super::credential::{Credential, CredentialPatch, NewCredential};
 use super::errors::Result;
+use super::event::Event;
 use super::page::{Page, PageRequest};
 use super::presence::{PresenceBatch, PresenceSnapshot};
 use super::service::{PresenceOverrides, Service, ServicePatch};
+use super::time::Millis;
 use super::user::{NewUser, User, UserKey, UserPatch};
+use super::webhook::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, EndpointPatch,
+    NewEndpoint,
+};
 
 /// A committed write's result.
 pub type WriteFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
@@ -119,6 +125,54 @@ pub trait Store: Send + Sync + 'static {
     fn list_credentials(&self, page: PageRequest) -> Result<Page<Credential>>;
     fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential>;
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool>;
+
+    // --- native webhook endpoints, delivery log, event feed ------------------------------
+    /// Creates an endpoint; returns it with its secret (shown only here).
+    fn create_endpoint(
+        &self,
+        service_sid: &str,
+        endpoint: NewEndpoint,
+    ) -> WriteFuture<(Endpoint, String)>;
+    fn endpoint(&self, service_sid: &str, id: &str) -> Result<Option<Endpoint>>;
+    fn list_endpoints(&self, service_sid: &str) -> Result<Vec<Endpoint>>;
+    fn update_endpoint(
+        &self,
+        service_sid: &str,
+        id: &str,
+        patch: EndpointPatch,
+    ) -> WriteFuture<Endpoint>;
+    fn delete_endpoint(&self, service_sid: &str, id: &str) -> WriteFuture<bool>;
+    /// Deliveries to a target (`endpoint:WH…`), newest first, with their attempts.
+    fn list_deliveries(
+        &self,
+        target: &str,
+        status: Option<DeliveryStatus>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>>;
+    fn delivery(&self, id: i64) -> Result<Option<(Delivery, Vec<Attempt>)>>;
+    /// Queues a fresh copy of a delivery.
+    fn resend_delivery(&self, id: i64) -> WriteFuture<Delivery>;
+    /// Resends every failed delivery to `target` created since `since`.
+    fn recover_deliveries(&self, target: &str, since: Millis) -> WriteFuture<usize>;
+    /// A service's events after an event id, oldest first.
+    fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>>;
+}
+
+/// What the webhook dispatcher needs from storage.
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Leases up to `limit` due queue heads until `lease_until`.
+    fn claim_deliveries(
+        &self,
+        now: Millis,
+        limit: usize,
+        lease_until: Millis,
+    ) -> WriteFuture<Vec<ClaimedDelivery>>;
+    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()>;
+    /// When the next pending delivery falls due.
+    fn next_delivery_due(&self) -> Result<Option<Millis>>;
+    /// Drops finished deliveries and unreferenced events older than `before`.
+    fn purge_before(&self, before: Millis) -> WriteFuture<usize>;
 }
 
 /// What the presence runtime needs from storage.

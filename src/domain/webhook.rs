@@ -1,0 +1,425 @@
+//! Webhooks: native endpoints, deliveries (the outbox) and their attempts, and the pure retry
+//! rules of each target format (API.md §3).
+//!
+//! May depend on: serde_json, domain::{errors, ids, service, time, event}.
+
+use super::errors::{Error, Result};
+use super::event::{Event, EventType};
+use super::service::validate_webhook_url;
+use super::time::Millis;
+
+/// How a delivery is encoded and retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Twilio Chat post-event webhook (form, `InstanceSid`, `X-Twilio-Signature`).
+    Chat,
+    /// Twilio Conversations post-event webhook (form, `ChatServiceSid`).
+    Conversations,
+    /// reachd's JSON with Standard Webhooks signatures.
+    Native,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Chat => "chat",
+            Format::Conversations => "conversations",
+            Format::Native => "native",
+        }
+    }
+
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "chat" => Format::Chat,
+            "conversations" => Format::Conversations,
+            _ => Format::Native,
+        }
+    }
+
+    pub fn is_twilio(self) -> bool {
+        !matches!(self, Format::Native)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A native webhook endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    /// `None` for config-file endpoints, which receive every service's events.
+    pub service_sid: Option<String>,
+    pub url: String,
+    pub description: Option<String>,
+    /// `None` means every event type.
+    pub event_types: Option<Vec<String>>,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub from_config: bool,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// The event types a native endpoint can subscribe to.
+pub const EVENT_TYPES: [EventType; 4] = [
+    EventType::UserAdded,
+    EventType::UserUpdated,
+    EventType::UserDeleted,
+    EventType::ReachabilityUpdated,
+];
+
+pub fn validate_event_types(types: &[String]) -> Result<()> {
+    if types.len() > EVENT_TYPES.len() || types.iter().any(|t| EventType::parse(t).is_none()) {
+        return Err(Error::invalid(
+            "event_types",
+            "must list user.added, user.updated, user.deleted or user.reachability_updated",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+}
+
+impl NewEndpoint {
+    pub fn validate(&self) -> Result<()> {
+        if self.url.is_empty() {
+            return Err(Error::MissingParam("url".into()));
+        }
+        validate_webhook_url("url", &self.url)?;
+        validate_description(&self.description)?;
+        if let Some(types) = &self.event_types {
+            validate_event_types(types)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` subscribes to every type again.
+    pub event_types: Option<Option<Vec<String>>>,
+    /// `Some(false)` re-enables an endpoint disabled by a 410.
+    pub disabled: Option<bool>,
+}
+
+impl EndpointPatch {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(url) = &self.url {
+            validate_webhook_url("url", url)?;
+        }
+        validate_description(&self.description)?;
+        if let Some(Some(types)) = &self.event_types {
+            validate_event_types(types)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_description(description: &Option<String>) -> Result<()> {
+    match description {
+        Some(d) if d.chars().count() > 256 => Err(Error::invalid(
+            "description",
+            "must be at most 256 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One delivery of one event to one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: i64,
+    pub service_sid: String,
+    pub user_sid: String,
+    /// `service:IS…`, `account` or `endpoint:WH…`.
+    pub target: String,
+    pub format: Format,
+    pub url: String,
+    pub method: String,
+    pub max_attempts: i64,
+    pub attempts: i64,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Millis,
+    pub idempotency_token: String,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One logged attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub started_at: Millis,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A leased delivery with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    pub event: Event,
+    /// The endpoint's `whsec_` secret (native deliveries).
+    pub secret: Option<String>,
+}
+
+/// The result of one attempt, to be recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub delivery_id: i64,
+    pub attempt: Attempt,
+    pub next: Next,
+}
+
+/// What came back from one HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendResult {
+    pub status: Option<u16>,
+    pub timed_out: bool,
+    /// Connection refused, reset, DNS failure, refused private address…
+    pub failed_to_connect: bool,
+    /// `Retry-After` in seconds, when the response had one.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    RetryAt(Millis),
+    Failed,
+    /// The endpoint answered 410 Gone: fail this delivery and disable the endpoint.
+    DisableEndpoint,
+}
+
+/// Retry rules (API.md §3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Native schedule: delay before retry n (seconds); attempts = 1 + its length.
+    pub schedule_secs: Vec<u64>,
+    /// Twilio targets: delay before the first retry, doubling after.
+    pub twilio_base_ms: u64,
+    /// Bounds for a native `Retry-After`.
+    pub retry_after_max_secs: u64,
+}
+
+impl RetryPolicy {
+    /// Attempts allowed for a native delivery.
+    pub fn native_attempts(&self) -> i64 {
+        1 + self.schedule_secs.len() as i64
+    }
+
+    /// Decides after attempt number `attempt` (1-based) of `max_attempts`; `jitter` in
+    /// [0.8, 1.2] scales native delays.
+    pub fn decide(
+        &self,
+        format: Format,
+        attempt: i64,
+        max_attempts: i64,
+        result: &SendResult,
+        now: Millis,
+        jitter: f64,
+    ) -> Next {
+        if result.status.is_some_and(|s| (200..300).contains(&s)) {
+            return Next::Delivered;
+        }
+        let more = attempt < max_attempts;
+        if format.is_twilio() {
+            let retryable = result.timed_out
+                || result.failed_to_connect
+                || matches!(result.status, Some(429 | 503 | 504));
+            if retryable && more {
+                let delay = self
+                    .twilio_base_ms
+                    .saturating_mul(1 << (attempt - 1).clamp(0, 16));
+                return Next::RetryAt(now + delay as i64);
+            }
+            return Next::Failed;
+        }
+        if result.status == Some(410) {
+            return Next::DisableEndpoint;
+        }
+        if !more {
+            return Next::Failed;
+        }
+        let scheduled = self
+            .schedule_secs
+            .get((attempt - 1) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            * 1000.0
+            * jitter;
+        let delay = match result.retry_after_secs {
+            Some(secs) => (secs.clamp(1, self.retry_after_max_secs) * 1000) as f64,
+            None => scheduled,
+        };
+        Next::RetryAt(now + delay as i64)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            schedule_secs: vec![5, 30, 120, 600, 1800, 3600, 10_800, 21_600, 43_200, 86_400],
+            twilio_base_ms: 1_000,
+            retry_after_max_secs: 3_600,
+        }
+    }
+}
+
+/// The Twilio event name of an event type, if Twilio targets receive it.
+pub fn twilio_event_name(kind: EventType) -> Option<&'static str> {
+    match kind {
+        EventType::UserAdded => Some("onUserAdded"),
+        EventType::UserUpdated | EventType::ReachabilityUpdated => Some("onUserUpdated"),
+        EventType::UserDeleted => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> SendResult {
+        SendResult {
+            status: Some(code),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn twilio_targets_retry_only_timeouts_connection_failures_429_503_504() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.decide(Format::Chat, 1, 3, &status(204), 0, 1.0),
+            Next::Delivered
+        );
+        for s in [429, 503, 504] {
+            assert_eq!(
+                p.decide(Format::Chat, 1, 3, &status(s), 0, 1.0),
+                Next::RetryAt(1_000)
+            );
+        }
+        assert_eq!(
+            p.decide(Format::Chat, 2, 3, &status(503), 0, 1.0),
+            Next::RetryAt(2_000)
+        );
+        assert_eq!(
+            p.decide(Format::Chat, 3, 3, &status(503), 0, 1.0),
+            Next::Failed,
+            "retry count exhausted"
+        );
+        assert_eq!(
+            p.decide(Format::Chat, 1, 3, &status(500), 0, 1.0),
+            Next::Failed,
+            "500 is final"
+        );
+        let timeout = SendResult {
+            timed_out: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            p.decide(Format::Conversations, 1, 2, &timeout, 0, 1.0),
+            Next::RetryAt(_)
+        ));
+        assert_eq!(
+            p.decide(Format::Chat, 1, 1, &timeout, 0, 1.0),
+            Next::Failed,
+            "retry count 0"
+        );
+    }
+
+    #[test]
+    fn native_targets_follow_the_schedule_retry_after_and_410() {
+        let p = RetryPolicy::default();
+        let max = p.native_attempts();
+        assert_eq!(max, 11);
+        assert_eq!(
+            p.decide(Format::Native, 1, max, &status(500), 0, 1.0),
+            Next::RetryAt(5_000)
+        );
+        assert_eq!(
+            p.decide(Format::Native, 2, max, &status(500), 0, 1.2),
+            Next::RetryAt(36_000)
+        );
+        assert_eq!(
+            p.decide(Format::Native, 11, max, &status(500), 0, 1.0),
+            Next::Failed
+        );
+        assert_eq!(
+            p.decide(Format::Native, 1, max, &status(410), 0, 1.0),
+            Next::DisableEndpoint
+        );
+        let later = SendResult {
+            status: Some(429),
+            retry_after_secs: Some(90_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.decide(Format::Native, 1, max, &later, 0, 1.0),
+            Next::RetryAt(3_600_000),
+            "bounded"
+        );
+    }
+
+    #[test]
+    fn endpoints_validate_urls_and_event_types() {
+        let ok = NewEndpoint {
+            url: "https://hooks.example.com/x".into(),
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+        let bad = NewEndpoint {
+            url: "ftp://x".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("url"));
+        let types = NewEndpoint {
+            event_types: Some(vec!["user.exploded".into()]),
+            ..ok
+        };
+        assert!(
+            types
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("event_types")
+        );
+    }
+}

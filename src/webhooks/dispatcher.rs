@@ -1,0 +1,293 @@
+//! The webhook dispatcher: leases due deliveries from the outbox, sends them with a
+//! concurrency cap, records every attempt, and schedules retries.
+//!
+//! Invariants:
+//! - A delivery is only sent while leased; its outcome is recorded before the lease is
+//!   released, so two attempts of one delivery never overlap (and a crash means "retry later").
+//! - Storage hands out only queue heads (see `db::outbox`), so per (target, user) order holds
+//!   even with many attempts in flight.
+//! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
+//! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries) or a
+//!   finished attempt; it never spins.
+//!
+//! May depend on: tokio, tokio-util, rand, domain, webhooks::{render, send}.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::render;
+use super::send::Sender;
+use crate::domain::secret::Secret;
+use crate::domain::store::OutboxStore;
+use crate::domain::time::now_ms;
+use crate::domain::webhook::{Attempt, AttemptOutcome, ClaimedDelivery, Format, Next, RetryPolicy};
+
+/// How often finished deliveries and old events are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// The longest the loop sleeps without checking for due deliveries.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct DispatcherOptions {
+    pub concurrency: usize,
+    pub native_timeout: Duration,
+    pub allow_private_networks: bool,
+    pub policy: RetryPolicy,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub retention: Duration,
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct DispatcherStats {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+struct Inner {
+    store: Arc<dyn OutboxStore>,
+    sender: Sender,
+    options: DispatcherOptions,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    stats: DispatcherStats,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+pub struct DispatcherTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher woken by `wake` (notified by the writer when deliveries commit). With
+    /// `background` false no task runs: tests drive it with [`Dispatcher::run_once`].
+    pub fn start(
+        store: Arc<dyn OutboxStore>,
+        options: DispatcherOptions,
+        wake: Arc<Notify>,
+        background: bool,
+    ) -> anyhow::Result<(Dispatcher, DispatcherTasks)> {
+        let sender = Sender::new(options.native_timeout, options.allow_private_networks)?;
+        let inner = Arc::new(Inner {
+            store,
+            sender,
+            options,
+            wake,
+            stop: CancellationToken::new(),
+            stats: DispatcherStats::default(),
+        });
+        let dispatcher = Dispatcher { inner };
+        let mut tasks = Vec::new();
+        if background {
+            let (outcomes, receiver) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(claim_loop(dispatcher.clone(), outcomes)));
+            tasks.push(tokio::spawn(record_loop(
+                dispatcher.inner.clone(),
+                receiver,
+            )));
+            tasks.push(tokio::spawn(purge_loop(dispatcher.inner.clone())));
+        }
+        Ok((dispatcher, DispatcherTasks { tasks }))
+    }
+
+    pub fn stats(&self) -> &DispatcherStats {
+        &self.inner.stats
+    }
+
+    /// Sends one claimed delivery and decides what happens next.
+    async fn attempt(&self, claimed: ClaimedDelivery) -> AttemptOutcome {
+        let o = &self.inner.options;
+        let started_at = now_ms();
+        let request = render::request(&claimed, &o.account_sid, o.auth_token.expose(), started_at);
+        let d = &claimed.delivery;
+        let sent = self.inner.sender.send(&request, d.format.is_twilio()).await;
+        let number = d.attempts + 1;
+        let max = if d.format == Format::Native {
+            o.policy.native_attempts()
+        } else {
+            d.max_attempts
+        };
+        let jitter = rand::rng().random_range(0.8..=1.2);
+        let next = o
+            .policy
+            .decide(d.format, number, max, &sent.result, now_ms(), jitter);
+        let stats = &self.inner.stats;
+        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let counter = match next {
+            Next::Delivered => &stats.delivered,
+            Next::RetryAt(_) => &stats.retried,
+            Next::Failed | Next::DisableEndpoint => &stats.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let attempt = Attempt {
+            attempt: number,
+            started_at,
+            status_code: sent.result.status.map(i64::from),
+            latency_ms: sent.latency_ms,
+            response_body: sent.response,
+            error: sent.error,
+        };
+        AttemptOutcome {
+            delivery_id: d.id,
+            attempt,
+            next,
+        }
+    }
+
+    fn lease(&self) -> i64 {
+        // Longer than any attempt can take, so a live attempt never loses its lease.
+        let longest = self
+            .inner
+            .options
+            .native_timeout
+            .max(super::send::TWILIO_TIMEOUT);
+        (longest + Duration::from_secs(30)).as_millis() as i64
+    }
+
+    /// Claims every due queue head, sends them, records the outcomes; returns how many were
+    /// attempted. Tests call this (with `background` off) instead of sleeping.
+    pub async fn run_once(&self) -> crate::domain::Result<usize> {
+        let now = now_ms();
+        let claimed = self
+            .inner
+            .store
+            .claim_deliveries(now, 1_000, now + self.lease())
+            .await?;
+        let n = claimed.len();
+        let outcomes =
+            futures_util::future::join_all(claimed.into_iter().map(|c| self.attempt(c))).await;
+        if !outcomes.is_empty() {
+            self.inner.store.record_attempts(outcomes).await?;
+        }
+        Ok(n)
+    }
+
+    /// Runs [`Dispatcher::run_once`] until nothing is due (retries scheduled later stay put).
+    pub async fn drain(&self) -> crate::domain::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Stops the tasks; attempts in flight are abandoned (their leases expire and they are
+    /// retried after a restart).
+    pub async fn shutdown(&self, tasks: DispatcherTasks) {
+        self.inner.stop.cancel();
+        for task in tasks.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<AttemptOutcome>) {
+    let inner = dispatcher.inner.clone();
+    let slots = Arc::new(Semaphore::new(inner.options.concurrency.max(1)));
+    loop {
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        let free = slots.available_permits();
+        let mut claimed = 0;
+        let due = inner.store.next_delivery_due().unwrap_or(None);
+        // Claiming is a write: only when a read says a queue head is due.
+        if free > 0 && due.is_some_and(|d| d <= now_ms()) {
+            let now = now_ms();
+            match inner
+                .store
+                .claim_deliveries(now, free, now + dispatcher.lease())
+                .await
+            {
+                Ok(batch) => {
+                    claimed = batch.len();
+                    for delivery in batch {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let (dispatcher, outcomes) = (dispatcher.clone(), outcomes.clone());
+                        tokio::spawn(async move {
+                            let outcome = dispatcher.attempt(delivery).await;
+                            let _ = outcomes.send(outcome);
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
+            }
+        }
+        if free > 0 && claimed == free {
+            continue;
+        }
+        let idle = match due {
+            Some(due) if due > now_ms() => {
+                Duration::from_millis((due - now_ms()).min(MAX_IDLE.as_millis() as i64) as u64)
+            }
+            // Due heads that could not be claimed are leased or waiting for a slot: a finished
+            // attempt wakes the loop.
+            _ => MAX_IDLE,
+        };
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => {}
+            _ = inner.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Records outcomes in batches (retrying storage errors) and wakes the claim loop: a finished
+/// delivery may have unblocked the next one of its queue.
+async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<AttemptOutcome>) {
+    loop {
+        let first = tokio::select! {
+            o = receiver.recv() => match o { Some(o) => o, None => return },
+            _ = inner.stop.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+        }
+        let mut backoff = Duration::from_millis(50);
+        while let Err(e) = inner.store.record_attempts(batch.clone()).await {
+            if inner.stop.is_cancelled() {
+                return;
+            }
+            tracing::warn!(error = %e, "recording webhook attempts failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        inner.wake.notify_one();
+    }
+}
+
+async fn purge_loop(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = inner.stop.cancelled() => return,
+        }
+        let before = now_ms() - inner.options.retention.as_millis() as i64;
+        match inner.store.purge_before(before).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "purged old events and deliveries"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging old events failed"),
+        }
+    }
+}
