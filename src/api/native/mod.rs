@@ -3,9 +3,11 @@
 //! May depend on: actix-web, api::{common, ctx, errors, params}, domain.
 
 mod bindings;
+mod events;
 mod reachability;
 mod settings;
 pub(crate) mod views;
+mod webhooks;
 
 use actix_web::web;
 
@@ -25,6 +27,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/services/{sid}/settings")
                     .get(settings::fetch_settings)
                     .post(settings::update_settings),
-            ),
+            )
+            .service(resource("/services/{sid}/events").get(events::read_events))
+            .service(
+                resource("/services/{sid}/webhooks")
+                    .get(webhooks::list_endpoints)
+                    .post(webhooks::create_endpoint),
+            )
+            .service(
+                resource("/services/{sid}/webhooks/{id}")
+                    .get(webhooks::fetch_endpoint)
+                    .post(webhooks::update_endpoint)
+                    .delete(webhooks::delete_endpoint),
+            )
+            .service(
+                resource("/services/{sid}/webhooks/{id}/deliveries").get(webhooks::list_deliveries),
+            )
+            .service(
+                resource("/services/{sid}/webhooks/{id}/recover")
+                    .post(webhooks::recover_deliveries),
+            )
+            .service(resource("/deliveries/{id}/resend").post(webhooks::resend_delivery)),
     );
 }

@@ -5,10 +5,12 @@
 use serde_json::{Value, json};
 
 use crate::domain::binding::Binding;
+use crate::domain::event::Event;
 use crate::domain::presence::{ServicePresence, format_session_id};
 use crate::domain::service::Service;
 use crate::domain::time::rfc3339_ms;
 use crate::domain::user::User;
+use crate::domain::webhook::{Attempt, Delivery, DeliveryStatus, Endpoint};
 use crate::presence::SessionView;
 
 pub fn binding_json(b: &Binding) -> Value {
@@ -90,4 +92,65 @@ pub fn settings_json(service: &Service, effective: &ServicePresence) -> Value {
             "offline_grace_ms": o.offline_grace_ms,
         },
     })
+}
+
+pub fn endpoint_json(e: &Endpoint, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "service_sid": e.service_sid,
+        "url": e.url,
+        "description": e.description,
+        "event_types": e.event_types,
+        "disabled": e.disabled,
+        "disabled_reason": e.disabled_reason,
+        "from_config": e.from_config,
+        "created": rfc3339_ms(e.created_at),
+        "updated": rfc3339_ms(e.updated_at),
+    });
+    if let Some(secret) = secret {
+        v["secret"] = secret.into();
+    }
+    v
+}
+
+pub fn delivery_json(d: &Delivery, attempts: &[Attempt]) -> Value {
+    let log: Vec<Value> = attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "at": rfc3339_ms(a.started_at),
+                "status": a.status_code,
+                "latency_ms": a.latency_ms,
+                "response": a.response_body,
+                "error": a.error,
+            })
+        })
+        .collect();
+    json!({
+        "id": d.id,
+        "event_id": d.event_id,
+        "service_sid": d.service_sid,
+        "user_sid": d.user_sid,
+        "target": d.target,
+        "format": d.format.as_str(),
+        "url": d.url,
+        "method": d.method,
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "next_attempt": if d.status == DeliveryStatus::Pending { Some(rfc3339_ms(d.next_attempt_at)) } else { None },
+        "idempotency_token": d.idempotency_token,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created": rfc3339_ms(d.created_at),
+        "updated": rfc3339_ms(d.updated_at),
+        "attempt_log": log,
+    })
+}
+
+/// An event of the feed: the native webhook body plus its id.
+pub fn event_json(event: &Event, account_sid: &str) -> Value {
+    let mut v = crate::webhooks::render::native_json(event, account_sid);
+    v["id"] = event.id.to_string().into();
+    v
 }

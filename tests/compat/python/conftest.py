@@ -158,7 +158,8 @@ def _binary() -> Path:
 
 
 @contextlib.contextmanager
-def start_server():
+def start_server(extra_env: dict[str, str] | None = None):
+    """Start reachd on a free port; `extra_env` adds REACHD_* settings (e.g. webhook retries)."""
     with tempfile.TemporaryDirectory(prefix="reachd-compat-") as tmp:
         workdir = Path(tmp)
         # reachd rejects unknown REACHD_* variables (e.g. REACHD_BIN), so pass only its own
@@ -168,6 +169,7 @@ def start_server():
                    REACHD_ACCOUNT_SID=ACCOUNT_SID,
                    REACHD_AUTH_TOKEN=AUTH_TOKEN,
                    REACHD_LOG="warn")
+        env.update(extra_env or {})
         stderr = open(workdir / "stderr.log", "wb")
         proc = subprocess.Popen([str(_binary())], env=env, cwd=workdir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -219,6 +221,13 @@ def fresh_server():
     """A server of its own, for tests that need untouched account-level state."""
     with start_server() as srv:
         yield srv
+
+
+@pytest.fixture
+def server_factory():
+    """`server_factory(REACHD_X="…")` starts a server of its own with extra settings."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **env: stack.enter_context(start_server(env))
 
 
 @pytest.fixture(scope="session")
