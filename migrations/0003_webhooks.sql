@@ -28,16 +28,17 @@ CREATE TABLE deliveries (
     method            TEXT    NOT NULL,     -- POST | GET
     max_attempts      INTEGER NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
-    status            TEXT    NOT NULL,     -- pending | delivered | failed
+        status            TEXT    NOT NULL,     -- pending | delivered | failed
+    head              INTEGER NOT NULL DEFAULT 0, -- 1: the oldest pending delivery of its (target, user) queue
     next_attempt_at   INTEGER NOT NULL,
-    lease_until       INTEGER,
+    
     idempotency_token TEXT    NOT NULL,     -- stable across attempts
     last_status       INTEGER,
     last_error        TEXT,
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
 );
-CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_due ON deliveries (head, status, next_attempt_at);
 CREATE INDEX deliveries_queue ON deliveries (target, user_sid, status, id);
 CREATE INDEX deliveries_by_target ON deliveries (target, id);
 CREATE INDEX deliveries_by_event ON deliveries (event_id);

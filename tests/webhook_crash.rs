@@ -18,11 +18,20 @@ fn start(dir: &std::path::Path) -> Server {
     let config = dir.join("reachd.toml");
     std::fs::write(&config, "[webhooks]\nconcurrency = 16\nretry_schedule_secs = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nnative_timeout_ms = 10000\nallow_private_networks = true\ntwilio_retry_base_ms = 100\nretention_days = 7\n").expect("config");
     let mut cmd = reachd(dir);
-    cmd.env("REACHD_ACCOUNT_SID", SID).env("REACHD_AUTH_TOKEN", TOKEN).arg("--config").arg(&config);
+    cmd.env("REACHD_ACCOUNT_SID", SID)
+        .env("REACHD_AUTH_TOKEN", TOKEN)
+        .arg("--config")
+        .arg(&config);
     Server::start(cmd)
 }
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, body: Value) -> Value {
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> Value {
     let req = http.request(method, url).json(&body);
     let req = match token {
         Some(t) => req.bearer_auth(t),
@@ -38,32 +47,92 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("data/reachd.db");
     // A port nobody listens on yet: the receiver is "down".
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let server = start(dir.path());
     let base = server.base();
     let http = reqwest::Client::new();
-    let svc = call(&http, reqwest::Method::POST, format!("{base}/chat/v2/Services"), None, json!({"FriendlyName": "crash"})).await;
+    let svc = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/chat/v2/Services"),
+        None,
+        json!({"FriendlyName": "crash"}),
+    )
+    .await;
     let svc = svc["sid"].as_str().unwrap_or_default().to_string();
-    call(&http, reqwest::Method::POST, format!("{base}/chat/v2/Services/{svc}"), None, json!({"ReachabilityEnabled": "true"})).await;
-    call(&http, reqwest::Method::POST, format!("{base}/api/v1/services/{svc}/settings"), None, json!({"offline_grace_ms": 0})).await;
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/chat/v2/Services/{svc}"),
+        None,
+        json!({"ReachabilityEnabled": "true"}),
+    )
+    .await;
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/services/{svc}/settings"),
+        None,
+        json!({"offline_grace_ms": 0}),
+    )
+    .await;
     let endpoint = json!({"url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["user.reachability_updated"]});
-    call(&http, reqwest::Method::POST, format!("{base}/api/v1/services/{svc}/webhooks"), None, endpoint).await;
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/services/{svc}/webhooks"),
+        None,
+        endpoint,
+    )
+    .await;
 
     let conn = reachd::db::open::open_connection(&db, Duration::from_secs(5)).expect("db");
     let key = reachd::db::keys::create(&conn, None).expect("key");
     let now = chrono::Utc::now().timestamp();
     for user in 0..20 {
-        let token = reachd::tokens::mint(SID, &key.sid, &key.secret, &svc, &format!("user{user}"), 3600, None, now).expect("mint");
+        let token = reachd::tokens::mint(
+            SID,
+            &key.sid,
+            &key.secret,
+            &svc,
+            &format!("user{user}"),
+            3600,
+            None,
+            now,
+        )
+        .expect("mint");
         for _ in 0..5 {
-            let opened = call(&http, reqwest::Method::POST, format!("{base}/client/v1/sessions"), Some(&token), json!({})).await;
-            let id = opened["session_id"].as_str().unwrap_or_default().to_string();
-            let res = http.delete(format!("{base}/client/v1/sessions/{id}")).bearer_auth(&token).send().await.expect("close");
+            let opened = call(
+                &http,
+                reqwest::Method::POST,
+                format!("{base}/client/v1/sessions"),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+            let id = opened["session_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let res = http
+                .delete(format!("{base}/client/v1/sessions/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("close");
             assert_eq!(res.status(), 204);
         }
     }
     // Wait until the 200 transitions are committed, then crash.
     let committed = || {
-        common::events_at(&db).iter().filter(|e| e.kind == "user.reachability_updated").count()
+        common::events_at(&db)
+            .iter()
+            .filter(|e| e.kind == "user.reachability_updated")
+            .count()
     };
     for _ in 0..100 {
         if committed() >= 200 {
@@ -82,14 +151,25 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
     for r in &requests {
         let body = r.json();
         if ids.insert(r.header("webhook-id").unwrap_or_default().to_string()) {
-            per_user.entry(body["data"]["identity"].as_str().unwrap_or_default().to_string()).or_default().push(body["data"]["sequence"].as_i64().unwrap_or(0));
+            per_user
+                .entry(
+                    body["data"]["identity"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+                .or_default()
+                .push(body["data"]["sequence"].as_i64().unwrap_or(0));
         }
     }
     assert_eq!(ids.len(), 200, "every committed transition arrived");
     assert_eq!(per_user.len(), 20);
     for (user, sequences) in &per_user {
         assert_eq!(sequences.len(), 10, "{user}");
-        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{user} out of order: {sequences:?}");
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{user} out of order: {sequences:?}"
+        );
     }
     drop(server);
 }

@@ -73,6 +73,8 @@ impl Database {
         let reads = r2d2::Pool::builder()
             .max_size(options.read_pool_size)
             .min_idle(Some(1))
+            // A checkout must not cost a query: connections are local files, not sockets.
+            .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(5))
             .build(manager)
             .context("opening the read pool")?;
@@ -95,6 +97,8 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Savepoint sub-journals and sort spills stay in memory instead of temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

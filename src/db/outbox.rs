@@ -1,15 +1,21 @@
-//! The transactional outbox: deliveries written in the same transaction as their event, leased
+//! The transactional outbox: deliveries written in the same transaction as their event, taken
 //! by the dispatcher one queue head at a time, and their attempt log.
 //!
 //! Invariants:
 //! - An event and its deliveries commit together (`enqueue` runs inside `events::emit`).
 //! - Only the oldest pending delivery of each (target, user) queue is ever claimed, so deliveries
 //!   reach a target in the user's sequence order; the next one waits until that one is
-//!   delivered or has failed for good.
-//! - A claim is a lease: if reachd dies mid-attempt the lease expires and the delivery is
-//!   attempted again (at least once; the idempotency token stays the same).
+//!   delivered or has failed for good. That oldest one carries `head = 1`: set on insert when
+//!   the queue has no pending delivery, and handed to the next one when it finishes — so
+//!   finding due work is an index lookup, not a scan of every queue.
+//! - Nothing is written when an attempt starts: the dispatcher keeps its in-flight set in memory
+//!   and passes it to [`due`]. If reachd dies mid-attempt the delivery is still pending and due,
+//!   and is attempted again after the restart (at least once; the idempotency token stays the
+//!   same).
 //!
 //! May depend on: rusqlite, serde_json, domain, db::{events, writer}.
+
+use std::collections::HashSet;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -87,6 +93,14 @@ fn twilio_wants(e: &OutboxEvent<'_>, filters: Option<&Vec<String>>) -> Option<&'
     (allowed_origin && passes).then_some(name)
 }
 
+/// The account-level Conversations webhook as stored.
+struct AccountHook {
+    url: Option<String>,
+    method: Option<String>,
+    filters: Option<String>,
+    target: Option<String>,
+}
+
 fn targets(conn: &Connection, e: &OutboxEvent<'_>) -> Result<Vec<Target>> {
     let mut out = Vec::new();
     let settings: Option<String> = conn
@@ -116,13 +130,21 @@ fn targets(conn: &Connection, e: &OutboxEvent<'_>) -> Result<Vec<Target>> {
             });
         }
     }
-    let account: Option<(Option<String>, Option<String>, Option<String>, Option<String>)> = conn
+    let account = conn
         .prepare_cached("SELECT webhook_post_url, webhook_method, webhook_filters, webhook_target FROM account WHERE id = 1")
         .db()?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([], |r| {
+            Ok(AccountHook { url: r.get(0)?, method: r.get(1)?, filters: r.get(2)?, target: r.get(3)? })
+        })
         .optional()
         .db()?;
-    if let Some((Some(url), method, filters, target)) = account {
+    if let Some(AccountHook {
+        url: Some(url),
+        method,
+        filters,
+        target,
+    }) = account
+    {
         let filters: Option<Vec<String>> = filters.and_then(|f| serde_json::from_str(&f).ok());
         if target.as_deref() != Some("flex") && twilio_wants(e, filters.as_ref()).is_some() {
             let method = method.unwrap_or_else(|| "POST".into());
@@ -190,8 +212,9 @@ fn insert(
 ) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO deliveries (event_id, service_sid, user_sid, target, format, url, method, max_attempts, \
-         status, next_attempt_at, idempotency_token, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?9, ?9) RETURNING id",
+         status, head, next_attempt_at, idempotency_token, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', NOT EXISTS (SELECT 1 FROM deliveries \
+         WHERE target = ?4 AND user_sid = ?3 AND status = 'pending'), ?9, ?10, ?9, ?9) RETURNING id",
     )
     .db()?
     .query_row(
@@ -205,36 +228,38 @@ fn idempotency_token() -> String {
     format!("ID{}", ids::random_hex(16))
 }
 
-/// Leases up to `limit` due queue heads until `lease_until`.
-pub fn claim(
-    tx: &mut Tx<'_>,
+/// Up to `limit` due queue heads, oldest due first, leaving out `in_flight` (deliveries whose
+/// attempt is running or not yet recorded).
+pub fn due(
+    conn: &Connection,
     now: Millis,
     limit: usize,
-    lease_until: Millis,
+    in_flight: &HashSet<i64>,
 ) -> Result<Vec<ClaimedDelivery>> {
-    let ids: Vec<i64> = tx
+    let ids: Vec<i64> = conn
         .prepare_cached(
-            "SELECT d.id FROM deliveries d \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-             AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.target = d.target AND p.user_sid = d.user_sid \
-                             AND p.status = 'pending' AND p.id < d.id) \
-             ORDER BY d.next_attempt_at, d.id LIMIT ?2",
+            "SELECT id FROM deliveries WHERE head = 1 AND status = 'pending' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at LIMIT ?2",
         )
         .db()?
-        .query_map(params![now, limit as i64], |r| r.get(0))
+        .query_map(params![now, (limit + in_flight.len()) as i64], |r| r.get(0))
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        tx.prepare_cached("UPDATE deliveries SET lease_until = ?2 WHERE id = ?1")
-            .db()?
-            .execute(params![id, lease_until])
-            .db()?;
-        let delivery = get(tx, id)?.ok_or(Error::NotFound)?;
-        let event = events::get(tx, delivery.event_id)?.ok_or(Error::NotFound)?;
+    let mut out = Vec::with_capacity(limit);
+    for id in ids
+        .into_iter()
+        .filter(|id| !in_flight.contains(id))
+        .take(limit)
+    {
+        let Some(delivery) = get(conn, id)? else {
+            continue;
+        };
+        let Some(event) = events::get(conn, delivery.event_id)? else {
+            continue;
+        };
         let secret = match delivery.target.strip_prefix("endpoint:") {
-            Some(endpoint) => tx
+            Some(endpoint) => conn
                 .prepare_cached("SELECT secret FROM webhook_endpoints WHERE id = ?1")
                 .db()?
                 .query_row([endpoint], |r| r.get(0))
@@ -270,12 +295,15 @@ pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
             Next::Failed | Next::DisableEndpoint => ("failed", now),
         };
         tx.prepare_cached(
-            "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, lease_until = NULL, \
-             last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
+            "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, \
+             last_status = ?5, last_error = ?6, updated_at = ?7, head = (?3 = 'pending') WHERE id = ?1",
         )
         .db()?
         .execute(params![o.delivery_id, a.attempt, status, next_at, a.status_code, a.error, now])
         .db()?;
+        if status != "pending" {
+            promote_next(tx, o.delivery_id)?;
+        }
         if o.next == Next::DisableEndpoint {
             let target: String = tx
                 .prepare_cached("SELECT target FROM deliveries WHERE id = ?1")
@@ -288,8 +316,8 @@ pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
                     .execute(params![endpoint, "the endpoint answered 410 Gone", now])
                     .db()?;
                 tx.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', last_error = 'endpoint disabled (410 Gone)', \
-                     lease_until = NULL, updated_at = ?2 WHERE target = ?1 AND status = 'pending'",
+                    "UPDATE deliveries SET status = 'failed', head = 0, last_error = 'endpoint disabled (410 Gone)', \
+                     updated_at = ?2 WHERE target = ?1 AND status = 'pending'",
                 )
                 .db()?
                 .execute(params![target, now])
@@ -301,13 +329,24 @@ pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
     Ok(())
 }
 
-/// When the next queue head can be claimed (its retry time, or the end of its lease), if any.
+/// Makes the oldest pending delivery of a finished delivery's queue its new head.
+fn promote_next(conn: &Connection, finished: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET head = 1 WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
+         ON n.target = d.target AND n.user_sid = d.user_sid AND n.status = 'pending' \
+         WHERE d.id = ?1 ORDER BY n.id LIMIT 1)",
+    )
+    .db()?
+    .execute([finished])
+    .db()?;
+    Ok(())
+}
+
+/// When the next queue head falls due, if any.
 /// Deliveries waiting behind a head do not count: they cannot be claimed before it.
 pub fn next_due(conn: &Connection) -> Result<Option<Millis>> {
     conn.prepare_cached(
-        "SELECT min(max(d.next_attempt_at, coalesce(d.lease_until, 0))) FROM deliveries d \
-         WHERE d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.target = d.target \
-         AND p.user_sid = d.user_sid AND p.status = 'pending' AND p.id < d.id)",
+        "SELECT min(next_attempt_at) FROM deliveries WHERE head = 1 AND status = 'pending'",
     )
     .db()?
     .query_row([], |r| r.get(0))

@@ -2,6 +2,7 @@
 //!
 //! May depend on: rusqlite, r2d2, domain, db submodules.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use r2d2::PooledConnection;
@@ -354,14 +355,13 @@ impl Store for SqliteStore {
 }
 
 impl OutboxStore for SqliteStore {
-    fn claim_deliveries(
+    fn due_deliveries(
         &self,
         now: Millis,
         limit: usize,
-        lease_until: Millis,
-    ) -> WriteFuture<Vec<ClaimedDelivery>> {
-        self.writer
-            .submit(move |tx| outbox::claim(tx, now, limit, lease_until))
+        in_flight: &HashSet<i64>,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        outbox::due(&*self.read()?, now, limit, in_flight)
     }
 
     fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()> {

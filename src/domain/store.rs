@@ -7,6 +7,7 @@
 //!
 //! May depend on: domain types only.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -161,13 +162,14 @@ pub trait Store: Send + Sync + 'static {
 
 /// What the webhook dispatcher needs from storage.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Leases up to `limit` due queue heads until `lease_until`.
-    fn claim_deliveries(
+    /// Up to `limit` due queue heads, leaving out `in_flight` (a read: attempts in flight are
+    /// tracked by the dispatcher, not stored).
+    fn due_deliveries(
         &self,
         now: Millis,
         limit: usize,
-        lease_until: Millis,
-    ) -> WriteFuture<Vec<ClaimedDelivery>>;
+        in_flight: &HashSet<i64>,
+    ) -> Result<Vec<ClaimedDelivery>>;
     fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()>;
     /// When the next pending delivery falls due.
     fn next_delivery_due(&self) -> Result<Option<Millis>>;

@@ -1,9 +1,10 @@
-//! The webhook dispatcher: leases due deliveries from the outbox, sends them with a
-//! concurrency cap, records every attempt, and schedules retries.
+//! The webhook dispatcher: takes due deliveries from the outbox, sends them with a concurrency
+//! cap, records every attempt, and schedules retries.
 //!
 //! Invariants:
-//! - A delivery is only sent while leased; its outcome is recorded before the lease is
-//!   released, so two attempts of one delivery never overlap (and a crash means "retry later").
+//! - A delivery is in the in-flight set from the moment it is taken until its outcome is
+//!   committed, and taking skips that set, so two attempts of one delivery never overlap.
+//!   The set is memory only: after a crash the delivery is still pending, hence retried.
 //! - Storage hands out only queue heads (see `db::outbox`), so per (target, user) order holds
 //!   even with many attempts in flight.
 //! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
@@ -12,6 +13,7 @@
 //!
 //! May depend on: tokio, tokio-util, rand, domain, webhooks::{render, send}.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,6 +34,10 @@ use crate::domain::webhook::{Attempt, AttemptOutcome, ClaimedDelivery, Format, N
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// The longest the loop sleeps without checking for due deliveries.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// How long the recorder waits for more outcomes while other attempts are running.
+const RECORD_LINGER: Duration = Duration::from_millis(2);
+/// Most outcomes recorded in one write.
+const MAX_RECORD_BATCH: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherOptions {
@@ -60,6 +66,13 @@ struct Inner {
     wake: Arc<Notify>,
     stop: CancellationToken,
     stats: DispatcherStats,
+    in_flight: std::sync::Mutex<HashSet<i64>>,
+}
+
+impl Inner {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Clone)]
@@ -88,6 +101,7 @@ impl Dispatcher {
             wake,
             stop: CancellationToken::new(),
             stats: DispatcherStats::default(),
+            in_flight: Default::default(),
         });
         let dispatcher = Dispatcher { inner };
         let mut tasks = Vec::new();
@@ -147,25 +161,13 @@ impl Dispatcher {
         }
     }
 
-    fn lease(&self) -> i64 {
-        // Longer than any attempt can take, so a live attempt never loses its lease.
-        let longest = self
-            .inner
-            .options
-            .native_timeout
-            .max(super::send::TWILIO_TIMEOUT);
-        (longest + Duration::from_secs(30)).as_millis() as i64
-    }
-
     /// Claims every due queue head, sends them, records the outcomes; returns how many were
     /// attempted. Tests call this (with `background` off) instead of sleeping.
     pub async fn run_once(&self) -> crate::domain::Result<usize> {
-        let now = now_ms();
         let claimed = self
             .inner
             .store
-            .claim_deliveries(now, 1_000, now + self.lease())
-            .await?;
+            .due_deliveries(now_ms(), 1_000, &HashSet::new())?;
         let n = claimed.len();
         let outcomes =
             futures_util::future::join_all(claimed.into_iter().map(|c| self.attempt(c))).await;
@@ -206,15 +208,18 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         }
         let free = slots.available_permits();
         let mut claimed = 0;
+        // Claiming is a write: only when a (cheap, indexed) read says a queue head is due.
         let due = inner.store.next_delivery_due().unwrap_or(None);
-        // Claiming is a write: only when a read says a queue head is due.
         if free > 0 && due.is_some_and(|d| d <= now_ms()) {
-            let now = now_ms();
-            match inner
-                .store
-                .claim_deliveries(now, free, now + dispatcher.lease())
-                .await
-            {
+            let taken = {
+                let mut in_flight = inner.in_flight();
+                let taken = inner.store.due_deliveries(now_ms(), free, &in_flight);
+                if let Ok(batch) = &taken {
+                    in_flight.extend(batch.iter().map(|c| c.delivery.id));
+                }
+                taken
+            };
+            match taken {
                 Ok(batch) => {
                     claimed = batch.len();
                     for delivery in batch {
@@ -229,7 +234,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
+                Err(e) => tracing::warn!(error = %e, "reading due webhook deliveries failed"),
             }
         }
         if free > 0 && claimed == free {
@@ -260,8 +265,20 @@ async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<At
             _ = inner.stop.cancelled() => return,
         };
         let mut batch = vec![first];
-        while let Ok(more) = receiver.try_recv() {
-            batch.push(more);
+        // While other attempts are still running, wait a moment for them: one commit for
+        // many outcomes. With nothing else in flight, record at once.
+        let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
+        while batch.len() < MAX_RECORD_BATCH {
+            if inner.in_flight().len() <= batch.len() {
+                while let Ok(more) = receiver.try_recv() {
+                    batch.push(more);
+                }
+                break;
+            }
+            match tokio::time::timeout_at(linger_until, receiver.recv()).await {
+                Ok(Some(more)) => batch.push(more),
+                _ => break,
+            }
         }
         let mut backoff = Duration::from_millis(50);
         while let Err(e) = inner.store.record_attempts(batch.clone()).await {
@@ -271,6 +288,12 @@ async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<At
             tracing::warn!(error = %e, "recording webhook attempts failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        {
+            let mut in_flight = inner.in_flight();
+            for outcome in &batch {
+                in_flight.remove(&outcome.delivery_id);
+            }
         }
         inner.wake.notify_one();
     }

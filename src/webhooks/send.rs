@@ -88,7 +88,8 @@ impl Sender {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(8)
+            // Keep every connection a burst opened: receivers are few, deliveries many.
+            .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(super::render::USER_AGENT);
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
