@@ -30,8 +30,10 @@ use crate::domain::secret::Secret;
 use crate::domain::store::Store;
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
+use crate::realtime::Hub;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -60,6 +62,9 @@ pub struct Running {
     checkpointer: Checkpointer,
     pub dispatcher: Dispatcher,
     dispatcher_tasks: DispatcherTasks,
+    pub hub: Hub,
+    hub_stop: CancellationToken,
+    hub_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -76,6 +81,8 @@ impl Running {
             checkpointer,
             dispatcher,
             dispatcher_tasks,
+            hub_stop,
+            hub_task,
             ..
         } = self;
         http.stop(true).await;
@@ -83,6 +90,8 @@ impl Running {
             .await
             .context("joining the HTTP server")?
             .context("HTTP server")?;
+        hub_stop.cancel();
+        let _ = hub_task.await;
         dispatcher.shutdown(dispatcher_tasks).await;
         finish_storage(
             presence,
@@ -106,6 +115,8 @@ impl Running {
             checkpointer,
             dispatcher,
             dispatcher_tasks,
+            hub_stop,
+            hub_task,
             ..
         } = self;
         let stop_on_signal = tokio::spawn(async move {
@@ -116,6 +127,8 @@ impl Running {
         let served = http_task.await.context("joining the HTTP server")?;
         stop_on_signal.abort();
         served.context("HTTP server")?;
+        hub_stop.cancel();
+        let _ = hub_task.await;
         dispatcher.shutdown(dispatcher_tasks).await;
         finish_storage(
             presence,
@@ -135,6 +148,17 @@ impl CommitHook for WakeDispatcher {
     fn committed(&mut self, effects: &Effects) {
         if effects.deliveries {
             self.0.notify_one();
+        }
+    }
+}
+
+/// Tells the realtime hub which services a batch changed.
+struct PublishServices(mpsc::UnboundedSender<String>);
+
+impl CommitHook for PublishServices {
+    fn committed(&mut self, effects: &Effects) {
+        for sid in &effects.services {
+            let _ = self.0.send(sid.clone());
         }
     }
 }
@@ -305,10 +329,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     } = db;
     let services = Arc::new(ServiceCache::default());
     let wake = Arc::new(Notify::new());
+    let (services_tx, services_rx) = mpsc::unbounded_channel();
     let hooks: Vec<Box<dyn CommitHook>> = vec![
         Box::new(InvalidateServices(services.clone())),
         Box::new(WakeDispatcher(wake.clone())),
         Box::new(PublishEvents(events_tx)),
+        Box::new(PublishServices(services_tx)),
     ];
     let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;
@@ -321,13 +347,22 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         .context("resuming presence")?;
     let (dispatcher, dispatcher_tasks) =
         Dispatcher::start(sqlite, dispatcher_options(&config, &account), wake, true)?;
+    let hub = Hub::default();
+    let hub_stop = CancellationToken::new();
+    let hub_task = tokio::spawn(hub.clone().run(
+        store.clone(),
+        events_rx.clone(),
+        services_rx,
+        hub_stop.clone(),
+    ));
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),
         public_url: config.public_url.clone(),
         max_body_bytes: config.http.max_body_bytes,
         presence: presence.clone(),
-        events: events_rx,
+        events: events_rx.clone(),
+        hub: hub.clone(),
     });
     let addr = listener
         .local_addr()
@@ -363,5 +398,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         checkpointer,
         dispatcher,
         dispatcher_tasks,
+        hub,
+        hub_stop,
+        hub_task,
     })
 }

@@ -14,5 +14,6 @@ pub mod db;
 pub mod domain;
 pub mod logging;
 pub mod presence;
+pub mod realtime;
 pub mod tokens;
 pub mod webhooks;

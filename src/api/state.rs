@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::domain::secret::Secret;
 use crate::domain::store::Store;
 use crate::presence::Presence;
+use crate::realtime::Hub;
 
 /// The account's Basic-auth credentials, held in memory.
 #[derive(Debug, Clone)]
@@ -24,4 +25,6 @@ pub struct AppState {
     pub presence: Presence,
     /// The newest committed event id; changes wake event-feed streams.
     pub events: tokio::sync::watch::Receiver<i64>,
+    /// WebSocket fan-out.
+    pub hub: Hub,
 }

@@ -163,6 +163,18 @@ pub fn list_after(
     .db()
 }
 
+/// Every service's events with an id above `after`, oldest first.
+pub fn list_since(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Event>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))
+    .db()?
+    .query_map(params![after, limit as i64], from_row)
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
 /// The newest event id (0 when there is none).
 pub fn last_id(conn: &Connection) -> Result<i64> {
     conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))

@@ -352,6 +352,10 @@ impl Store for SqliteStore {
     fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>> {
         events::list_after(&*self.read()?, service_sid, after, limit)
     }
+
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        events::list_since(&*self.read()?, after, limit)
+    }
 }
 
 impl OutboxStore for SqliteStore {

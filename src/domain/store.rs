@@ -158,6 +158,8 @@ pub trait Store: Send + Sync + 'static {
     fn recover_deliveries(&self, target: &str, since: Millis) -> WriteFuture<usize>;
     /// A service's events after an event id, oldest first.
     fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Every service's events after an event id, oldest first (the realtime hub's feed).
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
 }
 
 /// What the webhook dispatcher needs from storage.

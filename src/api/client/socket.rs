@@ -1,0 +1,376 @@
+//! The client WebSocket (`GET /client/v1/socket`): a session (open = online, close = offline
+//! after the grace) kept alive by WebSocket pings and `ping` messages, with subscriptions to
+//! other users' reachability (API.md §5).
+//!
+//! The token is checked before the upgrade. Every client message may carry an `id`, echoed in
+//! the answer. Bad messages get an `error` (never a silent drop); a frame over the size limit
+//! closes the socket with 1009; a reader too slow for its bounded queue is disconnected; an
+//! expired token closes it with 4001 unless `updateToken` arrived.
+//!
+//! May depend on: actix-web, actix-ws, tokio, serde_json, presence, realtime, tokens, domain,
+//! api::{client::auth, common, errors, native::views}.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, CloseReason, Session};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::auth::{authenticate, token_error, token_of};
+use crate::api::common::bindings::new_binding;
+use crate::api::errors::ApiError;
+use crate::api::native::views::{binding_json, descriptor_json};
+use crate::api::params::Params;
+use crate::api::state::AppState;
+use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
+use crate::domain::service::Service;
+use crate::domain::store::Origin;
+use crate::domain::user::UserKey;
+use crate::tokens::ClientGrant;
+
+/// Largest frame accepted.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Messages queued for a socket before it counts as too slow.
+pub const QUEUE: usize = 256;
+/// Identities one `subscribe` may name.
+const MAX_PER_MESSAGE: usize = 100;
+
+/// `GET /client/v1/socket?token=…[&resume=SE…]`.
+pub async fn open_socket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token =
+        token_of(&req).ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
+    let (grant, service) = authenticate(&state, &token)?;
+    let resume = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "resume")
+        .and_then(|(_, v)| parse_session_id(&v));
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|_| ApiError::bad_param("Upgrade", "a WebSocket upgrade is required"))?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME);
+    actix_web::rt::spawn(async move {
+        let socket = Socket {
+            state,
+            grant,
+            service: (*service).clone(),
+            session,
+            conn: 0,
+            session_id: 0,
+        };
+        socket.run(stream, resume).await;
+    });
+    Ok(response)
+}
+
+struct Socket {
+    state: web::Data<AppState>,
+    grant: ClientGrant,
+    service: Service,
+    session: Session,
+    conn: u64,
+    session_id: u64,
+}
+
+/// Why a socket's loop ended.
+enum End {
+    ClientClosed,
+    Close(CloseCode, String),
+}
+
+impl Socket {
+    async fn send(&mut self, value: Value) -> bool {
+        self.session.text(value.to_string()).await.is_ok()
+    }
+
+    async fn error(&mut self, id: &Value, code: u32, message: &str) -> bool {
+        self.send(json!({"type": "error", "id": id, "code": code, "message": message}))
+            .await
+    }
+
+    async fn run(mut self, stream: actix_ws::AggregatedMessageStream, resume: Option<u64>) {
+        let presence = self.state.presence.clone();
+        let identity = self.grant.identity.clone();
+        let endpoint = self.grant.endpoint_id.clone();
+        let (session_id, committed) = presence.open(
+            &self.service,
+            &identity,
+            Transport::WebSocket,
+            endpoint.as_deref(),
+            resume,
+        );
+        committed.wait().await;
+        self.session_id = session_id;
+        let hub = self.state.hub.clone();
+        hub.note_service(&self.service.sid, self.service.reachability_enabled);
+        let registration = hub.register(&self.service.sid, QUEUE);
+        self.conn = registration.id;
+        let settings = ServicePresence::of(&self.service, presence.defaults());
+        let ready = json!({
+            "type": "ready",
+            "session_id": format_session_id(session_id),
+            "identity": identity,
+            "service_sid": self.service.sid,
+            "reachability_enabled": self.service.reachability_enabled,
+            "ping_interval": settings.ping_interval_ms,
+            "session_ttl": settings.session_ttl_ms,
+            "resumed": resume == Some(session_id),
+        });
+        let end = if self.send(ready).await {
+            self.serve(stream, registration.queue, registration.overflow, settings)
+                .await
+        } else {
+            End::ClientClosed
+        };
+        hub.unregister(self.conn);
+        let _ = presence.close(&self.service.sid, &identity, session_id);
+        if let End::Close(code, reason) = end {
+            let _ = self
+                .session
+                .close(Some(CloseReason {
+                    code,
+                    description: Some(reason),
+                }))
+                .await;
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut stream: actix_ws::AggregatedMessageStream,
+        mut queue: tokio::sync::mpsc::Receiver<crate::realtime::Outbound>,
+        overflow: tokio_util::sync::CancellationToken,
+        settings: ServicePresence,
+    ) -> End {
+        let mut keepalive =
+            tokio::time::interval(Duration::from_millis(settings.ping_interval_ms.max(100)));
+        keepalive.tick().await;
+        loop {
+            let expires_in = Duration::from_secs(
+                (self.grant.expires_at - chrono::Utc::now().timestamp()).max(0) as u64,
+            );
+            tokio::select! {
+                message = stream.next() => match message {
+                    None => return End::ClientClosed,
+                    Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
+                        self.keep_alive();
+                        if !self.handle(&text).await {
+                            return End::ClientClosed;
+                        }
+                    }
+                    Some(Ok(actix_ws::AggregatedMessage::Ping(bytes))) => {
+                        self.keep_alive();
+                        if self.session.pong(&bytes).await.is_err() {
+                            return End::ClientClosed;
+                        }
+                    }
+                    Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => self.keep_alive(),
+                    Some(Ok(actix_ws::AggregatedMessage::Binary(_))) => {
+                        if !self.error(&Value::Null, 20001, "binary frames are not supported; send JSON text").await {
+                            return End::ClientClosed;
+                        }
+                    }
+                    Some(Ok(actix_ws::AggregatedMessage::Close(_))) => return End::ClientClosed,
+                    Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                        let _ = self.error(&Value::Null, 20001, &format!("frame larger than {MAX_FRAME} bytes")).await;
+                        return End::Close(CloseCode::Size, "frame too large".into());
+                    }
+                    Some(Err(_)) => return End::Close(CloseCode::Protocol, "protocol error".into()),
+                },
+                                Some(out) = queue.recv() => {
+                    let crate::realtime::Outbound::Json(value) = out;
+                    // A reader that stopped reading blocks this send; overflow ends the wait.
+                    tokio::select! {
+                        sent = self.session.text(value.to_string()) => if sent.is_err() { return End::ClientClosed },
+                        _ = overflow.cancelled() => return End::Close(CloseCode::Policy, "slow consumer".into()),
+                    }
+                }
+                _ = overflow.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.error(&Value::Null, 20429, "too many undelivered messages: read faster")).await;
+                    return End::Close(CloseCode::Policy, "slow consumer".into());
+                }
+                _ = tokio::time::sleep(expires_in) => {
+                    return End::Close(CloseCode::Other(4001), "token expired".into());
+                }
+                _ = keepalive.tick() => {
+                    // The engine expires a silent session; then the socket has nothing to keep.
+                    if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.session_id) {
+                        return End::Close(CloseCode::Other(4000), "session expired".into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn keep_alive(&self) {
+        let _ = self
+            .state
+            .presence
+            .ping(&self.service.sid, &self.grant.identity, self.session_id);
+    }
+
+    /// Handles one text message; false when the socket is gone.
+    async fn handle(&mut self, text: &str) -> bool {
+        let message: Value = match serde_json::from_str(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return self
+                    .error(
+                        &Value::Null,
+                        20001,
+                        "messages must be JSON objects with a type",
+                    )
+                    .await;
+            }
+        };
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        match message["type"].as_str().unwrap_or_default() {
+            "ping" => self.send(json!({"type": "pong", "id": id})).await,
+            "subscribe" => self.subscribe(&id, &message).await,
+            "unsubscribe" => {
+                for identity in identities(&message).unwrap_or_default() {
+                    self.state.hub.unsubscribe(self.conn, &identity);
+                }
+                self.send(json!({"type": "unsubscribed", "id": id})).await
+            }
+            "register_push" => self.register_push(&id, &message).await,
+            "updateToken" => self.update_token(&id, &message).await,
+            other => {
+                self.error(&id, 20001, &format!("unknown message type {other:?}"))
+                    .await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, id: &Value, message: &Value) -> bool {
+        let Some(list) =
+            identities(message).filter(|l| !l.is_empty() && l.len() <= MAX_PER_MESSAGE)
+        else {
+            return self
+                .error(id, 20001, "subscribe needs identities: 1 to 100 strings")
+                .await;
+        };
+        for identity in list {
+            let user = match self
+                .state
+                .store
+                .user(&self.service.sid, &UserKey::Identity(identity.clone()))
+            {
+                Ok(Some(user)) => user,
+                Ok(None) => {
+                    if !self
+                        .error(id, 20404, &format!("user {identity} not found"))
+                        .await
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    if !self.error(id, e.code, &e.message).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if !self.state.hub.subscribe(self.conn, &identity) {
+                return self
+                    .error(id, 20001, "too many subscriptions on this socket")
+                    .await;
+            }
+            // Re-read the service: the snapshot must use the current reachability flag.
+            let service = self
+                .state
+                .store
+                .service(&self.service.sid)
+                .ok()
+                .flatten()
+                .map_or(self.service.clone(), |s| (*s).clone());
+            if !self
+                .send(json!({"type": "user", "id": id, "user": descriptor_json(&service, &user)}))
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn register_push(&mut self, id: &Value, message: &Value) -> bool {
+        let pairs: Vec<(String, String)> =
+            ["binding_type", "address", "credential_sid", "endpoint"]
+                .iter()
+                .filter_map(|k| {
+                    message
+                        .get(*k)
+                        .and_then(Value::as_str)
+                        .map(|v| (k.to_string(), v.to_string()))
+                })
+                .collect();
+        let params = Params::from_pairs(pairs);
+        let grant = &self.grant;
+        let binding = match new_binding(
+            &params,
+            grant.push_credential_sid.as_deref(),
+            grant.endpoint_id.as_deref(),
+        ) {
+            Ok(b) => b,
+            Err(e) => return self.error(id, e.code, &e.message).await,
+        };
+        let key = UserKey::Identity(grant.identity.clone());
+        match self
+            .state
+            .store
+            .register_binding(&self.service.sid, key, binding, Origin::Client)
+            .await
+        {
+            Ok(b) => {
+                self.send(json!({"type": "push_registered", "id": id, "binding": binding_json(&b)}))
+                    .await
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                self.error(id, e.code, &e.message).await
+            }
+        }
+    }
+
+    async fn update_token(&mut self, id: &Value, message: &Value) -> bool {
+        let Some(token) = message["token"].as_str() else {
+            return self.error(id, 20101, "updateToken needs a token").await;
+        };
+        match authenticate(&self.state, token) {
+            Ok((grant, service))
+                if grant.identity == self.grant.identity && service.sid == self.service.sid =>
+            {
+                let expires_at = grant.expires_at;
+                self.grant = grant;
+                self.send(json!({"type": "tokenUpdated", "id": id, "expires_at": expires_at}))
+                    .await
+            }
+            Ok(_) => {
+                self.error(
+                    id,
+                    20103,
+                    "the new token is for another identity or service",
+                )
+                .await
+            }
+            Err(e) => self.error(id, e.code, &e.message).await,
+        }
+    }
+}
+
+fn identities(message: &Value) -> Option<Vec<String>> {
+    message["identities"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    })
+}

@@ -1,0 +1,323 @@
+//! The client WebSocket over real sockets: snapshots and `userUpdated` in order, scoping,
+//! bad messages, oversized frames, slow readers, `serviceUpdated`, auth before the upgrade.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &common::TestServer, token: &str) -> Ws {
+    let url = format!(
+        "{}/client/v1/socket?token={token}",
+        s.base.replace("http://", "ws://")
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    ws
+}
+
+/// The next JSON message (skipping control frames), or None on close/timeout.
+async fn next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
+async fn enabled_service(s: &common::TestServer) -> String {
+    let svc = s.service("ws").await;
+    s.post(
+        &format!("/chat/v2/Services/{svc}"),
+        &[("ReachabilityEnabled", "true")],
+    )
+    .await;
+    s.timings(&svc, 1_000, 5_000, 0).await;
+    svc
+}
+
+#[tokio::test]
+async fn subscribers_get_snapshots_and_ordered_updates() {
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await;
+    let alice_token = s.token(&svc, "alice");
+    let mut alice = connect(&s, &alice_token).await;
+    let ready = next(&mut alice).await.expect("ready");
+    assert_eq!(
+        (ready["type"].as_str(), ready["identity"].as_str()),
+        (Some("ready"), Some("alice"))
+    );
+    assert!(
+        ready["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("SE")
+    );
+    assert_eq!(ready["reachability_enabled"], true);
+    s.user(&svc, "bob").await;
+    send(
+        &mut alice,
+        json!({"type": "subscribe", "identities": ["bob"], "id": 7}),
+    )
+    .await;
+    let snapshot = next(&mut alice).await.expect("snapshot");
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["id"].clone()),
+        (Some("user"), json!(7))
+    );
+    assert_eq!(snapshot["user"]["identity"], "bob");
+    assert!(snapshot["user"]["is_online"].is_null(), "bob never online");
+
+    // The socket itself is a session: alice is online.
+    assert_eq!(
+        s.get(&format!("/chat/v2/Services/{svc}/Users/alice"))
+            .await
+            .body["is_online"],
+        true
+    );
+
+    let bob_token = s.token(&svc, "bob");
+    for _ in 0..3 {
+        let id = s.open_session(&bob_token).await;
+        s.client(
+            Method::DELETE,
+            &format!("/client/v1/sessions/{id}"),
+            &bob_token,
+            None,
+        )
+        .await;
+    }
+    let push = s
+        .client(
+            Method::POST,
+            "/client/v1/bindings",
+            &bob_token,
+            Some(json!({"binding_type": "apn", "address": "t"})),
+        )
+        .await;
+    assert_eq!(push.status, 201);
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let m = next(&mut alice).await.expect("update");
+        assert_eq!(m["type"], "userUpdated");
+        seen.push((
+            m["user"]["is_online"].clone(),
+            m["updateReasons"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    let online = |v: bool| (json!(v), "reachabilityOnline".to_string());
+    assert_eq!(
+        seen[..6],
+        [
+            online(true),
+            online(false),
+            online(true),
+            online(false),
+            online(true),
+            online(false)
+        ]
+    );
+    assert_eq!(
+        seen[6],
+        (json!(false), "reachabilityNotifiable".to_string()),
+        "offline user, notifiable update"
+    );
+
+    send(&mut alice, json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(next(&mut alice).await.expect("pong")["type"], "pong");
+    // Closing the socket ends the session (grace 0: offline at once).
+    alice.close(None).await.expect("close");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.get(&format!("/chat/v2/Services/{svc}/Users/alice"))
+            .await
+            .body["is_online"],
+        false
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_messages_get_errors_and_the_socket_stays_usable() {
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await;
+    let other = enabled_service(&s).await;
+    s.user(&other, "stranger").await;
+    let token = s.token(&svc, "alice");
+    let mut ws = connect(&s, &token).await;
+    next(&mut ws).await.expect("ready");
+    ws.send(Message::Text("{not json".into()))
+        .await
+        .expect("send");
+    let e = next(&mut ws).await.expect("error");
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_i64()),
+        (Some("error"), Some(20001))
+    );
+    send(&mut ws, json!({"type": "explode", "id": 1})).await;
+    let e = next(&mut ws).await.expect("error");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("explode")
+    );
+    assert_eq!(e["id"], 1);
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "identities": ["stranger"]}),
+    )
+    .await;
+    let e = next(&mut ws)
+        .await
+        .expect("cross-service subscribe refused");
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_i64()),
+        (Some("error"), Some(20404))
+    );
+    send(&mut ws, json!({"type": "subscribe", "identities": []})).await;
+    assert_eq!(next(&mut ws).await.expect("error")["code"], 20001);
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await.expect("still usable")["type"], "pong");
+    // Push registration over the socket.
+    send(
+        &mut ws,
+        json!({"type": "register_push", "binding_type": "fcm", "address": "tok", "id": "r"}),
+    )
+    .await;
+    let r = next(&mut ws).await.expect("registered");
+    assert_eq!(
+        (r["type"].as_str(), r["binding"]["identity"].as_str()),
+        (Some("push_registered"), Some("alice"))
+    );
+    // An oversized frame closes the socket cleanly with an error first.
+    let huge = json!({"type": "ping", "pad": "x".repeat(70 * 1024)});
+    let _ = ws.send(Message::Text(huge.to_string().into())).await;
+    let mut closed = false;
+    for _ in 0..5 {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1009));
+                closed = true;
+                break;
+            }
+            Ok(Some(Ok(Message::Text(t)))) => assert!(t.contains("frame larger")),
+            Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the socket closed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_checked_before_the_upgrade_and_service_flags_are_pushed() {
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await;
+    let url = format!(
+        "{}/client/v1/socket?token=garbage",
+        s.base.replace("http://", "ws://")
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401 before the upgrade, got {other:?}"),
+    }
+    let token = s.token(&svc, "alice");
+    let mut ws = connect(&s, &token).await;
+    next(&mut ws).await.expect("ready");
+    s.post(
+        &format!("/chat/v2/Services/{svc}"),
+        &[("ReachabilityEnabled", "false")],
+    )
+    .await;
+    let m = next(&mut ws).await.expect("serviceUpdated");
+    assert_eq!(
+        (m["type"].as_str(), m["reachability_enabled"].clone()),
+        (Some("serviceUpdated"), json!(false))
+    );
+    s.post(
+        &format!("/chat/v2/Services/{svc}"),
+        &[("ReachabilityEnabled", "true")],
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await.expect("serviceUpdated")["reachability_enabled"],
+        true
+    );
+    // updateToken with another identity is refused; with the same identity accepted.
+    let other = s.token(&svc, "mallory");
+    send(&mut ws, json!({"type": "updateToken", "token": other})).await;
+    assert_eq!(next(&mut ws).await.expect("error")["code"], 20103);
+    let fresh = s.token(&svc, "alice");
+    send(&mut ws, json!({"type": "updateToken", "token": fresh})).await;
+    assert_eq!(next(&mut ws).await.expect("ok")["type"], "tokenUpdated");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_disconnected_instead_of_buffering_forever() {
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await;
+    // Large attributes make every update ~15 KiB, so kernel socket buffers fill quickly.
+    let attributes = json!({"bio": "x".repeat(15_000)}).to_string();
+    let r = s
+        .post(
+            &format!("/chat/v2/Services/{svc}/Users"),
+            &[("Identity", "bob"), ("Attributes", attributes.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let token = s.token(&svc, "reader");
+    let mut ws = connect(&s, &token).await;
+    next(&mut ws).await.expect("ready");
+    send(&mut ws, json!({"type": "subscribe", "identities": ["bob"]})).await;
+    next(&mut ws).await.expect("snapshot");
+    // Stop reading; bob flips far more often than the socket's queue holds.
+    let bob = s.token(&svc, "bob");
+    let hub = s.running.as_ref().map(|r| r.hub.clone()).expect("running");
+    for _ in 0..2_000 {
+        let id = s.open_session(&bob).await;
+        s.client(
+            Method::DELETE,
+            &format!("/client/v1/sessions/{id}"),
+            &bob,
+            None,
+        )
+        .await;
+        if hub.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
+    assert!(
+        hub.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the queue overflowed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hub.connections(), 0, "the slow connection was dropped");
+    drop(ws);
+    s.stop().await;
+}
