@@ -10,6 +10,7 @@ pub mod client;
 pub mod common;
 mod conversations_v1;
 pub mod ctx;
+mod dashboard;
 pub mod errors;
 pub mod native;
 pub mod ops;
@@ -31,4 +32,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     conversations_v1::configure(cfg);
     native::configure(cfg);
     client::configure(cfg);
+    dashboard::configure(cfg);
 }

@@ -163,6 +163,21 @@ pub fn list_after(
     .db()
 }
 
+/// A service's newest `count` events, oldest first.
+pub fn tail(conn: &Connection, service_sid: &str, count: usize) -> Result<Vec<Event>> {
+    let mut events: Vec<Event> = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE service_sid = ?1 ORDER BY id DESC LIMIT ?2"
+        ))
+        .db()?
+        .query_map(params![service_sid, count as i64], from_row)
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
+    events.reverse();
+    Ok(events)
+}
+
 /// Every service's events with an id above `after`, oldest first.
 pub fn list_since(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Event>> {
     conn.prepare_cached(&format!(

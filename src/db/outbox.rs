@@ -27,6 +27,7 @@ use super::writer::Tx;
 use crate::domain::event::{EventType, Source};
 use crate::domain::ids;
 use crate::domain::service::{ChatSettings, WebhookDialect};
+use crate::domain::store::ServiceStats;
 use crate::domain::time::{Millis, now_ms};
 use crate::domain::webhook::{
     Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, Next,
@@ -446,6 +447,46 @@ pub fn recover(tx: &mut Tx<'_>, target: &str, since: Millis) -> Result<usize> {
         resend(tx, *id)?;
     }
     Ok(ids.len())
+}
+
+/// User and delivery counts of a service (the dashboard).
+pub fn stats(conn: &Connection, service_sid: &str) -> Result<ServiceStats> {
+    let (users, online_users): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(is_online = 1), 0) FROM users WHERE service_sid = ?1",
+        )
+        .db()?
+        .query_row([service_sid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?;
+    let mut stats = ServiceStats {
+        users,
+        online_users,
+        ..Default::default()
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*), min(created_at) FROM deliveries WHERE service_sid = ?1 GROUP BY status")
+        .db()?;
+    let rows = stmt
+        .query_map([service_sid], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .db()?;
+    for row in rows {
+        let (status, count, oldest) = row.db()?;
+        match status.as_str() {
+            "pending" => {
+                stats.pending = count;
+                stats.oldest_pending = oldest;
+            }
+            "delivered" => stats.delivered = count,
+            _ => stats.failed += count,
+        }
+    }
+    Ok(stats)
 }
 
 /// Deletes finished deliveries and unreferenced events older than `before`.

@@ -23,7 +23,7 @@ use crate::domain::event::Event;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::{PresenceBatch, PresenceSnapshot};
 use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
-use crate::domain::store::{Origin, OutboxStore, PresenceStore, Store, WriteFuture};
+use crate::domain::store::{Origin, OutboxStore, PresenceStore, ServiceStats, Store, WriteFuture};
 use crate::domain::time::Millis;
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
@@ -351,6 +351,14 @@ impl Store for SqliteStore {
 
     fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>> {
         events::list_after(&*self.read()?, service_sid, after, limit)
+    }
+
+    fn service_stats(&self, service_sid: &str) -> Result<ServiceStats> {
+        outbox::stats(&*self.read()?, service_sid)
+    }
+
+    fn events_tail(&self, service_sid: &str, count: usize) -> Result<Vec<Event>> {
+        events::tail(&*self.read()?, service_sid, count)
     }
 
     fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>> {

@@ -158,8 +158,24 @@ pub trait Store: Send + Sync + 'static {
     fn recover_deliveries(&self, target: &str, since: Millis) -> WriteFuture<usize>;
     /// A service's events after an event id, oldest first.
     fn events_after(&self, service_sid: &str, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Counts for the dashboard.
+    fn service_stats(&self, service_sid: &str) -> Result<ServiceStats>;
+    /// The newest `count` events of a service, oldest first.
+    fn events_tail(&self, service_sid: &str, count: usize) -> Result<Vec<Event>>;
     /// Every service's events after an event id, oldest first (the realtime hub's feed).
     fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+}
+
+/// Stored counts of one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub users: i64,
+    pub online_users: i64,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    /// Creation time of the oldest pending delivery.
+    pub oldest_pending: Option<Millis>,
 }
 
 /// What the webhook dispatcher needs from storage.

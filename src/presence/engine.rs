@@ -344,6 +344,14 @@ impl Engine {
         views
     }
 
+    /// Live sessions of a service.
+    pub fn service_session_count(&self, service_sid: &str) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| *s.service == *service_sid)
+            .count()
+    }
+
     /// Live sessions of a user, counted without allocating.
     pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
         let key: UserKey = (Arc::from(service_sid), Arc::from(identity));

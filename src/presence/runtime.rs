@@ -356,6 +356,10 @@ impl Presence {
         self.lock().live_count(service_sid, identity)
     }
 
+    pub fn service_sessions(&self, service_sid: &str) -> usize {
+        self.lock().service_session_count(service_sid)
+    }
+
     pub fn session_total(&self) -> usize {
         self.lock().session_count()
     }

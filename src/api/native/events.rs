@@ -63,6 +63,20 @@ pub async fn read_events(
     if wants_stream {
         return Ok(stream(ctx, service.sid.clone(), after));
     }
+    if let Some(tail) = params.int("tail")? {
+        if !(1..=MAX_LIMIT).contains(&tail) {
+            return Err(ApiError::bad_param("tail", "must be between 1 and 1000"));
+        }
+        let events = ctx.store().events_tail(&service.sid, tail as usize)?;
+        let next = events.last().map_or(after, |e| e.id);
+        let items: Vec<_> = events
+            .iter()
+            .map(|e| event_json(e, ctx.account_sid()))
+            .collect();
+        return Ok(ok(
+            json!({"events": items, "next_cursor": next.to_string(), "has_more": false}),
+        ));
+    }
     let limit = params.int("limit")?.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_param("limit", "must be between 1 and 1000"));

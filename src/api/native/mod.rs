@@ -6,6 +6,7 @@ mod bindings;
 mod events;
 mod reachability;
 mod settings;
+mod stats;
 pub(crate) mod views;
 mod webhooks;
 
@@ -29,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .post(settings::update_settings),
             )
             .service(resource("/services/{sid}/events").get(events::read_events))
+            .service(resource("/services/{sid}/stats").get(stats::fetch_stats))
+            .service(resource("/services/{sid}/users").get(stats::list_user_reachability))
             .service(
                 resource("/services/{sid}/webhooks")
                     .get(webhooks::list_endpoints)
