@@ -631,7 +631,9 @@ async fn bench_sockets(sockets: usize, subscribers: usize) -> anyhow::Result<()>
         let keys = std::process::Command::new(&exe).envs(env.iter().cloned()).args(["keys", "create"]).output()?;
         let key: serde_json::Value = serde_json::from_slice(&keys.stdout)?;
         let key = ApiKey { sid: key["sid"].as_str().unwrap_or_default().into(), friendly_name: None, secret: key["secret"].as_str().unwrap_or_default().into(), date_created: 0 };
-        admin_post(&base, &format!("/chat/v2/Services/{service}/Users"), &[("Identity", "target")]).await?;
+                admin_post(&base, &format!("/chat/v2/Services/{service}/Users"), &[("Identity", "target")]).await?;
+        // No offline grace: each measured flip's offline half arrives at once.
+        admin_post(&base, &format!("/api/v1/services/{service}/settings"), &[("offline_grace_ms", "0")]).await?;
         let ws_base = base.replace("http://", "ws://");
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_of(child.id());

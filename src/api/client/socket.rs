@@ -10,6 +10,7 @@
 //! May depend on: actix-web, actix-ws, tokio, serde_json, presence, realtime, tokens, domain,
 //! api::{client::auth, common, errors, native::views}.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -58,7 +59,7 @@ pub async fn open_socket(
         let socket = Socket {
             state,
             grant,
-            service: (*service).clone(),
+            service,
             session,
             conn: 0,
             session_id: 0,
@@ -71,7 +72,7 @@ pub async fn open_socket(
 struct Socket {
     state: web::Data<AppState>,
     grant: ClientGrant,
-    service: Service,
+    service: Arc<Service>,
     session: Session,
     conn: u64,
     session_id: u64,
@@ -291,7 +292,7 @@ impl Socket {
                 .service(&self.service.sid)
                 .ok()
                 .flatten()
-                .map_or(self.service.clone(), |s| (*s).clone());
+                .unwrap_or_else(|| self.service.clone());
             if !self
                 .send(json!({"type": "user", "id": id, "user": descriptor_json(&service, &user)}))
                 .await
