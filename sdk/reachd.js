@@ -1059,7 +1059,7 @@ export class Client extends EventEmitter {
    */
   _startPinging() {
     this._stopPinging();
-    const every = Math.max(250, this.pingInterval);
+    const every = Math.max(100, this.pingInterval);
     this._pingTimer = setInterval(() => {
       const ws = this._ws;
       if (!ws || ws.readyState !== 1) return;

@@ -71,62 +71,42 @@ impl Running {
     /// Graceful stop: stop accepting, finish in-flight requests, write live sessions (no user
     /// is reported offline by a shutdown), then commit what is queued and stop the writer.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Running {
-            http,
-            http_task,
-            presence,
-            presence_tasks,
-            writer,
-            writer_thread,
-            checkpointer,
-            dispatcher,
-            dispatcher_tasks,
-            hub_stop,
-            hub_task,
-            ..
-        } = self;
-        http.stop(true).await;
-        http_task
-            .await
-            .context("joining the HTTP server")?
-            .context("HTTP server")?;
-        hub_stop.cancel();
-        let _ = hub_task.await;
-        dispatcher.shutdown(dispatcher_tasks).await;
-        finish_storage(
-            presence,
-            presence_tasks,
-            writer,
-            writer_thread,
-            checkpointer,
-        )
-        .await
+        self.http.clone().stop(true).await;
+        self.finish().await
     }
 
     /// Serves until SIGINT/SIGTERM, then stops as [`Running::stop`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let Running {
-            http,
-            http_task,
-            presence,
-            presence_tasks,
-            writer,
-            writer_thread,
-            checkpointer,
-            dispatcher,
-            dispatcher_tasks,
-            hub_stop,
-            hub_task,
-            ..
-        } = self;
+        let http = self.http.clone();
         let stop_on_signal = tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown signal received; stopping");
             http.stop(true).await;
         });
-        let served = http_task.await.context("joining the HTTP server")?;
+        let finished = self.finish().await;
         stop_on_signal.abort();
-        served.context("HTTP server")?;
+        finished
+    }
+
+    /// Once the HTTP server has ended: stop the hub and the dispatcher, then storage.
+    async fn finish(self) -> anyhow::Result<()> {
+        let Running {
+            http_task,
+            presence,
+            presence_tasks,
+            writer,
+            writer_thread,
+            checkpointer,
+            dispatcher,
+            dispatcher_tasks,
+            hub_stop,
+            hub_task,
+            ..
+        } = self;
+        http_task
+            .await
+            .context("joining the HTTP server")?
+            .context("HTTP server")?;
         hub_stop.cancel();
         let _ = hub_task.await;
         dispatcher.shutdown(dispatcher_tasks).await;

@@ -11,7 +11,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::auth::{Principal, authenticate};
 use super::errors::{ApiError, ApiResult};
-use super::state::AppState;
+use super::state::{AppState, app_state};
 use crate::domain::ids::{self, Prefix};
 use crate::domain::service::Service;
 use crate::domain::store::{Origin, Store};
@@ -84,14 +84,7 @@ impl FromRequest for Ctx {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready((|| {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .cloned()
-                .ok_or_else(|| {
-                    ApiError::from(crate::domain::Error::Internal(anyhow::anyhow!(
-                        "no app state"
-                    )))
-                })?;
+            let state = app_state(req)?;
             let principal = authenticate(&state, req)?;
             let base = format!("{}{}", public_base(&state, req), mount_prefix(req.path()));
             let webhooks_enabled = req

@@ -16,6 +16,15 @@ pub struct AccountCredentials {
     pub auth_token: Secret,
 }
 
+/// The app state of a request (registered by `app::start`; its absence is a bug).
+pub fn app_state(
+    req: &actix_web::HttpRequest,
+) -> Result<actix_web::web::Data<AppState>, super::errors::ApiError> {
+    req.app_data::<actix_web::web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| crate::domain::Error::Internal(anyhow::anyhow!("no app state")).into())
+}
+
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub account: AccountCredentials,

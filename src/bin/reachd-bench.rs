@@ -656,10 +656,10 @@ async fn bench_sockets(sockets: usize, subscribers: usize) -> anyhow::Result<()>
                 let tx = arrivals_tx.clone();
                 tasks.push(tokio::spawn(async move {
                     while let Some(Ok(message)) = ws.next().await {
-                        if let Message::Text(t) = message {
-                            if t.contains("userUpdated") {
-                                let _ = tx.send(Instant::now());
-                            }
+                                                if let Message::Text(t) = message
+                            && t.contains("userUpdated")
+                        {
+                            let _ = tx.send(Instant::now());
                         }
                     }
                 }));

@@ -14,7 +14,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::api::errors::ApiError;
-use crate::api::state::AppState;
+use crate::api::state::{AppState, app_state};
 use crate::domain::service::Service;
 use crate::domain::store::Store;
 use crate::tokens::{self, ClientGrant, KeySecrets, TokenError};
@@ -97,14 +97,7 @@ impl FromRequest for ClientCtx {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready((|| {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .cloned()
-                .ok_or_else(|| {
-                    ApiError::from(crate::domain::Error::Internal(anyhow::anyhow!(
-                        "no app state"
-                    )))
-                })?;
+            let state = app_state(req)?;
             let token = token_of(req).ok_or_else(|| {
                 ApiError::new(StatusCode::UNAUTHORIZED, 20101, "Access Token required")
             })?;
