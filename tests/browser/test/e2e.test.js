@@ -1,7 +1,8 @@
 'use strict';
 // End to end in headless Chromium: two pages use the SDK served by a real reachd
 // (GET /client/v1/sdk.js). Page A (alice) watches bob; page B signs in as bob; A must show bob
-// online, then offline once B is closed. Screenshots go to artifacts/browser/.
+// online, then offline once B is closed, and so must the dashboard (no reload). Screenshots go
+// to artifacts/browser/.
 //
 // The pages run on reachd's own origin: the test opens a real reachd URL (/healthz) and then
 // replaces the document with pages/client.html, so the module import of /client/v1/sdk.js and
@@ -78,11 +79,26 @@ test('browser: alice sees bob come online and go offline', async (t) => {
     assert.match(await text(pageA, '#bob'), /^(unknown|offline)$/);
     await shot(pageA, '1-alice-before-bob.png');
 
+        // The dashboard (account Basic auth) follows the same users through the event feed.
+    const dashboardContext = await browser.newContext({
+      viewport: { width: 1280, height: 800 },
+      httpCredentials: { username: server.accountSid, password: server.authToken },
+    });
+    const dashboard = await dashboardContext.newPage();
+    dashboard.on('pageerror', (e) => consoleLines.push(`[dashboard] pageerror: ${e.message}`));
+    await dashboard.goto(`${server.base}/dashboard#${serviceSid}`);
+    const bobBadge = dashboard.locator('tr[data-identity="bob"] .online-badge');
+    await bobBadge.waitFor({ timeout: 10000 });
+    assert.match(await bobBadge.textContent(), /^(unknown|offline)$/);
+
     const pageB = await open('B', 'bob', []);
     assert.equal(await text(pageB, '#me'), 'bob');
     await pageA.locator('#bob', { hasText: /^online$/ }).waitFor({ timeout: 5000 });
     await shot(pageA, '2-alice-sees-bob-online.png');
     await shot(pageB, '2-bob-signed-in.png');
+    // No reload: the live badge turns online from the SSE stream.
+    await dashboard.locator('tr[data-identity="bob"] .online-badge', { hasText: /^online$/ }).waitFor({ timeout: 5000 });
+    await shot(dashboard, '2-dashboard-bob-online.png');
 
     // Closing the page closes bob's socket: offline after the grace (well within TTL + grace).
     const closedAt = Date.now();
@@ -91,7 +107,10 @@ test('browser: alice sees bob come online and go offline', async (t) => {
     await pageA.locator('#bob', { hasText: /^offline$/ }).waitFor({ timeout: limit });
     const took = Date.now() - closedAt;
     t.diagnostic(`bob shown offline ${took} ms after his page closed`);
-    await shot(pageA, '3-alice-sees-bob-offline.png');
+        await shot(pageA, '3-alice-sees-bob-offline.png');
+    await dashboard.locator('tr[data-identity="bob"] .online-badge', { hasText: /^offline$/ }).waitFor({ timeout: 5000 });
+    await shot(dashboard, '3-dashboard-bob-offline.png');
+    await dashboardContext.close();
 
     const events = await pageA.evaluate(() => window.reachdTest.events);
     const online = events.map((e) => e.isOnline);
@@ -111,8 +130,4 @@ test('browser: alice sees bob come online and go offline', async (t) => {
   }
 });
 
-// ---------------------------------------------------------------------------------------------
-// DASHBOARD CHECK: to be added by the server engineer once the dashboard exists. Open it in
-// `context` (see the test above) and assert it lists bob online, then offline.
-// ---------------------------------------------------------------------------------------------
-test('browser: dashboard shows presence', { skip: 'dashboard not implemented yet' }, () => {});
+
