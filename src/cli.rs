@@ -27,6 +27,10 @@ pub enum Command {
     /// Manage API keys (works against the database of a running server).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Validate the configuration (file and environment) and print it, secrets redacted.
+    CheckConfig,
+    /// Create or upgrade the database schema and print its version.
+    Migrate,
     /// Mint a client access token (Twilio format) signed with an API key from the database.
     Token {
         /// The chat service (IS…) the token grants.

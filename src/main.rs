@@ -27,6 +27,18 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Keys(command) => run_keys(&config, command),
+        Command::CheckConfig => {
+            println!("configuration is valid:\n{config:#?}");
+            Ok(())
+        }
+        Command::Migrate => open_database(&config).and_then(|conn| {
+            let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            println!(
+                "database {} is at schema version {version}",
+                config.database.display()
+            );
+            Ok(())
+        }),
         Command::Token {
             service,
             identity,

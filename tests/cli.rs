@@ -142,3 +142,46 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
     );
     drop(second);
 }
+
+#[test]
+fn check_config_and_migrate_report_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = reachd(dir.path())
+        .env("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef")
+        .env("REACHD_AUTH_TOKEN", "very-secret-token")
+        .arg("check-config")
+        .output()
+        .expect("check-config");
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("configuration is valid") && printed.contains("session_ttl_ms"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("very-secret-token"),
+        "secrets are redacted"
+    );
+    let bad = reachd(dir.path())
+        .env("REACHD_LISTEN", "nope")
+        .arg("check-config")
+        .output()
+        .expect("check-config");
+    assert_eq!(bad.status.code(), Some(2));
+
+    let out = reachd(dir.path()).arg("migrate").output().expect("migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!(
+            "schema version {}",
+            reachd::db::open::latest_version()
+        )),
+        "{printed}"
+    );
+    assert!(dir.path().join("data/reachd.db").exists());
+}

@@ -274,6 +274,11 @@ async fn unknown_paths_methods_and_public_url() {
         (health.status, health.body["status"].as_str()),
         (200, Some("ok"))
     );
+    let ready = s.send(s.http.get(s.url("/readyz"))).await;
+    assert_eq!(
+        (ready.status, ready.body["status"].as_str()),
+        (200, Some("ready"))
+    );
     s.stop().await;
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").get(ops::check_health));
+    cfg.service(resource("/readyz").get(ops::check_readiness));
     chat::configure(cfg);
     conversations_v1::configure(cfg);
     native::configure(cfg);

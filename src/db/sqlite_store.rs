@@ -66,6 +66,17 @@ impl Store for SqliteStore {
             .map_err(super::map_sqlite)
     }
 
+    fn check_writable(&self) -> WriteFuture<()> {
+        self.writer.submit(|tx| {
+            tx.execute(
+                "UPDATE account SET date_updated = date_updated WHERE id = 1",
+                [],
+            )
+            .map_err(super::map_sqlite)?;
+            Ok(())
+        })
+    }
+
     fn account(&self) -> Result<Account> {
         account::get(&*self.read()?)
     }

@@ -43,6 +43,8 @@ pub trait Store: Send + Sync + 'static {
     // --- health ---------------------------------------------------------------------------
     /// Answers when the database does.
     fn ping(&self) -> Result<()>;
+    /// Commits a no-op write through the writer: the database is writable and the writer runs.
+    fn check_writable(&self) -> WriteFuture<()>;
 
     // --- account --------------------------------------------------------------------------
     fn account(&self) -> Result<Account>;
