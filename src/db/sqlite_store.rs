@@ -338,14 +338,20 @@ impl Store for SqliteStore {
         let deliveries = outbox::list(&conn, target, status, before, limit)?;
         deliveries
             .into_iter()
-            .map(|d| Ok((outbox::attempts(&conn, d.id)?, d)).map(|(a, d)| (d, a)))
+            .map(|d| {
+                let attempts = outbox::attempts(&conn, d.id)?;
+                Ok((d, attempts))
+            })
             .collect()
     }
 
     fn delivery(&self, id: i64) -> Result<Option<(Delivery, Vec<Attempt>)>> {
         let conn = self.read()?;
         match outbox::get(&conn, id)? {
-            Some(d) => Ok(Some((outbox::attempts(&conn, d.id)?, d)).map(|(a, d)| (d, a))),
+            Some(d) => {
+                let attempts = outbox::attempts(&conn, d.id)?;
+                Ok(Some((d, attempts)))
+            }
             None => Ok(None),
         }
     }

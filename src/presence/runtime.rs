@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Now, SessionError, SessionView};
 use crate::domain::presence::{
-    PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transport,
+    PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transition, Transport,
 };
 use crate::domain::service::Service;
 use crate::domain::store::PresenceStore;
@@ -214,6 +214,25 @@ impl Presence {
         Committed(rx)
     }
 
+    /// Queues `transitions` with the deletes of every session that has ended since the last
+    /// batch (under the engine lock, like every queueing).
+    fn queue_with_ended(
+        &self,
+        engine: &mut MutexGuard<'_, Engine>,
+        transitions: Vec<Transition>,
+        want_ack: bool,
+    ) -> Committed {
+        let deletes = engine.take_ended();
+        let batch = PresenceBatch {
+            transitions,
+            sessions: SessionFlush {
+                upserts: Vec::new(),
+                deletes,
+            },
+        };
+        self.queue(engine, batch, want_ack)
+    }
+
     /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
     /// id and the commit of the resulting transition and session row.
     pub fn open(
@@ -277,18 +296,7 @@ impl Presence {
         let mut engine = self.lock();
         let now = self.inner.clock.now();
         let transitions = engine.close(now, id, service_sid, identity)?;
-        let deletes = engine.take_ended();
-        let committed = self.queue(
-            &engine,
-            PresenceBatch {
-                transitions,
-                sessions: SessionFlush {
-                    upserts: Vec::new(),
-                    deletes,
-                },
-            },
-            true,
-        );
+        let committed = self.queue_with_ended(&mut engine, transitions, true);
         drop(engine);
         self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
         self.inner.wake.notify_one();
@@ -315,36 +323,14 @@ impl Presence {
     pub fn forget_user(&self, service_sid: &str, identity: &str) {
         let mut engine = self.lock();
         engine.forget_user(service_sid, identity);
-        let deletes = engine.take_ended();
-        self.queue(
-            &engine,
-            PresenceBatch {
-                sessions: SessionFlush {
-                    upserts: Vec::new(),
-                    deletes,
-                },
-                ..Default::default()
-            },
-            false,
-        );
+        self.queue_with_ended(&mut engine, Vec::new(), false);
     }
 
     /// Forgets a deleted service's sessions.
     pub fn forget_service(&self, service_sid: &str) {
         let mut engine = self.lock();
         engine.forget_service(service_sid);
-        let deletes = engine.take_ended();
-        self.queue(
-            &engine,
-            PresenceBatch {
-                sessions: SessionFlush {
-                    upserts: Vec::new(),
-                    deletes,
-                },
-                ..Default::default()
-            },
-            false,
-        );
+        self.queue_with_ended(&mut engine, Vec::new(), false);
     }
 
     pub fn sessions(&self, service_sid: &str, identity: &str) -> Vec<SessionView> {
@@ -369,18 +355,7 @@ impl Presence {
         let mut engine = self.lock();
         let now = self.inner.clock.now();
         let transitions = engine.sweep(now);
-        let deletes = engine.take_ended();
-        self.queue(
-            &engine,
-            PresenceBatch {
-                transitions,
-                sessions: SessionFlush {
-                    upserts: Vec::new(),
-                    deletes,
-                },
-            },
-            true,
-        )
+        self.queue_with_ended(&mut engine, transitions, true)
     }
 
     /// Persists pinged sessions now (the flusher does this every `flush_interval`).

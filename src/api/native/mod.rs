@@ -12,7 +12,37 @@ mod webhooks;
 
 use actix_web::web;
 
+use super::errors::{ApiError, ApiResult};
+use super::paging::{decode_cursor, encode_cursor};
+use super::params::Params;
 use super::resource;
+use crate::domain::page::{Cursor, Page, PageRequest};
+
+/// `limit` (1–1000, default `default_limit`) and `page_token` of a native list.
+pub(crate) fn page_request(params: &Params, default_limit: i64) -> ApiResult<PageRequest> {
+    let limit = params.int("limit")?.unwrap_or(default_limit);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_param("limit", "must be between 1 and 1000"));
+    }
+    let cursor = match params.get("page_token").filter(|t| !t.is_empty()) {
+        Some(token) => decode_cursor(token).ok_or_else(|| {
+            ApiError::bad_param("page_token", "is not a token this server issued")
+        })?,
+        None => Cursor::Offset(0),
+    };
+    Ok(PageRequest {
+        cursor,
+        size: limit as u32,
+    })
+}
+
+/// The `next_page_token` after `page`, if more rows follow.
+pub(crate) fn next_page_token<T>(page: &Page<T>) -> Option<String> {
+    match (page.has_more_after, page.last_key()) {
+        (true, Some(last)) => Some(encode_cursor(Cursor::After(last))),
+        _ => None,
+    }
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -7,13 +7,13 @@ use actix_web::web;
 use serde_json::json;
 
 use super::views::{reachability_json, session_json};
+use super::{next_page_token, page_request};
 use crate::api::common::ok;
 use crate::api::common::users::find_user;
 use crate::api::ctx::Ctx;
 use crate::api::errors::{ApiError, ApiResult};
-use crate::api::paging::{decode_cursor, encode_cursor};
 use crate::api::params::{MAX_LIST_VALUES, Params};
-use crate::domain::page::{Cursor, PageRequest};
+use crate::domain::page::Page;
 
 const DEFAULT_LIMIT: i64 = 100;
 
@@ -42,35 +42,17 @@ pub async fn read_reachability(ctx: Ctx, sid: web::Path<String>, params: Params)
     if params.bool("online")? != Some(true) {
         return Err(ApiError::missing_param("identity (or online=true)"));
     }
-    let limit = params.int("limit")?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_param("limit", "must be between 1 and 1000"));
-    }
-    let cursor = match params.get("page_token").filter(|t| !t.is_empty()) {
-        Some(token) => decode_cursor(token).ok_or_else(|| {
-            ApiError::bad_param("page_token", "is not a token this server issued")
-        })?,
-        None => Cursor::Offset(0),
-    };
+    let request = page_request(&params, DEFAULT_LIMIT)?;
     let page = if service.reachability_enabled {
-        ctx.store().list_online_users(
-            &service.sid,
-            PageRequest {
-                cursor,
-                size: limit as u32,
-            },
-        )?
+        ctx.store().list_online_users(&service.sid, request)?
     } else {
-        crate::domain::page::Page {
+        Page {
             items: Vec::new(),
             has_more_after: false,
             has_more_before: false,
         }
     };
-    let next = match (page.has_more_after, page.last_key()) {
-        (true, Some(last)) => Some(encode_cursor(Cursor::After(last))),
-        _ => None,
-    };
+    let next = next_page_token(&page);
     let views: Vec<_> = page
         .items
         .iter()

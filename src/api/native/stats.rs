@@ -6,12 +6,11 @@ use actix_web::web;
 use serde_json::json;
 
 use super::views::reachability_json;
+use super::{next_page_token, page_request};
 use crate::api::common::ok;
 use crate::api::ctx::Ctx;
-use crate::api::errors::{ApiError, ApiResult};
-use crate::api::paging::{decode_cursor, encode_cursor};
+use crate::api::errors::ApiResult;
 use crate::api::params::Params;
-use crate::domain::page::{Cursor, PageRequest};
 use crate::domain::time::now_ms;
 
 /// `GET /api/v1/services/{sid}/stats`.
@@ -37,23 +36,8 @@ pub async fn fetch_stats(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
 /// `GET /api/v1/services/{sid}/users?limit=200&page_token=`: users with reachability.
 pub async fn list_user_reachability(ctx: Ctx, sid: web::Path<String>, params: Params) -> ApiResult {
     let service = ctx.service(&sid)?;
-    let limit = params.int("limit")?.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_param("limit", "must be between 1 and 1000"));
-    }
-    let cursor = match params.get("page_token").filter(|t| !t.is_empty()) {
-        Some(token) => decode_cursor(token).ok_or_else(|| {
-            ApiError::bad_param("page_token", "is not a token this server issued")
-        })?,
-        None => Cursor::Offset(0),
-    };
-    let page = ctx.store().list_users(
-        &service.sid,
-        PageRequest {
-            cursor,
-            size: limit as u32,
-        },
-    )?;
+    let request = page_request(&params, 100)?;
+    let page = ctx.store().list_users(&service.sid, request)?;
     let presence = &ctx.state.presence;
     let users: Vec<_> = page
         .items
@@ -65,9 +49,6 @@ pub async fn list_user_reachability(ctx: Ctx, sid: web::Path<String>, params: Pa
             v
         })
         .collect();
-    let next = match (page.has_more_after, page.last_key()) {
-        (true, Some(last)) => Some(encode_cursor(Cursor::After(last))),
-        _ => None,
-    };
+    let next = next_page_token(&page);
     Ok(ok(json!({"users": users, "next_page_token": next})))
 }
