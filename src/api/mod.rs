@@ -13,6 +13,7 @@ pub mod ctx;
 mod dashboard;
 pub mod errors;
 pub mod native;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod params;

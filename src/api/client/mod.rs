@@ -1,7 +1,8 @@
 //! The client API (`/client/v1`) for apps and devices, authenticated by Twilio-format access
 //! tokens: sessions kept alive by pings, push registration, user descriptors.
 //!
-//! May depend on: actix-web, serde_json, tokens, presence, domain, api::{common, errors, params}.
+//! May depend on: actix-web, serde_json, tokens, presence, domain,
+//! api::{common, errors, openapi, params}.
 
 mod auth;
 mod bindings;
@@ -24,18 +25,24 @@ async fn serve_sdk() -> actix_web::HttpResponse {
 
 use actix_web::web;
 
-use super::resource;
+use super::native::route;
+use super::openapi::{Api, Route, Verb};
+
+/// Every route of the client API: what the router mounts and the OpenAPI document lists.
+pub(crate) static API: Api = Api {
+    prefix: "/client/v1",
+    routes: &[
+        route!(Post "/sessions" => sessions::open_session),
+        route!(Post "/sessions/{id}/ping" => sessions::ping_session),
+        route!(Delete "/sessions/{id}" => sessions::close_session),
+        route!(Post "/bindings" => bindings::register_push),
+        route!(Delete "/bindings/{binding}" => bindings::unregister_push),
+        route!(Get "/users/{identity}" => users::fetch_user_descriptor),
+        route!(Get "/socket" => socket::open_socket),
+        route!(Get "/sdk.js" => serve_sdk),
+    ],
+};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/client/v1")
-            .service(resource("/sessions").post(sessions::open_session))
-            .service(resource("/sessions/{id}/ping").post(sessions::ping_session))
-            .service(resource("/sessions/{id}").delete(sessions::close_session))
-            .service(resource("/bindings").post(bindings::register_push))
-            .service(resource("/bindings/{binding}").delete(bindings::unregister_push))
-            .service(resource("/users/{identity}").get(users::fetch_user_descriptor))
-            .service(resource("/socket").get(socket::open_socket))
-            .service(resource("/sdk.js").get(serve_sdk)),
-    );
+    cfg.service(API.scope());
 }

@@ -1,6 +1,6 @@
 //! reachd's native backend API (`/api/v1`, Basic auth, JSON in and out, snake_case).
 //!
-//! May depend on: actix-web, api::{common, ctx, errors, params}, domain.
+//! May depend on: actix-web, api::{common, ctx, errors, openapi, params}, domain.
 
 mod bindings;
 mod events;
@@ -13,9 +13,9 @@ mod webhooks;
 use actix_web::web;
 
 use super::errors::{ApiError, ApiResult};
+use super::openapi::{self, Api, Route, Verb};
 use super::paging::{decode_cursor, encode_cursor};
 use super::params::Params;
-use super::resource;
 use crate::domain::page::{Cursor, Page, PageRequest};
 
 /// `limit` (1–1000, default `default_limit`) and `page_token` of a native list.
@@ -44,42 +44,45 @@ pub(crate) fn next_page_token<T>(page: &Page<T>) -> Option<String> {
     }
 }
 
+/// `(verb, path, handler)` as one table entry.
+macro_rules! route {
+    ($verb:ident $path:literal => $($handler:ident)::+) => {
+        Route {
+            verb: Verb::$verb,
+            path: $path,
+            operation: route!(@last $($handler)::+),
+            handler: |r| r.to($($handler)::+),
+        }
+    };
+    (@last $head:ident) => { stringify!($head) };
+    (@last $head:ident :: $($tail:ident)::+) => { route!(@last $($tail)::+) };
+}
+pub(crate) use route;
+
+/// Every route of the native API: what the router mounts and the OpenAPI document lists.
+pub(crate) static API: Api = Api {
+    prefix: "/api/v1",
+    routes: &[
+        route!(Get "/openapi.json" => openapi::fetch_openapi),
+        route!(Post "/services/{sid}/users/{user}/bindings" => bindings::register_binding),
+        route!(Get "/services/{sid}/users/{user}/sessions" => reachability::list_sessions),
+        route!(Get "/services/{sid}/reachability" => reachability::read_reachability),
+        route!(Get "/services/{sid}/settings" => settings::fetch_settings),
+        route!(Post "/services/{sid}/settings" => settings::update_settings),
+        route!(Get "/services/{sid}/events" => events::read_events),
+        route!(Get "/services/{sid}/stats" => stats::fetch_stats),
+        route!(Get "/services/{sid}/users" => stats::list_user_reachability),
+        route!(Get "/services/{sid}/webhooks" => webhooks::list_endpoints),
+        route!(Post "/services/{sid}/webhooks" => webhooks::create_endpoint),
+        route!(Get "/services/{sid}/webhooks/{id}" => webhooks::fetch_endpoint),
+        route!(Post "/services/{sid}/webhooks/{id}" => webhooks::update_endpoint),
+        route!(Delete "/services/{sid}/webhooks/{id}" => webhooks::delete_endpoint),
+        route!(Get "/services/{sid}/webhooks/{id}/deliveries" => webhooks::list_deliveries),
+        route!(Post "/services/{sid}/webhooks/{id}/recover" => webhooks::recover_deliveries),
+        route!(Post "/deliveries/{id}/resend" => webhooks::resend_delivery),
+    ],
+};
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .service(
-                resource("/services/{sid}/users/{user}/bindings").post(bindings::register_binding),
-            )
-            .service(
-                resource("/services/{sid}/users/{user}/sessions").get(reachability::list_sessions),
-            )
-            .service(resource("/services/{sid}/reachability").get(reachability::read_reachability))
-            .service(
-                resource("/services/{sid}/settings")
-                    .get(settings::fetch_settings)
-                    .post(settings::update_settings),
-            )
-            .service(resource("/services/{sid}/events").get(events::read_events))
-            .service(resource("/services/{sid}/stats").get(stats::fetch_stats))
-            .service(resource("/services/{sid}/users").get(stats::list_user_reachability))
-            .service(
-                resource("/services/{sid}/webhooks")
-                    .get(webhooks::list_endpoints)
-                    .post(webhooks::create_endpoint),
-            )
-            .service(
-                resource("/services/{sid}/webhooks/{id}")
-                    .get(webhooks::fetch_endpoint)
-                    .post(webhooks::update_endpoint)
-                    .delete(webhooks::delete_endpoint),
-            )
-            .service(
-                resource("/services/{sid}/webhooks/{id}/deliveries").get(webhooks::list_deliveries),
-            )
-            .service(
-                resource("/services/{sid}/webhooks/{id}/recover")
-                    .post(webhooks::recover_deliveries),
-            )
-            .service(resource("/deliveries/{id}/resend").post(webhooks::resend_delivery)),
-    );
+    cfg.service(API.scope());
 }
