@@ -1,4 +1,5 @@
-//! The command line (clap): `serve` (the default), `keys create|list|revoke`.
+//! The command line (clap): `serve` (the default), `init`, `migrate`, `check-config`, `backup`,
+//! `keys create|list|revoke`, `token`.
 //!
 //! May depend on: clap, config, db, app.
 
@@ -31,6 +32,17 @@ pub enum Command {
     CheckConfig,
     /// Create or upgrade the database schema and print its version.
     Migrate,
+    /// Write a commented configuration file with fresh account credentials.
+    Init {
+        /// Where to write it (refuses to overwrite an existing file).
+        #[arg(default_value = "reachd.toml")]
+        file: PathBuf,
+    },
+    /// Copy the database to FILE (a consistent snapshot, safe while the server runs).
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+    },
     /// Mint a client access token (Twilio format) signed with an API key from the database.
     Token {
         /// The chat service (IS…) the token grants.

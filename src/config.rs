@@ -42,6 +42,20 @@ pub enum LogFormat {
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub workers: usize,
+    pub keep_alive_secs: u64,
+    pub client_request_timeout_ms: u64,
+    pub client_disconnect_timeout_ms: u64,
+    pub shutdown_timeout_secs: u64,
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub failed_auth_burst: u32,
+    pub failed_auth_per_minute: u32,
+    pub sessions_per_identity: u32,
+    pub subscriptions_per_socket: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,9 +109,33 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub http: HttpConfig,
+    pub limits: LimitsConfig,
     pub storage: StorageConfig,
     pub presence: PresenceConfig,
     pub webhooks: WebhooksConfig,
+}
+
+/// The text `reachd init` writes: the commented defaults with fresh account credentials
+/// filled in (so the account no longer depends on what the database generated).
+pub fn init_file_text(account_sid: &str, auth_token: &str) -> String {
+    let header = "# reachd configuration — the compiled-in defaults.";
+    DEFAULTS_TOML
+        .replacen(
+            header,
+            "# reachd configuration, written by `reachd init`. It holds the account's auth token:\n\
+             # keep it readable by the server's user only.",
+            1,
+        )
+        .replacen(
+            "# account_sid = \"AC0123456789abcdef0123456789abcdef\"",
+            &format!("account_sid = \"{account_sid}\""),
+            1,
+        )
+        .replacen(
+            "# auth_token = \"...\"",
+            &format!("auth_token = \"{auth_token}\""),
+            1,
+        )
 }
 
 /// Why a configuration was refused; the CLI prints it and exits with code 2.
@@ -205,6 +243,20 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.http.client_request_timeout_ms == 0 || self.http.shutdown_timeout_secs == 0 {
+            return Err(invalid(
+                "http",
+                "client_request_timeout_ms and shutdown_timeout_secs must be positive",
+            ));
+        }
+        let l = &self.limits;
+        if l.failed_auth_burst == 0
+            || l.failed_auth_per_minute == 0
+            || l.sessions_per_identity == 0
+            || l.subscriptions_per_socket == 0
+        {
+            return Err(invalid("limits", "every limit must be positive"));
         }
         if self.storage.read_pool_size == 0 || self.storage.max_batch == 0 {
             return Err(invalid(
@@ -368,6 +420,26 @@ mod tests {
         assert_eq!(c.presence.session_ttl_ms, 60_000);
         assert!(c.public_url.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn the_init_file_loads_with_its_credentials_and_every_default() {
+        let sid = "AC0123456789abcdef0123456789abcdef";
+        let text = init_file_text(sid, "0123456789abcdef0123456789abcdef");
+        let dir = std::env::temp_dir().join(format!("reachd-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("reachd.toml");
+        std::fs::write(&path, &text).expect("write");
+        let c = Config::load_from(Some(&path), env(&[])).expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(c.account_sid.as_deref(), Some(sid));
+        assert_eq!(
+            c.auth_token.as_ref().map(|t| t.expose().to_string()),
+            Some("0123456789abcdef0123456789abcdef".to_string())
+        );
+        assert_eq!(c.limits.sessions_per_identity, 100);
+        assert_eq!(c.http.shutdown_timeout_secs, 30);
+        assert!(text.contains("# Log level filter"), "comments are kept");
     }
 
     #[test]

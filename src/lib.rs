@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod logging;
+pub mod metrics;
 pub mod presence;
 pub mod realtime;
 pub mod tokens;

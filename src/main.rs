@@ -17,6 +17,15 @@ use reachd::db::{keys, open};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Init { file }) = &cli.command {
+        return match run_init(file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("reachd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -39,6 +48,8 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::Init { .. } => Ok(()),
+        Command::Backup { file } => run_backup(&config, &file),
         Command::Token {
             service,
             identity,
@@ -100,6 +111,54 @@ fn print_first_run(first: &FirstRun, base: &str, config: &Config) {
     println!(
         "  client.chat.base_url = \"{base}/chat\"; client.conversations.base_url = \"{base}/conversations\""
     );
+}
+
+/// `reachd init FILE`: fresh credentials in a new, owner-only config file.
+fn run_init(file: &std::path::Path) -> anyhow::Result<()> {
+    let sid = reachd::domain::ids::new_sid(reachd::domain::ids::Prefix::Account);
+    let token = reachd::domain::ids::random_hex(16);
+    let text = reachd::config::init_file_text(&sid, &token);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut out = options.open(file).with_context(|| {
+        format!(
+            "creating {} (an existing file is never overwritten)",
+            file.display()
+        )
+    })?;
+    std::io::Write::write_all(&mut out, text.as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
+    Config::load_from(Some(file), std::iter::empty()).context("checking the written file")?;
+    println!("wrote {} (mode 600) with a fresh account:", file.display());
+    println!("  account_sid {sid}");
+    println!("next:");
+    println!("  reachd --config {} serve", file.display());
+    println!(
+        "  reachd --config {} keys create   # an API key for access tokens",
+        file.display()
+    );
+    Ok(())
+}
+
+/// `reachd backup FILE`: an online copy of the configured database.
+fn run_backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let busy = std::time::Duration::from_millis(config.storage.busy_timeout_ms);
+    let report = reachd::db::backup::backup(&config.database, file, busy)?;
+    println!(
+        "backed up {} to {}: {} bytes, schema version {}, {} users, {} events",
+        config.database.display(),
+        file.display(),
+        report.bytes,
+        report.schema_version,
+        report.users,
+        report.events
+    );
+    Ok(())
 }
 
 /// Opens (creating and migrating if needed) the configured database for a CLI command.

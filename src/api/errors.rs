@@ -78,10 +78,11 @@ impl ApiError {
         )
     }
 
+    /// 503 / 20503 (Twilio's "Service Unavailable"), with `Retry-After`.
     pub fn unavailable() -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            20500,
+            20503,
             "Storage is unavailable; retry later",
         );
         e.retry_after = Some(1);
@@ -122,6 +123,9 @@ impl From<Error> for ApiError {
                 format!("User already exists: identity {identity} is taken in this service"),
             ),
             Error::Conflict(message) => ApiError::new(StatusCode::CONFLICT, 20409, message),
+            Error::LimitExceeded(message) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, 20429, message)
+            }
             Error::Unavailable(reason) => {
                 tracing::warn!(%reason, "storage unavailable");
                 ApiError::unavailable()

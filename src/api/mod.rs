@@ -12,11 +12,12 @@ mod conversations_v1;
 pub mod ctx;
 mod dashboard;
 pub mod errors;
+pub mod metrics;
 pub mod native;
-pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod params;
+pub mod rate_limit;
 pub mod state;
 
 use actix_web::web;
@@ -30,6 +31,7 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").get(ops::check_health));
     cfg.service(resource("/readyz").get(ops::check_readiness));
+    cfg.service(resource("/metrics").get(metrics::render_metrics));
     chat::configure(cfg);
     conversations_v1::configure(cfg);
     native::configure(cfg);

@@ -36,4 +36,6 @@ pub struct AppState {
     pub events: tokio::sync::watch::Receiver<i64>,
     /// WebSocket fan-out.
     pub hub: Hub,
+    /// The Prometheus recorder's handle (`None` if another recorder was installed first).
+    pub metrics: Option<crate::metrics::MetricsHandle>,
 }

@@ -4,6 +4,7 @@
 //! May depend on: rusqlite, r2d2, r2d2_sqlite, tokio (channels), domain. Never on actix.
 
 mod account;
+pub mod backup;
 mod bindings;
 pub mod cache;
 pub mod checkpoint;
@@ -11,6 +12,7 @@ mod credentials;
 pub mod endpoints;
 pub mod events;
 pub mod keys;
+mod metrics;
 pub mod open;
 pub mod outbox;
 mod paging;

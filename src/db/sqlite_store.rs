@@ -12,6 +12,7 @@ use super::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{
+    metrics,
     account, bindings, credentials, endpoints, events, keys, map_pool, outbox, presence, services,
     users,
 };
@@ -23,7 +24,9 @@ use crate::domain::event::Event;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::{PresenceBatch, PresenceSnapshot};
 use crate::domain::service::{PresenceOverrides, Service, ServicePatch};
-use crate::domain::store::{Origin, OutboxStore, PresenceStore, ServiceStats, Store, WriteFuture};
+use crate::domain::store::{
+    MetricsSnapshot, Origin, OutboxStore, PresenceStore, ServiceStats, Store, WriteFuture,
+};
 use crate::domain::time::Millis;
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
@@ -67,10 +70,13 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> WriteFuture<()> {
+        // A real write that changes nothing: SQLite skips rewriting a row whose bytes are
+        // unchanged, so an identity UPDATE would commit without touching the disk. Changing
+        // the row and changing it back dirties its page, which the commit must write.
         self.writer.submit(|tx| {
-            tx.execute(
-                "UPDATE account SET date_updated = date_updated WHERE id = 1",
-                [],
+            tx.execute_batch(
+                "UPDATE account SET date_updated = date_updated + 1 WHERE id = 1;
+                 UPDATE account SET date_updated = date_updated - 1 WHERE id = 1;",
             )
             .map_err(super::map_sqlite)?;
             Ok(())
@@ -376,6 +382,10 @@ impl Store for SqliteStore {
 
     fn events_tail(&self, service_sid: &str, count: usize) -> Result<Vec<Event>> {
         events::tail(&*self.read()?, service_sid, count)
+    }
+
+    fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
+        metrics::snapshot(&*self.read()?)
     }
 
     fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>> {

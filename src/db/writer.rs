@@ -117,6 +117,15 @@ where
     fn run(&mut self, tx: &mut rusqlite::Transaction<'_>, effects: &mut Effects) {
         let Some(work) = self.work.take() else { return };
         let outcome = (|| {
+            // SQLite rolls the whole transaction back by itself after some failures (an I/O
+            // error, a full disk). A savepoint opened now would start a transaction of its own
+            // and commit alone, and the caller would then hear the batch's commit error for a
+            // change that was in fact written. Refuse instead: nothing of this batch commits.
+            if tx.is_autocommit() {
+                return Err(Error::Unavailable(
+                    "the batch's transaction was rolled back by a storage failure".into(),
+                ));
+            }
             let savepoint = tx.savepoint().map_err(map_sqlite)?;
             let mut local = Effects::default();
             let result = catch_unwind(AssertUnwindSafe(|| {
@@ -249,9 +258,12 @@ fn run(
         stats
             .last_batch
             .store(batch.len() as u64, Ordering::Relaxed);
+        let elapsed = started.elapsed();
         stats
             .last_commit_us
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .store(elapsed.as_micros() as u64, Ordering::Relaxed);
+        metrics::histogram!("reachd_writer_batch_size").record(batch.len() as f64);
+        metrics::histogram!("reachd_writer_commit_seconds").record(elapsed.as_secs_f64());
         if commit.is_ok() {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -337,5 +349,25 @@ mod tests {
         let tx = w.stats().transactions.load(Ordering::Relaxed);
         assert!(tx < 500, "500 concurrent writes took {tx} transactions");
         assert_eq!(w.stats().jobs.load(Ordering::Relaxed), 500);
+    }
+
+    #[tokio::test]
+    async fn jobs_after_an_automatic_rollback_do_not_commit_on_their_own() {
+        let (w, _h) = writer();
+        // What SQLite does by itself after an I/O error or a full disk mid-batch.
+        let rollback = w.submit(|tx: &mut Tx<'_>| -> Result<i64> {
+            tx.execute_batch("ROLLBACK").map_err(map_sqlite)?;
+            Err(Error::Unavailable("disk I/O error".into()))
+        });
+        let results = futures_util::future::join_all(vec![rollback, w.submit(insert(5))]).await;
+        assert!(results.iter().all(|r| matches!(r, Err(Error::Unavailable(_)))));
+        let count = w
+            .submit(|tx| {
+                tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(map_sqlite)
+            })
+            .await
+            .expect("count");
+        assert_eq!(count, 0, "a write reported as failed was not committed");
     }
 }

@@ -22,6 +22,9 @@ pub enum Error {
     /// A conflicting state, other than a duplicate identity.
     #[error("{0}")]
     Conflict(String),
+    /// A per-identity or per-token limit is reached (429).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
     /// Storage cannot take writes right now (read-only file, writer stopped).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -166,6 +166,19 @@ pub trait Store: Send + Sync + 'static {
     fn events_tail(&self, service_sid: &str, count: usize) -> Result<Vec<Event>>;
     /// Every service's events after an event id, oldest first (the realtime hub's feed).
     fn events_since(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Stored gauges for `/metrics`.
+    fn metrics_snapshot(&self) -> Result<MetricsSnapshot>;
+}
+
+/// Stored gauges read at each `/metrics` scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// `(service sid, users online)` for every service.
+    pub online_users: Vec<(String, i64)>,
+    /// Deliveries waiting for a (first or next) attempt.
+    pub pending_deliveries: i64,
+    /// Creation time of the oldest pending delivery.
+    pub oldest_pending: Option<Millis>,
 }
 
 /// Stored counts of one service.

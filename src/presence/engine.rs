@@ -353,6 +353,13 @@ impl Engine {
     }
 
     /// Live sessions of a user, counted without allocating.
+    /// Whether session `id` is live and belongs to this user.
+    pub fn is_session_of(&self, id: u64, service_sid: &str, identity: &str) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| *s.service == *service_sid && *s.identity == *identity)
+    }
+
     pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
         let key: UserKey = (Arc::from(service_sid), Arc::from(identity));
         self.users.get(&key).map_or(0, |u| u.live)

@@ -28,6 +28,7 @@ use super::engine::{Engine, Now, SessionError, SessionView};
 use crate::domain::presence::{
     PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transition, Transport,
 };
+use crate::domain::Error;
 use crate::domain::service::Service;
 use crate::domain::store::PresenceStore;
 use crate::domain::time::now_ms;
@@ -54,6 +55,8 @@ pub struct PresenceStats {
 pub struct PresenceOptions {
     pub defaults: PresenceDefaults,
     pub flush_interval: Duration,
+    /// Live sessions one identity may hold in a service; one more open is refused.
+    pub max_sessions_per_identity: u32,
 }
 
 /// Monotonic and wall time from one origin.
@@ -234,7 +237,9 @@ impl Presence {
     }
 
     /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
-    /// id and the commit of the resulting transition and session row.
+    /// id and the commit of the resulting transition and session row. Refused with
+    /// [`Error::LimitExceeded`] when the identity already holds the most live sessions allowed
+    /// (resuming one of them is always allowed).
     pub fn open(
         &self,
         service: &Service,
@@ -242,10 +247,11 @@ impl Presence {
         transport: Transport,
         endpoint: Option<&str>,
         resume: Option<u64>,
-    ) -> (u64, Committed) {
+    ) -> crate::domain::Result<(u64, Committed)> {
         let settings = ServicePresence::of(service, &self.inner.options.defaults);
         let mut engine = self.lock();
         let now = self.inner.clock.now();
+        self.check_room_in(&engine, &service.sid, identity, resume)?;
         let mut transitions = engine.configure(now, &service.sid, settings);
         let (id, opened) = loop {
             let candidate = rand::rng().next_u64();
@@ -275,7 +281,36 @@ impl Presence {
         drop(engine);
         self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
         self.inner.wake.notify_one();
-        (id, committed)
+        Ok((id, committed))
+    }
+
+    /// Whether `identity` may open one more session (or resume `resume`): the check
+    /// [`Presence::open`] makes, for callers that must refuse before doing other work (a
+    /// WebSocket upgrade).
+    pub fn check_room(
+        &self,
+        service_sid: &str,
+        identity: &str,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<()> {
+        self.check_room_in(&self.lock(), service_sid, identity, resume)
+    }
+
+    fn check_room_in(
+        &self,
+        engine: &Engine,
+        service_sid: &str,
+        identity: &str,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<()> {
+        let max = self.inner.options.max_sessions_per_identity;
+        let resuming = resume.is_some_and(|id| engine.is_session_of(id, service_sid, identity));
+        if !resuming && engine.live_count(service_sid, identity) >= max {
+            return Err(Error::LimitExceeded(format!(
+                "identity {identity} already holds {max} live sessions in this service"
+            )));
+        }
+        Ok(())
     }
 
     /// Keeps a session alive: memory only.
@@ -429,8 +464,23 @@ async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<Pe
             }
         }
         inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        record_transition_metrics(&batch.transitions);
         for ack in acks {
             let _ = ack.send(());
+        }
+    }
+}
+
+/// Counts committed transitions by cause, and how long after a user's last sign of life
+/// their offline state was committed (TTL + grace + sweep delay for a timeout).
+fn record_transition_metrics(transitions: &[Transition]) {
+    let committed_at = now_ms();
+    for t in transitions {
+        metrics::counter!("reachd_transitions_total", "cause" => t.cause.as_str()).increment(1);
+        if !t.online {
+            let delay_ms = committed_at.saturating_sub(t.last_seen).max(0);
+            metrics::histogram!("reachd_offline_detection_seconds")
+                .record(delay_ms as f64 / 1000.0);
         }
     }
 }
@@ -536,8 +586,37 @@ mod tests {
                 offline_grace_ms: 2_000,
             },
             flush_interval: Duration::from_secs(3_600),
+            max_sessions_per_identity: 100,
         };
         Presence::start(recorder, options).await.expect("start")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_identity_holds_at_most_the_configured_sessions_but_may_resume_one() {
+        let recorder = Arc::new(Recorder::default());
+        let (presence, tasks) = start(recorder.clone()).await;
+        let svc = service();
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            let (id, _) = presence
+                .open(&svc, "alice", Transport::Http, None, None)
+                .expect("under the cap");
+            ids.push(id);
+        }
+        let refused = presence.open(&svc, "alice", Transport::Http, None, None);
+        assert!(matches!(refused, Err(Error::LimitExceeded(_))));
+        let (resumed, _) = presence
+            .open(&svc, "alice", Transport::Http, None, Some(ids[0]))
+            .expect("resuming a live session is not a new one");
+        assert_eq!(resumed, ids[0]);
+        presence
+            .open(&svc, "bob", Transport::Http, None, None)
+            .expect("other identities are unaffected");
+        presence.close(&svc.sid, "alice", ids[1]).expect("close");
+        presence
+            .open(&svc, "alice", Transport::Http, None, None)
+            .expect("room again after a close");
+        presence.shutdown(tasks).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -545,7 +624,9 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let (presence, tasks) = start(recorder.clone()).await;
         let svc = service();
-        let (id, committed) = presence.open(&svc, "alice", Transport::Http, None, None);
+        let (id, committed) = presence
+            .open(&svc, "alice", Transport::Http, None, None)
+            .expect("open");
         assert!(committed.wait().await);
         assert_eq!(
             recorder.transitions(),
@@ -573,7 +654,9 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let (presence, tasks) = start(recorder.clone()).await;
         let svc = service();
-        let (first, c) = presence.open(&svc, "alice", Transport::WebSocket, None, None);
+        let (first, c) = presence
+            .open(&svc, "alice", Transport::WebSocket, None, None)
+            .expect("open");
         c.wait().await;
         presence
             .close(&svc.sid, "alice", first)
@@ -581,7 +664,9 @@ mod tests {
             .wait()
             .await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (second, c) = presence.open(&svc, "alice", Transport::WebSocket, None, None);
+        let (second, c) = presence
+            .open(&svc, "alice", Transport::WebSocket, None, None)
+            .expect("open");
         c.wait().await;
         let commits = recorder.commits();
         for _ in 0..1_000 {
@@ -626,6 +711,7 @@ mod tests {
         svc.reachability_enabled = false;
         presence
             .open(&svc, "alice", Transport::Http, None, None)
+            .expect("open")
             .1
             .wait()
             .await;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::event::{Event, EventType};
 use crate::domain::store::Store;
 
-/// Most subscriptions one connection may hold.
+/// Most subscriptions one connection may hold unless configured (`limits.subscriptions_per_socket`).
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
 
 /// A message for one connection.
@@ -45,12 +45,19 @@ struct State {
     flags: HashMap<String, bool>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     state: Arc<Mutex<State>>,
     next_id: Arc<AtomicU64>,
+    max_subscriptions: usize,
     pub delivered: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(MAX_SUBSCRIPTIONS)
+    }
 }
 
 /// What a new connection gets: its id, its queue and the token that fires on overflow.
@@ -74,6 +81,17 @@ pub fn user_from_event(e: &Event) -> Value {
 }
 
 impl Hub {
+    /// A hub whose connections may each hold `max_subscriptions` subscriptions.
+    pub fn new(max_subscriptions: usize) -> Self {
+        Hub {
+            state: Arc::default(),
+            next_id: Arc::default(),
+            max_subscriptions,
+            delivered: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -120,7 +138,7 @@ impl Hub {
         let Some(conn) = state.conns.get_mut(&id) else {
             return false;
         };
-        if conn.subscriptions.len() >= MAX_SUBSCRIPTIONS && !conn.subscriptions.contains(identity) {
+        if conn.subscriptions.len() >= self.max_subscriptions && !conn.subscriptions.contains(identity) {
             return false;
         }
         conn.subscriptions.insert(identity.to_string());

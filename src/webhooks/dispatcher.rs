@@ -146,6 +146,7 @@ impl Dispatcher {
             Next::Failed | Next::DisableEndpoint => &stats.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        record_attempt_metrics(next, d.created_at);
         let attempt = Attempt {
             attempt: number,
             started_at,
@@ -253,6 +254,22 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => {}
             _ = inner.stop.cancelled() => return,
         }
+    }
+}
+
+/// Counts an attempt by outcome; a delivered one also records its lag since the event was
+/// committed (the delivery row is written in the event's transaction).
+fn record_attempt_metrics(next: Next, created_at: crate::domain::time::Millis) {
+    let outcome = match next {
+        Next::Delivered => "delivered",
+        Next::RetryAt(_) => "retry",
+        Next::Failed => "failed",
+        Next::DisableEndpoint => "gone",
+    };
+    metrics::counter!("reachd_webhook_attempts_total", "outcome" => outcome).increment(1);
+    if next == Next::Delivered {
+        let lag_ms = now_ms().saturating_sub(created_at).max(0);
+        metrics::histogram!("reachd_webhook_delivery_lag_seconds").record(lag_ms as f64 / 1000.0);
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
         Transport::Http,
         endpoint.as_deref(),
         resume,
-    );
+    )?;
     if !matches!(
         tokio::time::timeout(COMMIT_WAIT, committed.wait()).await,
         Ok(true)

@@ -49,6 +49,9 @@ pub async fn open_socket(
     let resume = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "resume")
         .and_then(|(_, v)| parse_session_id(&v));
+    state
+        .presence
+        .check_room(&service.sid, &grant.identity, resume)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_param("Upgrade", "a WebSocket upgrade is required"))?;
     let stream = stream
@@ -98,13 +101,25 @@ impl Socket {
         let presence = self.state.presence.clone();
         let identity = self.grant.identity.clone();
         let endpoint = self.grant.endpoint_id.clone();
-        let (session_id, committed) = presence.open(
+        let opened = presence.open(
             &self.service,
             &identity,
             Transport::WebSocket,
             endpoint.as_deref(),
             resume,
         );
+        let (session_id, committed) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Another session took the last place after the check before the upgrade.
+                let reason = CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some(e.to_string()),
+                };
+                let _ = self.session.close(Some(reason)).await;
+                return;
+            }
+        };
         committed.wait().await;
         self.session_id = session_id;
         let hub = self.state.hub.clone();

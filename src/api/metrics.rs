@@ -1,0 +1,111 @@
+//! `GET /metrics` (Prometheus text format, no authentication: bind to loopback or protect it
+//! at the proxy) and the middleware that times every request by route pattern and status.
+//!
+//! May depend on: actix-web, metrics, api::state, domain.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+
+use super::state::AppState;
+use crate::domain::time::now_ms;
+
+/// Times a request under its route pattern (`/chat/v2/Services/{sid}`), never its raw path,
+/// so the label set stays bounded whatever clients send.
+pub async fn record_request_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let response = next.call(req).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "reachd_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status,
+    )
+    .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// `GET /metrics`: the recorded series, then gauges read now from storage and memory.
+pub async fn render_metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut body = match &state.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    };
+    append_live_gauges(&mut body, &state);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}
+
+fn append_live_gauges(body: &mut String, state: &AppState) {
+    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(body, "{name}{labels} {value}");
+        }
+        body.push('\n');
+    };
+    let connections = state.hub.connections() as f64;
+    gauge(
+        "reachd_websocket_connections",
+        "Open client WebSocket connections.",
+        &[(String::new(), connections)],
+    );
+    let snapshot = state.store.metrics_snapshot();
+    gauge(
+        "reachd_storage_up",
+        "1 when this scrape could read the stored gauges, 0 otherwise.",
+        &[(String::new(), if snapshot.is_ok() { 1.0 } else { 0.0 })],
+    );
+    match snapshot {
+        Ok(snapshot) => {
+            let per_service = |value: &dyn Fn(&str, i64) -> f64| -> Vec<(String, f64)> {
+                snapshot
+                    .online_users
+                    .iter()
+                    .map(|(sid, online)| (format!("{{service=\"{sid}\"}}"), value(sid, *online)))
+                    .collect()
+            };
+            gauge(
+                "reachd_users_online",
+                "Users with at least one live session, by service.",
+                &per_service(&|_, online| online as f64),
+            );
+            gauge(
+                "reachd_sessions_live",
+                "Live client sessions (HTTP and WebSocket), by service.",
+                &per_service(&|sid, _| state.presence.service_sessions(sid) as f64),
+            );
+            gauge(
+                "reachd_webhook_pending",
+                "Webhook deliveries waiting for an attempt.",
+                &[(String::new(), snapshot.pending_deliveries as f64)],
+            );
+            let oldest = snapshot
+                .oldest_pending
+                .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+            gauge(
+                "reachd_webhook_oldest_pending_seconds",
+                "Age of the oldest pending webhook delivery (0 when none).",
+                &[(String::new(), oldest)],
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: storage gauges unavailable"),
+    }
+}

@@ -1,0 +1,170 @@
+//! Per-IP rate limit on failed authentication. Every 401 an address earns spends one token of
+//! its bucket (`failed_auth_burst` tokens, refilled at `failed_auth_per_minute`); while the
+//! bucket is empty, every request from that address is answered 429/20429 with `Retry-After`,
+//! before any credential is checked. Successful requests cost nothing, so a client that
+//! authenticates correctly is never limited by this.
+//!
+//! Concurrency: one mutex around the bucket map, held only for a lookup or an update (no I/O,
+//! no await). The map is bounded: when it reaches [`MAX_TRACKED`] addresses, buckets that
+//! have refilled completely (equivalent to absent) are dropped; if every tracked address is
+//! still limited, new addresses are not tracked until some refill (fail open rather than let
+//! an attacker grow memory without bound).
+//!
+//! May depend on: actix-web, metrics, api::errors.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{ResponseError, web};
+
+use super::errors::ApiError;
+
+/// Most addresses tracked at once.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Failed-authentication budgets per client address.
+#[derive(Debug)]
+pub struct AuthLimiter {
+    burst: f64,
+    per_second: f64,
+    /// Take the client address from the last `X-Forwarded-For` entry (set by a trusted proxy).
+    trust_forwarded_for: bool,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl AuthLimiter {
+    pub fn new(burst: u32, per_minute: u32, trust_forwarded_for: bool) -> Self {
+        AuthLimiter {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_minute.max(1)) / 60.0,
+            trust_forwarded_for,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn buckets(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        (bucket.tokens + elapsed * self.per_second).min(self.burst)
+    }
+
+    /// How long `ip` must wait before it may try again, if it is limited now.
+    pub fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let bucket = *self.buckets().get(&ip)?;
+        let tokens = self.refilled(bucket, now);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+    }
+
+    /// Spends one token of `ip`'s budget.
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut buckets = self.buckets();
+        if !buckets.contains_key(&ip) && buckets.len() >= MAX_TRACKED {
+            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
+            if buckets.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let bucket = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        bucket.tokens = (self.refilled(*bucket, now) - 1.0).max(0.0);
+        bucket.updated = now;
+    }
+
+    /// The address a request's failures are charged to.
+    fn client_ip(&self, req: &ServiceRequest) -> Option<IpAddr> {
+        if self.trust_forwarded_for {
+            let forwarded = req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|last| last.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        req.peer_addr().map(|a| a.ip())
+    }
+}
+
+/// The middleware: refuses limited addresses, charges 401 answers to their address.
+pub async fn limit_failed_auth(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let limiter = req.app_data::<web::Data<AuthLimiter>>().cloned();
+    let ip = limiter.as_ref().and_then(|l| l.client_ip(&req));
+    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
+        if let Some(wait) = limiter.retry_after(ip, Instant::now()) {
+            metrics::counter!("reachd_rate_limited_total").increment(1);
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                20429,
+                "Too many failed authentication attempts from this address; retry later",
+            );
+            error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+            let response = error.error_response().map_into_right_body();
+            return Ok(req.into_response(response));
+        }
+    }
+    let response = next.call(req).await?;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        metrics::counter!("reachd_auth_failures_total").increment(1);
+        if let (Some(limiter), Some(ip)) = (&limiter, ip) {
+            limiter.record_failure(ip, Instant::now());
+        }
+    }
+    Ok(response.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn the_burst_is_allowed_then_the_address_waits_for_a_refill() {
+        let limiter = AuthLimiter::new(3, 60, false);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.retry_after(IP, t0), None);
+            limiter.record_failure(IP, t0);
+        }
+        let wait = limiter.retry_after(IP, t0).expect("limited after the burst");
+        assert!((wait.as_secs_f64() - 1.0).abs() < 0.01, "{wait:?}");
+        assert_eq!(limiter.retry_after(OTHER, t0), None, "other addresses unaffected");
+        let later = t0 + Duration::from_millis(1_001);
+        assert_eq!(limiter.retry_after(IP, later), None, "one token back after 1 s");
+        limiter.record_failure(IP, later);
+        assert!(limiter.retry_after(IP, later).is_some());
+    }
+
+    #[test]
+    fn buckets_refill_to_the_burst_and_no_further() {
+        let limiter = AuthLimiter::new(2, 60, false);
+        let t0 = Instant::now();
+        limiter.record_failure(IP, t0);
+        assert_eq!(limiter.buckets().len(), 1);
+        let refilled = t0 + Duration::from_secs(5);
+        assert_eq!(limiter.refilled(limiter.buckets()[&IP], refilled), 2.0);
+    }
+}
