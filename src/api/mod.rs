@@ -14,6 +14,7 @@ mod dashboard;
 pub mod errors;
 pub mod metrics;
 pub mod native;
+pub mod openapi;
 pub mod ops;
 pub mod paging;
 pub mod params;
