@@ -360,7 +360,11 @@ mod tests {
             Err(Error::Unavailable("disk I/O error".into()))
         });
         let results = futures_util::future::join_all(vec![rollback, w.submit(insert(5))]).await;
-        assert!(results.iter().all(|r| matches!(r, Err(Error::Unavailable(_)))));
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(Error::Unavailable(_))))
+        );
         let count = w
             .submit(|tx| {
                 tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
