@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::StatusCode;
 use actix_web::http::KeepAlive;
+use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -68,22 +68,26 @@ pub struct Running {
     pub hub: Hub,
     hub_stop: CancellationToken,
     hub_task: tokio::task::JoinHandle<()>,
+    /// Fired as a graceful stop begins (see [`AppState::shutdown`]).
+    shutdown: CancellationToken,
 }
 
 impl Running {
     /// Graceful stop: stop accepting, finish in-flight requests, write live sessions (no user
     /// is reported offline by a shutdown), then commit what is queued and stop the writer.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
         self.http.clone().stop(true).await;
         self.finish().await
     }
 
     /// Serves until SIGINT/SIGTERM, then stops as [`Running::stop`] does.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let http = self.http.clone();
+        let (http, shutdown) = (self.http.clone(), self.shutdown.clone());
         let stop_on_signal = tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown signal received; stopping");
+            shutdown.cancel();
             http.stop(true).await;
         });
         let finished = self.finish().await;
@@ -331,6 +335,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         .context("resuming presence")?;
     let (dispatcher, dispatcher_tasks) =
         Dispatcher::start(sqlite, dispatcher_options(&config, &account), wake, true)?;
+    let shutdown = CancellationToken::new();
     let hub = Hub::new(config.limits.subscriptions_per_socket as usize);
     let hub_stop = CancellationToken::new();
     let hub_task = tokio::spawn(hub.clone().run(
@@ -348,6 +353,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         events: events_rx.clone(),
         hub: hub.clone(),
         metrics: crate::metrics::handle(),
+        shutdown: shutdown.clone(),
     });
     let limiter = web::Data::new(AuthLimiter::new(
         config.limits.failed_auth_burst,
@@ -404,5 +410,6 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         hub,
         hub_stop,
         hub_task,
+        shutdown,
     })
 }

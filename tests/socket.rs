@@ -321,3 +321,50 @@ async fn a_slow_reader_is_disconnected_instead_of_buffering_forever() {
     drop(ws);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_graceful_stop_closes_sockets_with_1001_and_reports_no_one_offline() {
+    let mut s = common::spawn().await;
+    let svc = enabled_service(&s).await;
+    let mut ws = connect(&s, &s.token(&svc, "alice")).await;
+    let ready = next(&mut ws).await.expect("ready");
+    assert_eq!(ready["type"], "ready");
+    let running = s.running.take().expect("running");
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(running.stop());
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let frame = close.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+    drop(ws);
+    stopping.await.expect("join").expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "open sockets do not hold the stop for the whole deadline: {:?}",
+        started.elapsed()
+    );
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| !(e.identity == "alice" && e.is_online == Some(false))),
+        "no offline event from the shutdown: {events:?}"
+    );
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
+    let kept: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sessions WHERE identity = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        kept, 1,
+        "the session is kept for a resume after the restart"
+    );
+}

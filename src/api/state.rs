@@ -38,4 +38,7 @@ pub struct AppState {
     pub hub: Hub,
     /// The Prometheus recorder's handle (`None` if another recorder was installed first).
     pub metrics: Option<crate::metrics::MetricsHandle>,
+    /// Fired when a graceful shutdown begins: WebSockets close with 1001 and keep their
+    /// sessions (so no one goes offline because the server restarts).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

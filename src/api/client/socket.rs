@@ -85,6 +85,9 @@ struct Socket {
 enum End {
     ClientClosed,
     Close(CloseCode, String),
+    /// The server is stopping: the session stays live (it is flushed with its expiry), so a
+    /// client that reconnects with `resume` to the restarted server never goes offline.
+    ServerShutdown,
 }
 
 impl Socket {
@@ -144,7 +147,16 @@ impl Socket {
             End::ClientClosed
         };
         hub.unregister(self.conn);
-        let _ = presence.close(&self.service.sid, &identity, session_id);
+        let end = match end {
+            End::ServerShutdown => End::Close(
+                CloseCode::Away,
+                "server restarting; reconnect with resume".into(),
+            ),
+            other => {
+                let _ = presence.close(&self.service.sid, &identity, session_id);
+                other
+            }
+        };
         if let End::Close(code, reason) = end {
             let _ = self
                 .session
@@ -213,6 +225,7 @@ impl Socket {
                 _ = tokio::time::sleep(expires_in) => {
                     return End::Close(CloseCode::Other(4001), "token expired".into());
                 }
+                _ = self.state.shutdown.cancelled() => return End::ServerShutdown,
                 _ = keepalive.tick() => {
                     // The engine expires a silent session; then the socket has nothing to keep.
                     if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.session_id) {
