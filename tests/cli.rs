@@ -246,7 +246,10 @@ fn init_writes_a_private_config_the_server_runs_with_and_never_overwrites_it() {
 fn backup_copies_a_consistent_database_while_the_server_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, lines, addr) = serve(dir.path());
-    let (sid, token) = (value_of(&lines, "account_sid"), value_of(&lines, "auth_token"));
+    let (sid, token) = (
+        value_of(&lines, "account_sid"),
+        value_of(&lines, "auth_token"),
+    );
     let http = reqwest::blocking::Client::new();
     let created = http
         .post(format!("http://{addr}/chat/v2/Services"))
@@ -306,7 +309,10 @@ fn backup_copies_a_consistent_database_while_the_server_writes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.contains("backed up") && printed.contains("users"), "{printed}");
+    assert!(
+        printed.contains("backed up") && printed.contains("users"),
+        "{printed}"
+    );
     assert!(written_during > 0);
 
     let copy = rusqlite::Connection::open(dir.path().join("copy.db")).expect("open copy");
@@ -321,7 +327,10 @@ fn backup_copies_a_consistent_database_while_the_server_writes() {
             |r| r.get(0),
         )
         .expect("count");
-    assert_eq!(before, 50, "everything committed before the backup is in it");
+    assert_eq!(
+        before, 50,
+        "everything committed before the backup is in it"
+    );
     let refused = reachd(dir.path())
         .args(["backup", "copy.db"])
         .output()
@@ -338,9 +347,14 @@ fn backup_copies_a_consistent_database_while_the_server_writes() {
     )
     .expect("restore");
     let (_server, lines, addr) = serve(restored.path());
-    assert!(!lines.iter().any(|l| l.contains("auth_token")), "same account");
+    assert!(
+        !lines.iter().any(|l| l.contains("auth_token")),
+        "same account"
+    );
     let listed: serde_json::Value = http
-        .get(format!("http://{addr}/chat/v2/Services/{svc}/Users?PageSize=100"))
+        .get(format!(
+            "http://{addr}/chat/v2/Services/{svc}/Users?PageSize=100"
+        ))
         .basic_auth(&sid, Some(&token))
         .send()
         .expect("list")

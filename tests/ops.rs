@@ -74,7 +74,10 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
         Some(3.0)
     );
     assert_eq!(
-        sample(&text, &format!("reachd_users_online{{service=\"{quiet}\"}}")),
+        sample(
+            &text,
+            &format!("reachd_users_online{{service=\"{quiet}\"}}")
+        ),
         Some(0.0)
     );
     assert_eq!(sample(&text, "reachd_websocket_connections "), Some(0.0));
@@ -120,7 +123,10 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
             assert!(sample(&text, "reachd_transitions_total{cause=\"session_closed\"}").is_some());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no offline recorded\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no offline recorded\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s.stop().await;
@@ -157,7 +163,12 @@ async fn failed_authentication_is_rate_limited_per_address_with_retry_after() {
     assert_eq!(s.get("/chat/v2/Services").await.status, 429);
     // …and bad access tokens are charged the same way.
     let r = s
-        .client(reqwest::Method::GET, "/client/v1/users/alice", "garbage", None)
+        .client(
+            reqwest::Method::GET,
+            "/client/v1/users/alice",
+            "garbage",
+            None,
+        )
         .await;
     assert_eq!(r.status, 429);
     // 6 per minute: one token back within ~10 s.
@@ -194,7 +205,12 @@ async fn an_identity_cannot_hold_more_sessions_than_the_cap() {
     let r = open(alice.clone()).await;
     assert_eq!(r.status, 429, "{:?}", r.body);
     assert_eq!(r.code(), 20429);
-    assert!(r.body["message"].as_str().unwrap_or("").contains("3 live sessions"));
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("3 live sessions")
+    );
     // A WebSocket is refused before the upgrade.
     let ws = s.url(&format!("/client/v1/socket?token={alice}"));
     let err = tokio_tungstenite::connect_async(ws.replacen("http", "ws", 1)).await;
@@ -223,7 +239,9 @@ async fn an_identity_cannot_hold_more_sessions_than_the_cap() {
 async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
     let s = common::spawn_with(|c| c.http.client_request_timeout_ms = 500).await;
     let addr = s.base.trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .expect("partial head");
@@ -237,7 +255,10 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         started.elapsed()
     );
     let head = String::from_utf8_lossy(&buf);
-    assert!(head.is_empty() || head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 408"),
+        "{head}"
+    );
     // Normal clients are unaffected.
     assert_eq!(
         reqwest::get(s.url("/healthz")).await.expect("get").status(),

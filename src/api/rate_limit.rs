@@ -149,11 +149,21 @@ mod tests {
             assert_eq!(limiter.retry_after(IP, t0), None);
             limiter.record_failure(IP, t0);
         }
-        let wait = limiter.retry_after(IP, t0).expect("limited after the burst");
+        let wait = limiter
+            .retry_after(IP, t0)
+            .expect("limited after the burst");
         assert!((wait.as_secs_f64() - 1.0).abs() < 0.01, "{wait:?}");
-        assert_eq!(limiter.retry_after(OTHER, t0), None, "other addresses unaffected");
+        assert_eq!(
+            limiter.retry_after(OTHER, t0),
+            None,
+            "other addresses unaffected"
+        );
         let later = t0 + Duration::from_millis(1_001);
-        assert_eq!(limiter.retry_after(IP, later), None, "one token back after 1 s");
+        assert_eq!(
+            limiter.retry_after(IP, later),
+            None,
+            "one token back after 1 s"
+        );
         limiter.record_failure(IP, later);
         assert!(limiter.retry_after(IP, later).is_some());
     }

@@ -50,8 +50,8 @@ pub fn backup(source: &Path, dest: &Path, busy_timeout: Duration) -> anyhow::Res
 }
 
 fn copy(src: &Connection, partial: &Path) -> anyhow::Result<BackupReport> {
-    let mut dst = Connection::open(partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut dst =
+        Connection::open(partial).with_context(|| format!("creating {}", partial.display()))?;
     {
         let backup = Backup::new(src, &mut dst)?;
         // -1: every page in one step, so the copy is one snapshot. Busy or locked means a

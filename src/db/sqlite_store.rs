@@ -12,9 +12,8 @@ use super::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{
-    metrics,
-    account, bindings, credentials, endpoints, events, keys, map_pool, outbox, presence, services,
-    users,
+    account, bindings, credentials, endpoints, events, keys, map_pool, metrics, outbox, presence,
+    services, users,
 };
 use crate::domain::Result;
 use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};

@@ -25,10 +25,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Now, SessionError, SessionView};
+use crate::domain::Error;
 use crate::domain::presence::{
     PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transition, Transport,
 };
-use crate::domain::Error;
 use crate::domain::service::Service;
 use crate::domain::store::PresenceStore;
 use crate::domain::time::now_ms;

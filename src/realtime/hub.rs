@@ -138,7 +138,9 @@ impl Hub {
         let Some(conn) = state.conns.get_mut(&id) else {
             return false;
         };
-        if conn.subscriptions.len() >= self.max_subscriptions && !conn.subscriptions.contains(identity) {
+        if conn.subscriptions.len() >= self.max_subscriptions
+            && !conn.subscriptions.contains(identity)
+        {
             return false;
         }
         conn.subscriptions.insert(identity.to_string());
