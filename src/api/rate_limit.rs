@@ -111,18 +111,18 @@ pub async fn limit_failed_auth(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let limiter = req.app_data::<web::Data<AuthLimiter>>().cloned();
     let ip = limiter.as_ref().and_then(|l| l.client_ip(&req));
-    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
-        if let Some(wait) = limiter.retry_after(ip, Instant::now()) {
-            metrics::counter!("reachd_rate_limited_total").increment(1);
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                20429,
-                "Too many failed authentication attempts from this address; retry later",
-            );
-            error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-            let response = error.error_response().map_into_right_body();
-            return Ok(req.into_response(response));
-        }
+    if let (Some(limiter), Some(ip)) = (&limiter, ip)
+        && let Some(wait) = limiter.retry_after(ip, Instant::now())
+    {
+        metrics::counter!("reachd_rate_limited_total").increment(1);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            20429,
+            "Too many failed authentication attempts from this address; retry later",
+        );
+        error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        let response = error.error_response().map_into_right_body();
+        return Ok(req.into_response(response));
     }
     let response = next.call(req).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
