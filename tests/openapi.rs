@@ -93,12 +93,26 @@ async fn every_listed_route_answers() {
             r.status,
             r.body
         );
+        let mut allowed: Vec<String> = routes
+            .iter()
+            .filter(|(_, t)| t == template)
+            .map(|(v, _)| v.to_ascii_uppercase())
+            .collect();
+        allowed.sort();
         for other in ["get", "post", "delete", "put"] {
             if !routes.contains(&(other.to_string(), template.clone())) {
                 let r = server
                     .send(server.http.request(method(other), server.url(&path)))
                     .await;
                 assert_eq!((r.status, r.code()), (405, 20004), "{other} {path}");
+                let allow = r.headers.get("allow").and_then(|v| v.to_str().ok());
+                let mut listed: Vec<String> = allow
+                    .unwrap_or_default()
+                    .split(", ")
+                    .map(str::to_string)
+                    .collect();
+                listed.sort();
+                assert_eq!(listed, allowed, "Allow of {path}");
             }
         }
     }
@@ -177,5 +191,76 @@ async fn listed_reads_answer_with_credentials() {
         };
         assert_eq!(r.status, 200, "GET {path}: {:?}", r.body);
     }
+    server.stop().await;
+}
+
+// Bugs schemathesis found (tests/fuzz): each stays fixed.
+
+/// An empty `Last-Event-ID` header is no cursor: `after` still applies (and is validated).
+#[tokio::test]
+async fn an_empty_last_event_id_does_not_hide_after() {
+    let server = spawn().await;
+    let service = server.service("feed").await;
+    server.user(&service, "alice").await;
+    let url = server.url(&format!("/api/v1/services/{service}/events?after=null"));
+    let r = server
+        .send(
+            server
+                .http
+                .get(&url)
+                .header("Last-Event-ID", "")
+                .basic_auth(common::ACCOUNT_SID, Some(common::AUTH_TOKEN)),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, 20001), "{:?}", r.body);
+    assert!(r.str("message").contains("after"), "{:?}", r.body);
+    let url = server.url(&format!("/api/v1/services/{service}/events?after=0"));
+    let r = server
+        .send(
+            server
+                .http
+                .get(&url)
+                .header("Last-Event-ID", " ")
+                .basic_auth(common::ACCOUNT_SID, Some(common::AUTH_TOKEN)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["events"].as_array().map(Vec::len), Some(1));
+    server.stop().await;
+}
+
+/// Repeated event types are one subscription; `[]` in JSON subscribes to every type again.
+#[tokio::test]
+async fn webhook_event_types_ignore_repeats_and_clear_with_an_empty_list() {
+    let server = spawn().await;
+    let service = server.service("hooks").await;
+    let url = format!("/api/v1/services/{service}/webhooks");
+    let r = server
+        .post(
+            &url,
+            &[
+                ("url", "http://127.0.0.1:9/hook"),
+                ("event_types", "user.added"),
+                ("event_types", "user.added"),
+                ("event_types", "user.deleted"),
+                ("event_types", "user.added"),
+                ("event_types", "user.added"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        r.body["event_types"],
+        serde_json::json!(["user.added", "user.deleted"])
+    );
+    let id = r.str("id");
+    let r = server
+        .post_json(
+            &format!("{url}/{id}"),
+            serde_json::json!({"event_types": []}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["event_types"], Value::Null);
     server.stop().await;
 }

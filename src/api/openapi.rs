@@ -4,7 +4,7 @@
 //! never disagree. The document is served without authentication at
 //! `GET /api/v1/openapi.json`.
 //!
-//! May depend on: actix-web, serde_json, api::{native, client} (their route tables).
+//! May depend on: actix-web, serde_json, api::{errors, native, client} (their route tables).
 
 mod operations;
 mod schemas;
@@ -12,10 +12,11 @@ mod schemas;
 use std::sync::OnceLock;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, Scope, web};
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::{HttpResponse, ResponseError, Scope, web};
 use serde_json::{Map, Value, json};
 
-use super::resource;
+use super::errors::ApiError;
 
 /// An HTTP method a route answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,15 @@ impl Verb {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
             Verb::Delete => Method::DELETE,
+        }
+    }
+
+    /// The method's name, as in `Allow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
         }
     }
 
@@ -63,7 +73,7 @@ pub struct Api {
 
 impl Api {
     /// The scope serving every route of the table: one resource per path (in table order),
-    /// whose other methods answer 405/20004.
+    /// whose other methods answer 405/20004 with `Allow`.
     pub fn scope(&self) -> Scope {
         let mut paths: Vec<&str> = Vec::new();
         for route in self.routes {
@@ -74,13 +84,14 @@ impl Api {
         paths
             .into_iter()
             .fold(web::scope(self.prefix), |scope, path| {
-                let resource = self
-                    .routes
-                    .iter()
-                    .filter(|r| r.path == path)
-                    .fold(resource(path), |res, r| {
-                        res.route((r.handler)(web::method(r.verb.method())))
-                    });
+                let routes: Vec<&Route> = self.routes.iter().filter(|r| r.path == path).collect();
+                let allow: Vec<&str> = routes.iter().map(|r| r.verb.name()).collect();
+                let allow = allow.join(", ");
+                let resource = web::resource(path)
+                    .default_service(web::to(move || reject_method(allow.clone())));
+                let resource = routes.into_iter().fold(resource, |res, r| {
+                    res.route((r.handler)(web::method(r.verb.method())))
+                });
                 scope.service(resource)
             })
     }
@@ -91,6 +102,15 @@ impl Api {
             .iter()
             .map(|r| (r.verb, format!("{}{}", self.prefix, r.path)))
     }
+}
+
+/// 405/20004 for a method the path does not serve, with the `Allow` header RFC 9110 asks for.
+async fn reject_method(allow: String) -> HttpResponse {
+    let mut response = ApiError::method_not_allowed().error_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
 }
 
 /// The route tables the document describes, in document order.

@@ -137,8 +137,8 @@ pub fn parse_form(input: &[u8], what: &str) -> Result<Vec<(String, String)>, Api
     serde_html_form::from_bytes::<Vec<(String, String)>>(input).map_err(|_| invalid())
 }
 
-/// Flattens a JSON object into pairs: scalars become strings, arrays repeat their key,
-/// nested objects use dotted keys.
+/// Flattens a JSON object into pairs: scalars become strings, arrays repeat their key (an
+/// empty one, like `null`, gives one empty value), nested objects use dotted keys.
 fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     match value {
@@ -152,6 +152,8 @@ fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, 
                 flatten_json(&key, v, out);
             }
         }
+        // An empty array clears a list, like one empty form value.
+        Value::Array(items) if items.is_empty() => out.push((prefix.to_string(), String::new())),
         Value::Array(items) => items.iter().for_each(|v| flatten_json(prefix, v, out)),
         // null clears a value, like an empty form field.
         Value::Null => out.push((prefix.to_string(), String::new())),
@@ -266,7 +268,7 @@ mod tests {
         let mut out = Vec::new();
         flatten_json(
             "",
-            &serde_json::json!({"a": 1, "b": [true, "x"], "c": {"d": null, "e": "f"}}),
+            &serde_json::json!({"a": 1, "b": [true, "x"], "c": {"d": null, "e": "f"}, "g": []}),
             &mut out,
         );
         assert_eq!(
@@ -277,6 +279,7 @@ mod tests {
                 ("b".to_string(), "x".to_string()),
                 ("c.d".to_string(), String::new()),
                 ("c.e".to_string(), "f".to_string()),
+                ("g".to_string(), String::new()),
             ]
         );
     }

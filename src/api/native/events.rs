@@ -55,6 +55,7 @@ pub async fn read_events(
         .headers()
         .get("Last-Event-ID")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
         .map(str::to_string);
     let after = match resume.as_deref() {
         Some(id) => cursor(Some(id), "Last-Event-ID")?,

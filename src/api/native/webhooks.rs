@@ -17,9 +17,11 @@ use crate::domain::webhook::{DeliveryStatus, EndpointPatch, NewEndpoint};
 
 const MAX_LIMIT: i64 = 200;
 
-/// `event_types` as a list; one empty value means "every type".
+/// `event_types` as a list without repeats; one empty value means "every type".
 fn event_types(params: &Params) -> ApiResult<Option<Option<Vec<String>>>> {
-    let values = params.list("event_types")?;
+    let mut values = params.list("event_types")?;
+    let mut seen = std::collections::HashSet::new();
+    values.retain(|v| seen.insert(v.clone()));
     Ok(match values.as_slice() {
         [] => None,
         [only] if only.is_empty() => Some(None),

@@ -84,7 +84,9 @@ fn binding_body() -> Value {
                 "description": "The device token."},
             "credential_sid": {"type": "string", "pattern": "^CR[0-9a-fA-F]{32}$"},
             "endpoint": {"type": "string", "minLength": 1, "maxLength": 256,
-                "description": "Re-registering an endpoint replaces its binding."},
+                "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                "description": "At most 256 bytes (UTF-8), no control characters. \
+                    Re-registering an endpoint replaces its binding."},
         }),
         &["binding_type", "address"],
     )
@@ -144,7 +146,7 @@ fn describe_native(operation: &str) -> Option<Value> {
                 query(
                     "online",
                     json!({"type": "boolean"}),
-                    "`true` pages through online users (when no identity is given).",
+                    "`true` pages through online users; required when no identity is given.",
                 ),
                 limit(1000, 100),
                 page_token(),
