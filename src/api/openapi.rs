@@ -54,6 +54,22 @@ impl Verb {
     }
 }
 
+/// One [`Route`]: `route!(Get "/path" => module::handler)`; the handler's name becomes the
+/// operation id.
+macro_rules! route {
+    ($verb:ident $path:literal => $($handler:ident)::+) => {
+        $crate::api::openapi::Route {
+            verb: $crate::api::openapi::Verb::$verb,
+            path: $path,
+            operation: route!(@last $($handler)::+),
+            handler: |r| r.to($($handler)::+),
+        }
+    };
+    (@last $head:ident) => { stringify!($head) };
+    (@last $head:ident :: $($tail:ident)::+) => { route!(@last $($tail)::+) };
+}
+pub(crate) use route;
+
 /// One mounted (method, path) and the handler answering it.
 pub struct Route {
     pub verb: Verb,

@@ -25,8 +25,7 @@ async fn serve_sdk() -> actix_web::HttpResponse {
 
 use actix_web::web;
 
-use super::native::route;
-use super::openapi::{Api, Route, Verb};
+use super::openapi::{Api, route};
 
 /// Every route of the client API: what the router mounts and the OpenAPI document lists.
 pub(crate) static API: Api = Api {

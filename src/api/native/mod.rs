@@ -13,7 +13,7 @@ mod webhooks;
 use actix_web::web;
 
 use super::errors::{ApiError, ApiResult};
-use super::openapi::{self, Api, Route, Verb};
+use super::openapi::{self, Api, route};
 use super::paging::{decode_cursor, encode_cursor};
 use super::params::Params;
 use crate::domain::page::{Cursor, Page, PageRequest};
@@ -43,21 +43,6 @@ pub(crate) fn next_page_token<T>(page: &Page<T>) -> Option<String> {
         _ => None,
     }
 }
-
-/// `(verb, path, handler)` as one table entry.
-macro_rules! route {
-    ($verb:ident $path:literal => $($handler:ident)::+) => {
-        Route {
-            verb: Verb::$verb,
-            path: $path,
-            operation: route!(@last $($handler)::+),
-            handler: |r| r.to($($handler)::+),
-        }
-    };
-    (@last $head:ident) => { stringify!($head) };
-    (@last $head:ident :: $($tail:ident)::+) => { route!(@last $($tail)::+) };
-}
-pub(crate) use route;
 
 /// Every route of the native API: what the router mounts and the OpenAPI document lists.
 pub(crate) static API: Api = Api {
