@@ -354,6 +354,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         hub: hub.clone(),
         metrics: crate::metrics::handle(),
         shutdown: shutdown.clone(),
+        dispatcher: dispatcher.clone(),
     });
     let limiter = web::Data::new(AuthLimiter::new(
         config.limits.failed_auth_burst,

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::state::AppState;
 
-/// `/readyz`: 200 when the database answers and takes a write through the writer (within 2 s),
-/// 503 naming what failed otherwise.
+/// `/readyz`: 200 when the database answers, takes a write through the writer (within 2 s) and
+/// the webhook dispatcher's loops are running; 503 naming what failed otherwise.
 pub async fn check_readiness(state: web::Data<AppState>) -> HttpResponse {
     let read = state.store.ping().map_err(|e| e.to_string());
     let write = match tokio::time::timeout(
@@ -22,14 +22,16 @@ pub async fn check_readiness(state: web::Data<AppState>) -> HttpResponse {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the writer did not answer within 2 s".to_string()),
     };
-    match (read, write) {
-        (Ok(()), Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        (read, write) => {
-            tracing::warn!(read = ?read.as_ref().err(), write = ?write.as_ref().err(), "not ready");
+    let dispatcher_alive = state.dispatcher.is_alive();
+    match (read, write, dispatcher_alive) {
+        (Ok(()), Ok(()), true) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        (read, write, dispatcher_alive) => {
+            tracing::warn!(read = ?read.as_ref().err(), write = ?write.as_ref().err(), dispatcher_alive, "not ready");
             HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
                 "database_readable": read.is_ok(),
                 "database_writable": write.is_ok(),
+                "dispatcher_alive": dispatcher_alive,
             }))
         }
     }

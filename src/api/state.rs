@@ -41,4 +41,6 @@ pub struct AppState {
     /// Fired when a graceful shutdown begins: WebSockets close with 1001 and keep their
     /// sessions (so no one goes offline because the server restarts).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The webhook dispatcher (its liveness is part of `/readyz`).
+    pub dispatcher: crate::webhooks::Dispatcher,
 }

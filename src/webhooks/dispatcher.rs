@@ -67,6 +67,30 @@ struct Inner {
     stop: CancellationToken,
     stats: DispatcherStats,
     in_flight: std::sync::Mutex<HashSet<i64>>,
+    /// Background loops that have ended (returned or panicked); `/readyz` reports the
+    /// dispatcher dead when any has ended before a stop was asked for.
+    ended_loops: Arc<AtomicU64>,
+}
+
+/// Counts its loop as ended when dropped: on return and when a panic unwinds the task.
+struct EndedOnDrop(Arc<AtomicU64>);
+
+impl Drop for EndedOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Spawns a background loop whose end (normal or panic) is counted.
+fn spawn_watched(
+    ended: &Arc<AtomicU64>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let guard = EndedOnDrop(ended.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        task.await
+    })
 }
 
 impl Inner {
@@ -102,23 +126,34 @@ impl Dispatcher {
             stop: CancellationToken::new(),
             stats: DispatcherStats::default(),
             in_flight: Default::default(),
+            ended_loops: Arc::default(),
         });
         let dispatcher = Dispatcher { inner };
         let mut tasks = Vec::new();
         if background {
             let (outcomes, receiver) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(claim_loop(dispatcher.clone(), outcomes)));
-            tasks.push(tokio::spawn(record_loop(
-                dispatcher.inner.clone(),
-                receiver,
-            )));
-            tasks.push(tokio::spawn(purge_loop(dispatcher.inner.clone())));
+            let ended = &dispatcher.inner.ended_loops;
+            tasks.push(spawn_watched(
+                ended,
+                claim_loop(dispatcher.clone(), outcomes),
+            ));
+            tasks.push(spawn_watched(
+                ended,
+                record_loop(dispatcher.inner.clone(), receiver),
+            ));
+            tasks.push(spawn_watched(ended, purge_loop(dispatcher.inner.clone())));
         }
         Ok((dispatcher, DispatcherTasks { tasks }))
     }
 
     pub fn stats(&self) -> &DispatcherStats {
         &self.inner.stats
+    }
+
+    /// False once a background loop has ended without a stop being asked for (a bug: it
+    /// panicked), so `/readyz` can take the instance out of rotation.
+    pub fn is_alive(&self) -> bool {
+        self.inner.stop.is_cancelled() || self.inner.ended_loops.load(Ordering::Relaxed) == 0
     }
 
     /// Sends one claimed delivery and decides what happens next.
@@ -329,5 +364,67 @@ async fn purge_loop(inner: Arc<Inner>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purging old events failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::secret::Secret;
+    use crate::domain::store::WriteFuture;
+    use crate::domain::time::Millis;
+
+    /// Storage whose first read panics, as a bug in the claim path would.
+    struct PanickingStore;
+
+    impl OutboxStore for PanickingStore {
+        fn due_deliveries(
+            &self,
+            _now: Millis,
+            _limit: usize,
+            _in_flight: &HashSet<i64>,
+        ) -> crate::domain::Result<Vec<ClaimedDelivery>> {
+            Ok(Vec::new())
+        }
+        fn record_attempts(&self, _outcomes: Vec<AttemptOutcome>) -> WriteFuture<()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
+            panic!("a bug in the claim path")
+        }
+        fn purge_before(&self, _before: Millis) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    fn options() -> DispatcherOptions {
+        DispatcherOptions {
+            concurrency: 4,
+            native_timeout: Duration::from_secs(1),
+            allow_private_networks: true,
+            policy: RetryPolicy::default(),
+            account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+            auth_token: Secret::new("token"),
+            retention: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_dies_makes_the_dispatcher_not_alive_but_a_stop_does_not() {
+        let wake = Arc::new(Notify::new());
+        let (dispatcher, tasks) =
+            Dispatcher::start(Arc::new(PanickingStore), options(), wake.clone(), true)
+                .expect("start");
+        wake.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while dispatcher.is_alive() {
+            assert!(tokio::time::Instant::now() < deadline, "still alive");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        dispatcher.shutdown(tasks).await;
+        assert!(
+            dispatcher.is_alive(),
+            "a stopped dispatcher is not reported dead"
+        );
     }
 }
