@@ -248,6 +248,8 @@ proptest! {
         for (k, v) in &object {
             let values = match v {
                 Value::String(s) => vec![s.clone()],
+                // An empty array clears a list, like `null` and one empty form value.
+                Value::Array(items) if items.is_empty() => vec![String::new()],
                 Value::Array(items) => {
                     items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
                 }
