@@ -4,22 +4,17 @@
 //!
 //! May depend on: everything in the crate.
 
+mod http;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::KeepAlive;
-use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use anyhow::Context;
-use tracing_actix_web::TracingLogger;
 
-use crate::api::metrics::record_request_metrics;
-use crate::api::rate_limit::{AuthLimiter, limit_failed_auth};
 use crate::api::state::{AccountCredentials, AppState};
-use crate::api::{self, errors};
 use crate::config::Config;
 use crate::db::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
@@ -356,41 +351,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         shutdown: shutdown.clone(),
         dispatcher: dispatcher.clone(),
     });
-    let limiter = web::Data::new(AuthLimiter::new(
-        config.limits.failed_auth_burst,
-        config.limits.failed_auth_per_minute,
-        config.http.trust_forwarded_for,
-    ));
     let addr = listener
         .local_addr()
         .context("reading the listener address")?;
-    let http = &config.http;
-    let mut server = HttpServer::new(move || {
-        // The last `wrap` is outermost: the request id and log span cover everything, the
-        // timing sees the final status (429s included), the limiter sees 401s after the
-        // 404 filler.
-        App::new()
-            .app_data(state.clone())
-            .app_data(limiter.clone())
-            .wrap(ErrorHandlers::new().handler(StatusCode::NOT_FOUND, errors::fill_not_found))
-            .wrap(from_fn(limit_failed_auth))
-            .wrap(from_fn(record_request_metrics))
-            .wrap(TracingLogger::default())
-            .configure(api::configure)
-            .default_service(web::to(errors::reject_path))
-    })
-    .disable_signals()
-    .keep_alive(match http.keep_alive_secs {
-        0 => KeepAlive::Disabled,
-        secs => KeepAlive::Timeout(Duration::from_secs(secs)),
-    })
-    .client_request_timeout(Duration::from_millis(http.client_request_timeout_ms))
-    .client_disconnect_timeout(Duration::from_millis(http.client_disconnect_timeout_ms))
-    .shutdown_timeout(http.shutdown_timeout_secs);
-    if config.http.workers > 0 {
-        server = server.workers(config.http.workers);
-    }
-    let server = server.listen(listener).context("listening")?.run();
+    let server = http::server(&config, state, listener)?;
     let http = server.handle();
     let http_task = tokio::spawn(server);
     Ok(Running {

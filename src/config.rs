@@ -44,6 +44,7 @@ pub struct HttpConfig {
     pub workers: usize,
     pub keep_alive_secs: u64,
     pub client_request_timeout_ms: u64,
+    pub request_timeout_ms: u64,
     pub client_disconnect_timeout_ms: u64,
     pub shutdown_timeout_secs: u64,
     pub trust_forwarded_for: bool,
@@ -244,10 +245,13 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
-        if self.http.client_request_timeout_ms == 0 || self.http.shutdown_timeout_secs == 0 {
+        if self.http.client_request_timeout_ms == 0
+            || self.http.request_timeout_ms == 0
+            || self.http.shutdown_timeout_secs == 0
+        {
             return Err(invalid(
                 "http",
-                "client_request_timeout_ms and shutdown_timeout_secs must be positive",
+                "client_request_timeout_ms, request_timeout_ms and shutdown_timeout_secs must be positive",
             ));
         }
         let l = &self.limits;

@@ -266,3 +266,76 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_whose_body_trickles_gets_408_and_the_connection_is_closed() {
+    let s = common::spawn_with(|c| c.http.request_timeout_ms = 500).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            common::ACCOUNT_SID,
+            common::AUTH_TOKEN
+        ))
+    };
+    let head = format!(
+        "POST /chat/v2/Services HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=sl"
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server waited 10 s for the body");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":20408"), "{answer}");
+    let text = scrape(&s).await;
+    assert!(
+        sample(
+            &text,
+            "reachd_http_request_duration_seconds_count{method=\"POST\",route=\"unknown\",status=\"408\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+    // Nothing was created from the partial body.
+    let r = s.get("/chat/v2/Services").await;
+    assert_eq!(r.body["services"].as_array().map(Vec::len), Some(0));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_ends_event_streams_instead_of_waiting_for_them() {
+    let mut s = common::spawn().await;
+    let svc = s.service("stream").await;
+    let response = s
+        .http
+        .get(s.url(&format!("/api/v1/services/{svc}/events")))
+        .basic_auth(common::ACCOUNT_SID, Some(common::AUTH_TOKEN))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), 200);
+    let running = s.running.take().expect("running");
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(running.stop());
+    let body = tokio::time::timeout(Duration::from_secs(10), response.bytes()).await;
+    assert!(body.is_ok(), "the stream did not end on the stop");
+    stopping.await.expect("join").expect("clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -22,12 +22,19 @@ pub async fn record_request_metrics(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
-    let response = next.call(req).await?;
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let status = response.status().as_u16().to_string();
+    let result = next.call(req).await;
+    let (route, status) = match &result {
+        Ok(response) => (
+            response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned()),
+            response.status(),
+        ),
+        // An answer prepared as an error (a timeout): the request went down with its handler.
+        Err(e) => ("unknown".to_owned(), e.as_response_error().status_code()),
+    };
+    let status = status.as_u16().to_string();
     metrics::histogram!(
         "reachd_http_request_duration_seconds",
         "method" => method,
@@ -35,7 +42,7 @@ pub async fn record_request_metrics(
         "status" => status,
     )
     .record(started.elapsed().as_secs_f64());
-    Ok(response)
+    result
 }
 
 /// `GET /metrics`: the recorded series, then gauges read now from storage and memory.

@@ -102,6 +102,9 @@ struct Feed {
     after: i64,
     pending: std::collections::VecDeque<Event>,
     live: watch::Receiver<i64>,
+    /// Fired when the server begins a graceful stop: the stream ends so the stop need not wait
+    /// for it (the client reconnects with `Last-Event-ID` and misses nothing).
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Feed {
@@ -134,7 +137,11 @@ impl Feed {
                     return None;
                 }
             }
-            match tokio::time::timeout(KEEP_ALIVE, self.live.changed()).await {
+            let changed = tokio::select! {
+                changed = tokio::time::timeout(KEEP_ALIVE, self.live.changed()) => changed,
+                _ = self.shutdown.cancelled() => return None,
+            };
+            match changed {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return None,
                 Err(_) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self)),
@@ -151,6 +158,7 @@ fn stream(ctx: Ctx, service_sid: String, after: i64) -> HttpResponse {
         after,
         pending: Default::default(),
         live: ctx.state.events.clone(),
+        shutdown: ctx.state.shutdown.clone(),
     };
     let body = futures_util::stream::unfold(feed, Feed::next);
     HttpResponse::Ok()
