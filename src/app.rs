@@ -134,6 +134,24 @@ impl CommitHook for WakeDispatcher {
     }
 }
 
+/// Counts stored reachability transitions by cause, and for each offline one how long after the
+/// user's last sign of life it was committed (TTL + grace + sweep delay for a timeout).
+struct CountTransitions;
+
+impl CommitHook for CountTransitions {
+    fn committed(&mut self, effects: &Effects) {
+        let committed_at = crate::domain::time::now_ms();
+        for t in &effects.transitions {
+            metrics::counter!("reachd_transitions_total", "cause" => t.cause).increment(1);
+            if !t.online {
+                let delay_ms = committed_at.saturating_sub(t.last_seen).max(0);
+                metrics::histogram!("reachd_offline_detection_seconds")
+                    .record(delay_ms as f64 / 1000.0);
+            }
+        }
+    }
+}
+
 /// Tells the realtime hub which services a batch changed.
 struct PublishServices(mpsc::UnboundedSender<String>);
 
@@ -318,6 +336,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         Box::new(WakeDispatcher(wake.clone())),
         Box::new(PublishEvents(events_tx)),
         Box::new(PublishServices(services_tx)),
+        Box::new(CountTransitions),
     ];
     let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
         .context("starting the writer")?;

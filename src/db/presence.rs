@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqlResultExt;
 use super::events::{EventSpec, emit};
 use super::users;
-use super::writer::Tx;
+use super::writer::{StoredTransition, Tx};
 use crate::domain::Result;
 use crate::domain::event::{EventType, REASON_ONLINE};
 use crate::domain::presence::{
@@ -98,6 +98,11 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
         ..EventSpec::new(EventType::ReachabilityUpdated, Origin::Client)
     };
     emit(tx, &mut user, spec)?;
+    tx.record_transition(StoredTransition {
+        cause: t.cause.as_str(),
+        online: t.online,
+        last_seen: t.last_seen,
+    });
     Ok(())
 }
 

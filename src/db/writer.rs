@@ -59,6 +59,17 @@ pub struct Effects {
     pub deliveries: bool,
     /// SIDs of services the batch created, changed or deleted.
     pub services: Vec<String>,
+    /// Reachability transitions the batch stored (state changes, not repeats).
+    pub transitions: Vec<StoredTransition>,
+}
+
+/// One stored online/offline change, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredTransition {
+    pub cause: &'static str,
+    pub online: bool,
+    /// The user's last sign of life (last ping or session end), wall-clock ms.
+    pub last_seen: i64,
 }
 
 impl Effects {
@@ -66,6 +77,7 @@ impl Effects {
         self.event_ids.extend(other.event_ids);
         self.deliveries |= other.deliveries;
         self.services.extend(other.services);
+        self.transitions.extend(other.transitions);
     }
 }
 
@@ -82,6 +94,10 @@ impl Tx<'_> {
     }
     pub fn record_deliveries(&mut self) {
         self.effects.deliveries = true;
+    }
+    /// Records a stored reachability transition for the post-commit hooks.
+    pub fn record_transition(&mut self, transition: StoredTransition) {
+        self.effects.transitions.push(transition);
     }
     /// Records that a service row changed (its cached copy must go).
     pub fn record_service(&mut self, sid: &str) {

@@ -464,23 +464,8 @@ async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<Pe
             }
         }
         inner.stats.commits.fetch_add(1, Ordering::Relaxed);
-        record_transition_metrics(&batch.transitions);
         for ack in acks {
             let _ = ack.send(());
-        }
-    }
-}
-
-/// Counts committed transitions by cause, and how long after a user's last sign of life
-/// their offline state was committed (TTL + grace + sweep delay for a timeout).
-fn record_transition_metrics(transitions: &[Transition]) {
-    let committed_at = now_ms();
-    for t in transitions {
-        metrics::counter!("reachd_transitions_total", "cause" => t.cause.as_str()).increment(1);
-        if !t.online {
-            let delay_ms = committed_at.saturating_sub(t.last_seen).max(0);
-            metrics::histogram!("reachd_offline_detection_seconds")
-                .record(delay_ms as f64 / 1000.0);
         }
     }
 }
