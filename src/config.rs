@@ -48,6 +48,7 @@ pub struct HttpConfig {
     pub client_disconnect_timeout_ms: u64,
     pub shutdown_timeout_secs: u64,
     pub trust_forwarded_for: bool,
+    pub client_cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +255,24 @@ impl Config {
                 "client_request_timeout_ms, request_timeout_ms and shutdown_timeout_secs must be positive",
             ));
         }
+        for origin in &self.http.client_cors_origins {
+            let valid = origin == "*"
+                || url::Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                        && u.query().is_none()
+                });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "http.client_cors_origins",
+                    reason: format!(
+                        "{origin:?} is not an origin: use scheme://host[:port] (no path) or \"*\""
+                    ),
+                });
+            }
+        }
         let l = &self.limits;
         if l.failed_auth_burst == 0
             || l.failed_auth_per_minute == 0
@@ -444,6 +463,42 @@ mod tests {
         assert_eq!(c.limits.sessions_per_identity, 100);
         assert_eq!(c.http.shutdown_timeout_secs, 30);
         assert!(text.contains("# Log level filter"), "comments are kept");
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        for bad in [
+            "https://app.example/",
+            "https://app.example/path",
+            "app.example",
+            "ftp://x",
+        ] {
+            let value = format!("[\"{bad}\"]");
+            let refused =
+                Config::load_from(None, env(&[("REACHD_HTTP__CLIENT_CORS_ORIGINS", &value)]));
+            assert!(
+                matches!(
+                    refused,
+                    Err(ConfigError::Invalid {
+                        key: "http.client_cors_origins",
+                        ..
+                    })
+                ),
+                "{bad}: {refused:?}"
+            );
+        }
+        let ok = Config::load_from(
+            None,
+            env(&[(
+                "REACHD_HTTP__CLIENT_CORS_ORIGINS",
+                "[\"https://app.example:8443\"]",
+            )]),
+        )
+        .expect("an origin with a port is valid");
+        assert_eq!(
+            ok.http.client_cors_origins,
+            vec!["https://app.example:8443"]
+        );
     }
 
     #[test]

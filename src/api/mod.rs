@@ -29,14 +29,15 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(errors::reject_method))
 }
 
-/// Registers every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route; `client_cors_origins` opens the client API to browsers on those
+/// origins (validated by the configuration).
+pub fn configure(cfg: &mut web::ServiceConfig, client_cors_origins: &[String]) {
     cfg.service(resource("/healthz").get(ops::check_health));
     cfg.service(resource("/readyz").get(ops::check_readiness));
     cfg.service(resource("/metrics").get(metrics::render_metrics));
     chat::configure(cfg);
     conversations_v1::configure(cfg);
     native::configure(cfg);
-    client::configure(cfg);
+    client::configure(cfg, client_cors_origins);
     dashboard::configure(cfg);
 }

@@ -35,6 +35,7 @@ pub fn server(
     let request_timeout = web::Data::new(RequestTimeout(Duration::from_millis(
         http.request_timeout_ms,
     )));
+    let cors_origins = http.client_cors_origins.clone();
     let mut server = HttpServer::new(move || {
         // The last `wrap` is outermost: the request id and log span cover everything, the
         // timing sees the final status (429s and 408s included), the limiter sees 401s after
@@ -48,7 +49,7 @@ pub fn server(
             .wrap(from_fn(limit_failed_auth))
             .wrap(from_fn(record_request_metrics))
             .wrap(TracingLogger::default())
-            .configure(api::configure)
+            .configure(|cfg| api::configure(cfg, &cors_origins))
             .default_service(web::to(errors::reject_path))
     })
     .disable_signals()

@@ -42,6 +42,29 @@ pub(crate) static API: Api = Api {
     ],
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(API.scope());
+/// Mounts the client API; with `cors_origins` non-empty, browsers on those origins (`*`: any)
+/// may load the SDK and call it. Tokens travel in a header or the query, never in cookies, so
+/// credentials are not allowed and a wildcard is safe.
+pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
+    if cors_origins.is_empty() {
+        cfg.service(API.scope());
+    } else {
+        cfg.service(API.scope().wrap(cors(cors_origins)));
+    }
+}
+
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([AUTHORIZATION, CONTENT_TYPE])
+        .allowed_header("x-twilio-token")
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin().send_wildcard()
+    } else {
+        origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
 }
