@@ -143,8 +143,8 @@ impl CommitHook for CountTransitions {
         let committed_at = crate::domain::time::now_ms();
         for t in &effects.transitions {
             metrics::counter!("reachd_transitions_total", "cause" => t.cause).increment(1);
-            if !t.online {
-                let delay_ms = committed_at.saturating_sub(t.last_seen).max(0);
+            if let Some(last_seen) = t.offline_since {
+                let delay_ms = committed_at.saturating_sub(last_seen).max(0);
                 metrics::histogram!("reachd_offline_detection_seconds")
                     .record(delay_ms as f64 / 1000.0);
             }
@@ -369,6 +369,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         metrics: crate::metrics::handle(),
         shutdown: shutdown.clone(),
         dispatcher: dispatcher.clone(),
+        readiness: Default::default(),
     });
     let addr = listener
         .local_addr()

@@ -161,6 +161,19 @@ fn run_backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the configured database for a command that acts on a server's data (`keys`,
+/// `token`): a missing file means the configuration points elsewhere than the server's, so
+/// it is an error rather than a fresh, empty database.
+fn open_existing_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    if !config.database.exists() {
+        anyhow::bail!(
+            "no database at {} (is this the server's configuration? start the server once or run `reachd migrate` to create it)",
+            config.database.display()
+        );
+    }
+    open_database(config)
+}
+
 /// Opens (creating and migrating if needed) the configured database for a CLI command.
 fn open_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     let options = app::open_options(config);
@@ -180,7 +193,7 @@ fn run_token(
     key: Option<&str>,
     endpoint: Option<&str>,
 ) -> anyhow::Result<()> {
-    let conn = open_database(config)?;
+    let conn = open_existing_database(config)?;
     let account_sid = match &config.account_sid {
         Some(sid) => sid.clone(),
         None => open::account_credentials(&conn)?
@@ -210,7 +223,7 @@ fn run_token(
 }
 
 fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let conn = open_database(config)?;
+    let conn = open_existing_database(config)?;
     match command {
         KeysCommand::Create { friendly_name } => {
             let key = keys::create(&conn, friendly_name.as_deref())?;

@@ -363,3 +363,74 @@ fn backup_copies_a_consistent_database_while_the_server_writes() {
     let n = listed["users"].as_array().map_or(0, Vec::len);
     assert!(n >= 50, "{n} users after restore");
 }
+
+#[test]
+fn keys_and_token_refuse_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["keys", "list"],
+        vec!["keys", "create"],
+        vec![
+            "token",
+            "--service",
+            "IS0123456789abcdef0123456789abcdef",
+            "--identity",
+            "a",
+        ],
+    ] {
+        let out = reachd(dir.path()).args(&args).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no database at"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        !dir.path().join("data/reachd.db").exists(),
+        "nothing created"
+    );
+}
+
+#[test]
+fn json_logs_carry_request_ids_and_never_an_access_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let logs = std::fs::File::create(&log_path).expect("log file");
+    let mut cmd = reachd(dir.path());
+    cmd.env("REACHD_LOG", "info")
+        .env("REACHD_LOG_FORMAT", "json");
+    let server = Server::start_logging(cmd, logs);
+    let secret_token =
+        "eyJhbGciOiJIUzI1NiJ9.eyJzZWNyZXQiOiJ0b2tlbi1tYXJrZXIifQ.c2lnbmF0dXJlLW1hcmtlcg";
+    let http = reqwest::blocking::Client::new();
+    for path in [
+        format!("/client/v1/socket?token={secret_token}"),
+        format!("/client/v1/users/alice?token={secret_token}"),
+    ] {
+        let status = http
+            .get(format!("http://{}{path}", server.addr))
+            .send()
+            .expect("get")
+            .status();
+        assert!(status.is_client_error(), "{status}");
+    }
+    server.terminate();
+    let text = std::fs::read_to_string(&log_path).expect("read logs");
+    assert!(
+        text.contains("request_id"),
+        "request spans are logged: {text}"
+    );
+    assert!(
+        text.contains("/client/v1/socket"),
+        "the path is logged: {text}"
+    );
+    assert!(
+        !text.contains("token-marker") && !text.contains(secret_token),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    }
+}

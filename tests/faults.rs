@@ -719,6 +719,45 @@ async fn a_write_lock_held_elsewhere_answers_503_and_recovers() {
     s.stop().await;
 }
 
+/// A graceful stop while storage refuses writes: the final session flush cannot commit, and
+/// the stop still ends within its deadline instead of retrying for ever.
+#[tokio::test]
+async fn a_graceful_stop_ends_even_when_storage_refuses_writes() {
+    let mut s = common::spawn_with(|c| c.storage.busy_timeout_ms = 300).await;
+    let svc = s.service("stuck").await;
+    s.post(
+        &format!("/chat/v2/Services/{svc}"),
+        &[("ReachabilityEnabled", "true")],
+    )
+    .await;
+    s.open_session(&s.token(&svc, "alice")).await;
+
+    let path = s.db_path();
+    let (locked, lock_taken) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        locked.send(()).expect("signal");
+        let _ = release_rx.recv();
+        conn.execute_batch("ROLLBACK").expect("release");
+    });
+    lock_taken.recv().expect("lock taken");
+
+    let running = s.running.take().expect("running");
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(40), running.stop()).await;
+    let took = started.elapsed();
+    release_tx.send(()).expect("release");
+    holder.join().expect("lock holder");
+    assert!(
+        stopped.is_ok(),
+        "the stop hung while the database was locked"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
 /// Makes files immutable (`chattr +i`), which refuses writes even to root and even through
 /// descriptors opened before; undone on drop.
 struct Immutable {

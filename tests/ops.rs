@@ -61,6 +61,7 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
     s.open_session(&alice).await;
     s.open_session(&alice).await;
     s.open_session(&s.token(&svc, "bob")).await;
+    s.binding(&svc, "alice", "fcm", "device-token-1").await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
 
     let text = scrape(&s).await;
@@ -90,6 +91,7 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
         assert!(value >= min, "{prefix} = {value}, expected ≥ {min}\n{text}");
     };
     at_least("reachd_transitions_total{cause=\"session_opened\"}", 2.0);
+    at_least("reachd_transitions_total{cause=\"binding_added\"}", 1.0);
     at_least("reachd_webhook_attempts_total{outcome=\"delivered\"}", 2.0);
     at_least("reachd_webhook_delivery_lag_seconds_count", 2.0);
     at_least("reachd_writer_batch_size_count", 1.0);
@@ -161,6 +163,10 @@ async fn failed_authentication_is_rate_limited_per_address_with_retry_after() {
     assert!((1..=10).contains(&wait), "{wait}");
     // While limited, even correct credentials wait (the address is what is limited)…
     assert_eq!(s.get("/chat/v2/Services").await.status, 429);
+    // …but what takes no credentials (probes, scrapes) is never limited.
+    for open in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(s.get(open).await.status, 200, "{open}");
+    }
     // …and bad access tokens are charged the same way.
     let r = s
         .client(

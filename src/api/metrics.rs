@@ -21,7 +21,7 @@ pub async fn record_request_metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let result = next.call(req).await;
     let (route, status) = match &result {
         Ok(response) => (
@@ -43,6 +43,22 @@ pub async fn record_request_metrics(
     )
     .record(started.elapsed().as_secs_f64());
     result
+}
+
+/// The method as a label: the standard ones by name, anything else (clients may send any
+/// token) as `other`, so the label set stays bounded.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`: the recorded series, then gauges read now from storage and memory.
@@ -82,6 +98,7 @@ fn append_live_gauges(body: &mut String, state: &AppState) {
     );
     match snapshot {
         Ok(snapshot) => {
+            let sessions = state.presence.session_counts();
             let per_service = |value: &dyn Fn(&str, i64) -> f64| -> Vec<(String, f64)> {
                 snapshot
                     .online_users
@@ -97,7 +114,7 @@ fn append_live_gauges(body: &mut String, state: &AppState) {
             gauge(
                 "reachd_sessions_live",
                 "Live client sessions (HTTP and WebSocket), by service.",
-                &per_service(&|sid, _| state.presence.service_sessions(sid) as f64),
+                &per_service(&|sid, _| sessions.get(sid).copied().unwrap_or(0) as f64),
             );
             gauge(
                 "reachd_webhook_pending",

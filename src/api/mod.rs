@@ -19,6 +19,7 @@ pub mod ops;
 pub mod paging;
 pub mod params;
 pub mod rate_limit;
+pub mod request_span;
 pub mod request_timeout;
 pub mod state;
 

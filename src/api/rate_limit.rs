@@ -87,29 +87,56 @@ impl AuthLimiter {
         bucket.updated = now;
     }
 
-    /// The address a request's failures are charged to.
+    /// The address a request's failures are charged to: the peer, or behind a trusted proxy
+    /// the last `X-Forwarded-For` entry over all such header lines (the one the proxy added;
+    /// earlier ones are the client's to choose). IPv6 addresses count by their /64, the block
+    /// one host is usually given, so rotating addresses within it does not escape the limit.
     fn client_ip(&self, req: &ServiceRequest) -> Option<IpAddr> {
-        if self.trust_forwarded_for {
-            let forwarded = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|last| last.trim().parse().ok());
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        req.peer_addr().map(|a| a.ip())
+        let forwarded = || {
+            req.headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+                .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        };
+        let ip = match self.trust_forwarded_for.then(forwarded).flatten() {
+            Some(ip) => ip,
+            None => req.peer_addr()?.ip(),
+        };
+        Some(match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut octets = v6.octets();
+                    octets[8..].fill(0);
+                    IpAddr::V6(octets.into())
+                }
+            },
+            v4 => v4,
+        })
     }
 }
+
+/// Paths that take no credentials: never limited, so health probes, scrapes and the public
+/// documents keep working from an address that is limited (a proxy, a NAT).
+const UNAUTHENTICATED: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/client/v1/sdk.js",
+];
 
 /// The middleware: refuses limited addresses, charges 401 answers to their address.
 pub async fn limit_failed_auth(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let limiter = req.app_data::<web::Data<AuthLimiter>>().cloned();
+    let limiter = req
+        .app_data::<web::Data<AuthLimiter>>()
+        .filter(|_| !UNAUTHENTICATED.contains(&req.path()))
+        .cloned();
     let ip = limiter.as_ref().and_then(|l| l.client_ip(&req));
     if let (Some(limiter), Some(ip)) = (&limiter, ip)
         && let Some(wait) = limiter.retry_after(ip, Instant::now())
@@ -166,6 +193,39 @@ mod tests {
         );
         limiter.record_failure(IP, later);
         assert!(limiter.retry_after(IP, later).is_some());
+    }
+
+    #[test]
+    fn behind_a_proxy_the_last_forwarded_entry_counts_and_ipv6_by_its_64() {
+        use actix_web::test::TestRequest;
+        let peer: std::net::SocketAddr = "10.0.0.1:5000".parse().expect("addr");
+        let trusting = AuthLimiter::new(3, 60, true);
+        let req = TestRequest::default()
+            .peer_addr(peer)
+            .append_header(("x-forwarded-for", "1.1.1.1"))
+            .append_header(("x-forwarded-for", "2.2.2.2, 3.3.3.3"))
+            .to_srv_request();
+        assert_eq!(
+            trusting.client_ip(&req),
+            Some("3.3.3.3".parse().expect("ip"))
+        );
+        let direct = AuthLimiter::new(3, 60, false);
+        assert_eq!(
+            direct.client_ip(&req),
+            Some(peer.ip()),
+            "spoofable: ignored"
+        );
+        let v6 = TestRequest::default()
+            .peer_addr(
+                "[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:443"
+                    .parse()
+                    .expect("addr"),
+            )
+            .to_srv_request();
+        assert_eq!(
+            direct.client_ip(&v6),
+            Some("2001:db8:1:2::".parse().expect("ip"))
+        );
     }
 
     #[test]

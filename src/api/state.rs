@@ -43,4 +43,6 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The webhook dispatcher (its liveness is part of `/readyz`).
     pub dispatcher: crate::webhooks::Dispatcher,
+    /// The last `/readyz` verdict, reused for a second.
+    pub readiness: super::ops::ReadinessCache,
 }

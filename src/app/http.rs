@@ -15,6 +15,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::metrics::record_request_metrics;
 use crate::api::rate_limit::{AuthLimiter, limit_failed_auth};
+use crate::api::request_span::RedactedSpan;
 use crate::api::request_timeout::{RequestTimeout, limit_request_time};
 use crate::api::state::AppState;
 use crate::api::{self, errors};
@@ -48,7 +49,7 @@ pub fn server(
             .wrap(from_fn(limit_request_time))
             .wrap(from_fn(limit_failed_auth))
             .wrap(from_fn(record_request_metrics))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RedactedSpan>::new())
             .configure(|cfg| api::configure(cfg, &cors_origins))
             .default_service(web::to(errors::reject_path))
     })

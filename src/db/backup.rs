@@ -1,8 +1,9 @@
 //! `reachd backup FILE`: a consistent copy of the database while the server keeps serving,
 //! through SQLite's online backup API. The copy is taken in a single step inside one read
 //! transaction: in WAL mode that snapshot never blocks the writer, and the writer's commits
-//! during the copy cannot restart it. It is written next to FILE and renamed into place only
-//! after an integrity check, so FILE is either absent or a complete database.
+//! during the copy cannot restart it. It is written next to FILE and linked into place only
+//! after an integrity check (never replacing a file), so FILE is either absent or a complete
+//! database.
 //!
 //! May depend on: rusqlite, std.
 
@@ -37,15 +38,15 @@ pub fn backup(source: &Path, dest: &Path, busy_timeout: Duration) -> anyhow::Res
     .with_context(|| format!("opening {}", source.display()))?;
     src.busy_timeout(busy_timeout)?;
     let partial = partial_path(dest);
-    let _ = std::fs::remove_file(&partial);
     let result = copy(&src, &partial).and_then(|report| {
-        std::fs::rename(&partial, dest)
+        // A hard link never replaces an existing file (unlike a rename): a FILE created
+        // meanwhile by someone else is kept, and this backup fails instead.
+        std::fs::hard_link(&partial, dest)
             .with_context(|| format!("moving the copy to {}", dest.display()))?;
+        sync_folder(dest);
         Ok(report)
     });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
+    let _ = std::fs::remove_file(&partial);
     result
 }
 
@@ -97,10 +98,22 @@ fn copy(src: &Connection, partial: &Path) -> anyhow::Result<BackupReport> {
     })
 }
 
+/// A name beside `dest` no other backup run uses (one per process).
 fn partial_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
+    name.push(format!(".partial-{}", std::process::id()));
     dest.with_file_name(name)
+}
+
+/// Makes the new directory entry durable (best effort: not every platform can open a folder).
+fn sync_folder(file: &Path) {
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(folder) {
+        let _ = dir.sync_all();
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +148,12 @@ mod tests {
             .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 100, "the copy is the snapshot, not later writes");
-        assert!(!dir.path().join("copy.db.partial").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
         let again = backup(&source, &dest, Duration::from_secs(1));
         assert!(again.is_err(), "never overwrites an existing file");
     }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::SqlResultExt;
 use super::events::{EventSpec, emit};
 use super::paging::{fetch_page, text};
-use super::writer::Tx;
+use super::writer::{StoredTransition, Tx};
 use super::{services, users};
 use crate::domain::Result;
 use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
@@ -239,6 +239,10 @@ fn refresh_notifiable(
                 ..EventSpec::new(EventType::ReachabilityUpdated, origin)
             };
             emit(tx, &mut user, spec)?;
+            tx.record_transition(StoredTransition {
+                cause: cause.as_str(),
+                offline_since: None,
+            });
         }
     }
     Ok(())

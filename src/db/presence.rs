@@ -100,8 +100,7 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
     emit(tx, &mut user, spec)?;
     tx.record_transition(StoredTransition {
         cause: t.cause.as_str(),
-        online: t.online,
-        last_seen: t.last_seen,
+        offline_since: (!t.online).then_some(t.last_seen),
     });
     Ok(())
 }

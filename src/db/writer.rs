@@ -63,13 +63,13 @@ pub struct Effects {
     pub transitions: Vec<StoredTransition>,
 }
 
-/// One stored online/offline change, for metrics.
+/// One stored reachability change (online/offline or notifiable), for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct StoredTransition {
     pub cause: &'static str,
-    pub online: bool,
-    /// The user's last sign of life (last ping or session end), wall-clock ms.
-    pub last_seen: i64,
+    /// For a change to offline: the user's last sign of life (last ping or session end),
+    /// wall-clock ms.
+    pub offline_since: Option<i64>,
 }
 
 impl Effects {

@@ -345,6 +345,15 @@ impl Engine {
     }
 
     /// Live sessions of a service.
+    /// Live sessions per service, in one pass (a metrics scrape).
+    pub fn session_counts(&self) -> HashMap<Arc<str>, usize> {
+        let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
+        for session in self.sessions.values() {
+            *counts.entry(session.service.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     pub fn service_session_count(&self, service_sid: &str) -> usize {
         self.sessions
             .values()
@@ -352,7 +361,6 @@ impl Engine {
             .count()
     }
 
-    /// Live sessions of a user, counted without allocating.
     /// Whether session `id` is live and belongs to this user.
     pub fn is_session_of(&self, id: u64, service_sid: &str, identity: &str) -> bool {
         self.sessions
@@ -360,6 +368,7 @@ impl Engine {
             .is_some_and(|s| *s.service == *service_sid && *s.identity == *identity)
     }
 
+    /// Live sessions of a user, counted without allocating.
     pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
         let key: UserKey = (Arc::from(service_sid), Arc::from(identity));
         self.users.get(&key).map_or(0, |u| u.live)

@@ -38,6 +38,9 @@ const SWEEP_STEP_MS: u64 = 250;
 /// Most transitions merged into one storage write.
 const MAX_BATCH_TRANSITIONS: usize = 4096;
 
+/// How long a shutdown waits for the final session flush to commit.
+const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Counters for tests, benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct PresenceStats {
@@ -377,6 +380,11 @@ impl Presence {
         self.lock().live_count(service_sid, identity)
     }
 
+    /// Live sessions per service, counted in one pass under the lock.
+    pub fn session_counts(&self) -> std::collections::HashMap<Arc<str>, usize> {
+        self.lock().session_counts()
+    }
+
     pub fn service_sessions(&self, service_sid: &str) -> usize {
         self.lock().service_session_count(service_sid)
     }
@@ -424,7 +432,17 @@ impl Presence {
                 true,
             )
         };
-        final_flush.wait().await;
+        // Storage that refuses writes (a lock held elsewhere, a full disk) must not hold the
+        // stop for ever: after the deadline the sessions are given up (clients re-open them).
+        if tokio::time::timeout(FINAL_FLUSH_DEADLINE, final_flush.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                deadline_secs = FINAL_FLUSH_DEADLINE.as_secs(),
+                "live sessions could not be written before shutdown; stopping without them"
+            );
+        }
         self.inner.stop.cancel();
         for task in tasks.tasks {
             let _ = task.await;

@@ -35,10 +35,15 @@ impl Drop for Server {
 
 impl Server {
     /// Starts `cmd` and waits for its "reachd listening on" line.
-    pub fn start(mut cmd: Command) -> Server {
+    pub fn start(cmd: Command) -> Server {
+        Self::start_logging(cmd, Stdio::null())
+    }
+
+    /// Like [`Server::start`], with the server's logs (stderr) going to `logs`.
+    pub fn start_logging(mut cmd: Command, logs: impl Into<Stdio>) -> Server {
         let child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(logs)
             .spawn()
             .expect("spawn");
         let mut server = Server {
