@@ -5,6 +5,8 @@
 //! May depend on: figment, serde, domain (SID validation). Secrets are wrapped in [`Secret`] so
 //! that `Debug` output and logs never contain them.
 
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,6 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::{self, Prefix};
 pub use crate::domain::secret::Secret;
 
 /// The commented defaults, also shipped as `config/reachd.toml`.
@@ -205,133 +206,6 @@ impl Config {
                 url.pop();
             }
         }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid {
-            key,
-            reason: reason.to_string(),
-        };
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("listen", "must be host:port, e.g. 127.0.0.1:8080"))?;
-        if self.database.as_os_str().is_empty() {
-            return Err(invalid("database", "must be a file path"));
-        }
-        if let Some(url) = &self.public_url {
-            let parsed = url::Url::parse(url)
-                .map_err(|_| invalid("public_url", "must be an absolute http(s) URL"))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() {
-                return Err(invalid(
-                    "public_url",
-                    "must be an absolute http(s) URL without query",
-                ));
-            }
-        }
-        match (&self.account_sid, &self.auth_token) {
-            (Some(sid), Some(_)) if !ids::is_sid(sid, Prefix::Account) => {
-                return Err(invalid(
-                    "account_sid",
-                    "must be AC followed by 32 hex digits",
-                ));
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(invalid(
-                    "auth_token",
-                    "account_sid and auth_token must be set together",
-                ));
-            }
-            _ => {}
-        }
-        if self.http.max_body_bytes < 1024 {
-            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
-        }
-        if self.http.client_request_timeout_ms == 0
-            || self.http.request_timeout_ms == 0
-            || self.http.shutdown_timeout_secs == 0
-        {
-            return Err(invalid(
-                "http",
-                "client_request_timeout_ms, request_timeout_ms and shutdown_timeout_secs must be positive",
-            ));
-        }
-        for origin in &self.http.client_cors_origins {
-            let valid = origin == "*"
-                || url::Url::parse(origin).is_ok_and(|u| {
-                    matches!(u.scheme(), "http" | "https")
-                        && u.host().is_some()
-                        && u.path() == "/"
-                        && !origin.ends_with('/')
-                        && u.query().is_none()
-                });
-            if !valid {
-                return Err(ConfigError::Invalid {
-                    key: "http.client_cors_origins",
-                    reason: format!(
-                        "{origin:?} is not an origin: use scheme://host[:port] (no path) or \"*\""
-                    ),
-                });
-            }
-        }
-        let l = &self.limits;
-        if l.failed_auth_burst == 0
-            || l.failed_auth_per_minute == 0
-            || l.sessions_per_identity == 0
-            || l.subscriptions_per_socket == 0
-        {
-            return Err(invalid("limits", "every limit must be positive"));
-        }
-        if self.storage.read_pool_size == 0 || self.storage.max_batch == 0 {
-            return Err(invalid(
-                "storage",
-                "read_pool_size and max_batch must be positive",
-            ));
-        }
-        if !matches!(self.log_format, LogFormat::Pretty | LogFormat::Json) {
-            return Err(invalid("log_format", "must be pretty or json"));
-        }
-        let w = &self.webhooks;
-        if w.concurrency == 0 || w.native_timeout_ms == 0 || w.retention_days == 0 {
-            return Err(invalid(
-                "webhooks",
-                "concurrency, native_timeout_ms and retention_days must be positive",
-            ));
-        }
-        let mut names = std::collections::HashSet::new();
-        for e in &w.endpoints {
-            let bad = |reason: &str| ConfigError::Invalid {
-                key: "webhooks.endpoints",
-                reason: format!("{}: {reason}", e.name),
-            };
-            if e.name.is_empty() || !names.insert(e.name.clone()) {
-                return Err(bad("each endpoint needs a unique name"));
-            }
-            crate::domain::service::validate_webhook_url("url", &e.url)
-                .map_err(|_| bad("url must be an absolute http(s) URL"))?;
-            if crate::webhooks::sign::standard_signature(e.secret.expose(), "id", 0, b"").is_none()
-                || !e.secret.expose().starts_with("whsec_")
-            {
-                return Err(bad("secret must be whsec_ followed by base64"));
-            }
-            if let Some(types) = &e.event_types {
-                crate::domain::webhook::validate_event_types(types)
-                    .map_err(|err| bad(&err.to_string()))?;
-            }
-        }
-        let p = &self.presence;
-        if p.flush_interval_ms == 0 || p.flush_interval_ms >= p.session_ttl_ms {
-            return Err(invalid(
-                "presence",
-                "flush_interval_ms must be positive and below session_ttl_ms",
-            ));
-        }
-        if p.ping_interval_ms == 0 || p.session_ttl_ms <= p.ping_interval_ms {
-            return Err(invalid(
-                "presence",
-                "session_ttl_ms must be greater than ping_interval_ms, which must be positive",
-            ));
-        }
-        Ok(())
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -18,16 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rand::RngCore;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, Now, SessionError, SessionView};
-use crate::domain::Error;
+mod loops;
+mod sessions;
+
+use loops::{commit_loop, flush_loop, sweep_loop};
+
+use super::engine::{Engine, Now, SessionView};
 use crate::domain::presence::{
-    PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transition, Transport,
+    PresenceBatch, PresenceDefaults, ServicePresence, SessionFlush, Transition,
 };
 use crate::domain::service::Service;
 use crate::domain::store::PresenceStore;
@@ -239,108 +242,6 @@ impl Presence {
         self.queue(engine, batch, want_ack)
     }
 
-    /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
-    /// id and the commit of the resulting transition and session row. Refused with
-    /// [`Error::LimitExceeded`] when the identity already holds the most live sessions allowed
-    /// (resuming one of them is always allowed).
-    pub fn open(
-        &self,
-        service: &Service,
-        identity: &str,
-        transport: Transport,
-        endpoint: Option<&str>,
-        resume: Option<u64>,
-    ) -> crate::domain::Result<(u64, Committed)> {
-        let settings = ServicePresence::of(service, &self.inner.options.defaults);
-        let mut engine = self.lock();
-        let now = self.inner.clock.now();
-        self.check_room_in(&engine, &service.sid, identity, resume)?;
-        let mut transitions = engine.configure(now, &service.sid, settings);
-        let (id, opened) = loop {
-            let candidate = rand::rng().next_u64();
-            match engine.open(
-                now,
-                &service.sid,
-                identity,
-                transport,
-                endpoint,
-                resume,
-                candidate,
-            ) {
-                Ok(done) => break done,
-                Err(SessionError::IdTaken | SessionError::NotFound) => continue,
-            }
-        };
-        transitions.extend(opened);
-        let upserts = engine.persisted_session(now, id).into_iter().collect();
-        let batch = PresenceBatch {
-            transitions,
-            sessions: SessionFlush {
-                upserts,
-                deletes: Vec::new(),
-            },
-        };
-        let committed = self.queue(&engine, batch, true);
-        drop(engine);
-        self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
-        self.inner.wake.notify_one();
-        Ok((id, committed))
-    }
-
-    /// Whether `identity` may open one more session (or resume `resume`): the check
-    /// [`Presence::open`] makes, for callers that must refuse before doing other work (a
-    /// WebSocket upgrade).
-    pub fn check_room(
-        &self,
-        service_sid: &str,
-        identity: &str,
-        resume: Option<u64>,
-    ) -> crate::domain::Result<()> {
-        self.check_room_in(&self.lock(), service_sid, identity, resume)
-    }
-
-    fn check_room_in(
-        &self,
-        engine: &Engine,
-        service_sid: &str,
-        identity: &str,
-        resume: Option<u64>,
-    ) -> crate::domain::Result<()> {
-        let max = self.inner.options.max_sessions_per_identity;
-        let resuming = resume.is_some_and(|id| engine.is_session_of(id, service_sid, identity));
-        if !resuming && engine.live_count(service_sid, identity) >= max {
-            return Err(Error::LimitExceeded(format!(
-                "identity {identity} already holds {max} live sessions in this service"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Keeps a session alive: memory only.
-    pub fn ping(&self, service_sid: &str, identity: &str, id: u64) -> Result<(), SessionError> {
-        let now = self.inner.clock.now();
-        self.lock().ping(now, id, service_sid, identity)?;
-        self.inner.stats.pings.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Closes a session; the user goes offline after the service's grace period.
-    pub fn close(
-        &self,
-        service_sid: &str,
-        identity: &str,
-        id: u64,
-    ) -> Result<Committed, SessionError> {
-        let mut engine = self.lock();
-        let now = self.inner.clock.now();
-        let transitions = engine.close(now, id, service_sid, identity)?;
-        let committed = self.queue_with_ended(&mut engine, transitions, true);
-        drop(engine);
-        self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
-        self.inner.wake.notify_one();
-        Ok(committed)
-    }
-
     /// Applies a service's (possibly changed) settings; enabling reachability reports live
     /// users online. Resolves after those transitions are committed.
     pub fn configure(&self, service: &Service) -> Committed {
@@ -450,83 +351,11 @@ impl Presence {
     }
 }
 
-/// Writes queued batches in order, merging what is waiting, retrying failures.
-async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
-    loop {
-        let first = tokio::select! {
-            pending = receiver.recv() => match pending { Some(p) => p, None => return },
-            _ = inner.stop.cancelled() => return,
-        };
-        let mut batch = first.batch;
-        let mut acks: Vec<oneshot::Sender<()>> = first.done.into_iter().collect();
-        while batch.transitions.len() < MAX_BATCH_TRANSITIONS {
-            let Ok(next) = receiver.try_recv() else { break };
-            batch.transitions.extend(next.batch.transitions);
-            batch.sessions.upserts.extend(next.batch.sessions.upserts);
-            batch.sessions.deletes.extend(next.batch.sessions.deletes);
-            acks.extend(next.done);
-        }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match inner.store.commit_presence(batch.clone()).await {
-                Ok(()) => break,
-                Err(e) if inner.stop.is_cancelled() => {
-                    tracing::error!(error = %e, "presence batch not committed before shutdown");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "presence batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        inner.stats.commits.fetch_add(1, Ordering::Relaxed);
-        for ack in acks {
-            let _ = ack.send(());
-        }
-    }
-}
-
-/// Sleeps until the next deadline (rounded up to [`SWEEP_STEP_MS`]) or a wake-up, then sweeps.
-async fn sweep_loop(inner: Arc<Inner>) {
-    let presence = Presence {
-        inner: inner.clone(),
-    };
-    loop {
-        let next = presence.lock().next_deadline();
-        let far = inner.clock.now().mono + 3_600_000;
-        let target = next.map_or(far, |d| d.div_ceil(SWEEP_STEP_MS) * SWEEP_STEP_MS);
-        tokio::select! {
-            _ = tokio::time::sleep_until(inner.clock.instant(target)) => {}
-            _ = inner.wake.notified() => continue,
-            _ = inner.stop.cancelled() => return,
-        }
-        drop(presence.sweep_now());
-    }
-}
-
-/// Persists pinged sessions every `flush_interval`.
-async fn flush_loop(inner: Arc<Inner>) {
-    let presence = Presence {
-        inner: inner.clone(),
-    };
-    let mut ticker = tokio::time::interval(inner.options.flush_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = inner.stop.cancelled() => return,
-        }
-        drop(presence.flush_now());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::presence::{Cause, PresenceSnapshot, Transition};
+    use crate::domain::Error;
+    use crate::domain::presence::{Cause, PresenceSnapshot, Transition, Transport};
     use crate::domain::store::WriteFuture;
 
     /// Records what the runtime commits.

@@ -1,0 +1,152 @@
+//! Presence benchmarks: session pings vs `/healthz`, engine memory per session, and a burst
+//! of first-contact session opens.
+//!
+//! May depend on: the bench's shared helpers (`super`), reachd's public API, tokio, reqwest.
+
+use super::*;
+
+pub async fn bench_ping(args: &Args, base: &str, db: &Path, sessions: usize) -> anyhow::Result<()> {
+    let service = service(base, true).await?;
+    let key = api_key(db)?;
+    let http = reqwest::Client::new();
+    let mut targets = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let token = mint(&key, &service, &format!("user{i}"))?;
+        let opened: serde_json::Value = http
+            .post(format!("{base}/client/v1/sessions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = opened["session_id"]
+            .as_str()
+            .context("session id")?
+            .to_string();
+        targets.push((format!("{base}/client/v1/sessions/{id}/ping"), token));
+    }
+    let targets = Arc::new(targets);
+    let connections = args.connections;
+    let ping: RequestFn = Arc::new(move |c: &reqwest::Client, worker, i| {
+        let (url, token) = &targets[(worker + connections * i as usize) % targets.len()];
+        c.post(url).bearer_auth(token)
+    });
+    compare(args, base, "POST session ping", ping, 0.70).await;
+    Ok(())
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+pub fn bench_memory(sessions: usize) {
+    use reachd::domain::presence::{ServicePresence, Transport};
+    use reachd::presence::engine::{Engine, Now};
+    let service = "IS00000000000000000000000000000001";
+    let presence = ServicePresence {
+        reachability_enabled: true,
+        ping_interval_ms: 20_000,
+        session_ttl_ms: 60_000,
+        offline_grace_ms: 3_000,
+    };
+    let identities: Vec<String> = (0..sessions)
+        .map(|i| format!("user-{i:07}@example.com"))
+        .collect();
+    let mut engine = Engine::new();
+    engine.configure(Now { mono: 0, wall: 0 }, service, presence);
+    let before = rss_bytes();
+    for (i, identity) in identities.iter().enumerate() {
+        let now = Now {
+            mono: i as u64,
+            wall: i as i64,
+        };
+        let _ = engine.open(
+            now,
+            service,
+            identity,
+            Transport::WebSocket,
+            None,
+            None,
+            i as u64 + 1,
+        );
+    }
+    let after = rss_bytes();
+    let delta = after.saturating_sub(before);
+    println!(
+        "{} sessions, one user each (24-byte identities): RSS +{:.1} MiB = {:.0} bytes per session (target ≤ 300)",
+        engine.session_count(),
+        delta as f64 / 1_048_576.0,
+        delta as f64 / sessions as f64
+    );
+}
+
+pub async fn bench_burst(
+    args: &Args,
+    base: &str,
+    db: &Path,
+    sessions: usize,
+) -> anyhow::Result<()> {
+    let service = service(base, true).await?;
+    let key = api_key(db)?;
+    let tokens: Vec<String> = (0..sessions)
+        .map(|i| mint(&key, &service, &format!("burst{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    let tokens = Arc::new(tokens);
+    let per_worker = sessions.div_ceil(args.connections);
+    let url = format!("{base}/client/v1/sessions");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..args.connections {
+        let (tokens, url) = (tokens.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = keep_alive_client();
+            let mut ok = 0usize;
+            for token in tokens.iter().skip(worker * per_worker).take(per_worker) {
+                if let Ok(res) = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await
+                {
+                    ok += usize::from(res.status().as_u16() == 201);
+                }
+            }
+            ok
+        }));
+    }
+    let mut opened = 0;
+    for task in tasks {
+        opened += task.await.unwrap_or(0);
+    }
+    let issued = started.elapsed();
+    let conn = rusqlite::Connection::open(db)?;
+    let online = loop {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM users WHERE service_sid = ?1 AND is_online = 1",
+            [&service],
+            |r| r.get(0),
+        )?;
+        if n as usize >= sessions || started.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "{opened}/{sessions} opens answered in {:.2} s ({:.0}/s, each after its commit); {online} users committed online after {:.2} s",
+        issued.as_secs_f64(),
+        opened as f64 / issued.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

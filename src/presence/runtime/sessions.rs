@@ -1,0 +1,119 @@
+//! Session operations of the runtime: open (with the per-identity cap), ping, close. Each
+//! takes the engine lock, applies the change and queues its commit before releasing it (see
+//! the invariants in [`super`]).
+//!
+//! May depend on: tokio, rand, domain, presence::engine.
+
+use std::sync::atomic::Ordering;
+
+use rand::RngCore;
+
+use super::{Committed, Presence};
+use crate::domain::Error;
+use crate::domain::presence::{PresenceBatch, ServicePresence, SessionFlush, Transport};
+use crate::domain::service::Service;
+use crate::presence::engine::{Engine, SessionError};
+
+impl Presence {
+    /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
+    /// id and the commit of the resulting transition and session row. Refused with
+    /// [`Error::LimitExceeded`] when the identity already holds the most live sessions allowed
+    /// (resuming one of them is always allowed).
+    pub fn open(
+        &self,
+        service: &Service,
+        identity: &str,
+        transport: Transport,
+        endpoint: Option<&str>,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<(u64, Committed)> {
+        let settings = ServicePresence::of(service, &self.inner.options.defaults);
+        let mut engine = self.lock();
+        let now = self.inner.clock.now();
+        self.check_room_in(&engine, &service.sid, identity, resume)?;
+        let mut transitions = engine.configure(now, &service.sid, settings);
+        let (id, opened) = loop {
+            let candidate = rand::rng().next_u64();
+            match engine.open(
+                now,
+                &service.sid,
+                identity,
+                transport,
+                endpoint,
+                resume,
+                candidate,
+            ) {
+                Ok(done) => break done,
+                Err(SessionError::IdTaken | SessionError::NotFound) => continue,
+            }
+        };
+        transitions.extend(opened);
+        let upserts = engine.persisted_session(now, id).into_iter().collect();
+        let batch = PresenceBatch {
+            transitions,
+            sessions: SessionFlush {
+                upserts,
+                deletes: Vec::new(),
+            },
+        };
+        let committed = self.queue(&engine, batch, true);
+        drop(engine);
+        self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        Ok((id, committed))
+    }
+
+    /// Whether `identity` may open one more session (or resume `resume`): the check
+    /// [`Presence::open`] makes, for callers that must refuse before doing other work (a
+    /// WebSocket upgrade).
+    pub fn check_room(
+        &self,
+        service_sid: &str,
+        identity: &str,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<()> {
+        self.check_room_in(&self.lock(), service_sid, identity, resume)
+    }
+
+    fn check_room_in(
+        &self,
+        engine: &Engine,
+        service_sid: &str,
+        identity: &str,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<()> {
+        let max = self.inner.options.max_sessions_per_identity;
+        let resuming = resume.is_some_and(|id| engine.is_session_of(id, service_sid, identity));
+        if !resuming && engine.live_count(service_sid, identity) >= max {
+            return Err(Error::LimitExceeded(format!(
+                "identity {identity} already holds {max} live sessions in this service"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keeps a session alive: memory only.
+    pub fn ping(&self, service_sid: &str, identity: &str, id: u64) -> Result<(), SessionError> {
+        let now = self.inner.clock.now();
+        self.lock().ping(now, id, service_sid, identity)?;
+        self.inner.stats.pings.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes a session; the user goes offline after the service's grace period.
+    pub fn close(
+        &self,
+        service_sid: &str,
+        identity: &str,
+        id: u64,
+    ) -> Result<Committed, SessionError> {
+        let mut engine = self.lock();
+        let now = self.inner.clock.now();
+        let transitions = engine.close(now, id, service_sid, identity)?;
+        let committed = self.queue_with_ended(&mut engine, transitions, true);
+        drop(engine);
+        self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+        self.inner.wake.notify_one();
+        Ok(committed)
+    }
+}
