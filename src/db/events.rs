@@ -106,35 +106,40 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
     Ok(id)
 }
 
-const COLUMNS: &str = "id, service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, is_notifiable, \
+pub(super) const COLUMNS: &str = "id, service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, is_notifiable, \
      session_count, last_seen, source, rest_webhooks, user_json, created_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
-    let kind: String = row.get(4)?;
-    let reasons: String = row.get(5)?;
-    let cause: Option<String> = row.get(6)?;
-    let source: String = row.get(12)?;
+    event_at(row, 0)
+}
+
+/// An event from the columns of [`COLUMNS`] starting at `at` (joined reads).
+pub(super) fn event_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Event> {
+    let kind: String = row.get(at + 4)?;
+    let reasons: String = row.get(at + 5)?;
+    let cause: Option<String> = row.get(at + 6)?;
+    let source: String = row.get(at + 12)?;
     Ok(Event {
-        id: row.get(0)?,
-        service_sid: row.get(1)?,
-        user_sid: row.get(2)?,
-        identity: row.get(3)?,
+        id: row.get(at)?,
+        service_sid: row.get(at + 1)?,
+        user_sid: row.get(at + 2)?,
+        identity: row.get(at + 3)?,
         kind: EventType::parse(&kind).unwrap_or(EventType::UserUpdated),
         reasons: serde_json::from_str(&reasons).unwrap_or_default(),
         cause: cause.as_deref().and_then(Cause::parse),
-        sequence: row.get(7)?,
-        is_online: row.get(8)?,
-        is_notifiable: row.get(9)?,
-        session_count: row.get(10)?,
-        last_seen: row.get(11)?,
+        sequence: row.get(at + 7)?,
+        is_online: row.get(at + 8)?,
+        is_notifiable: row.get(at + 9)?,
+        session_count: row.get(at + 10)?,
+        last_seen: row.get(at + 11)?,
         source: if source == "SDK" {
             Source::Sdk
         } else {
             Source::Api
         },
-        rest_webhooks: row.get(13)?,
-        user_json: row.get(14)?,
-        created_at: row.get(15)?,
+        rest_webhooks: row.get(at + 13)?,
+        user_json: row.get(at + 14)?,
+        created_at: row.get(at + 15)?,
     })
 }
 

@@ -99,7 +99,7 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Savepoint sub-journals and sort spills stay in memory instead of temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(())
 }
 

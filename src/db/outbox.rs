@@ -47,25 +47,30 @@ const COLUMNS: &str = "id, event_id, service_sid, user_sid, target, format, url,
 const CONVERSATIONS_ATTEMPTS: i64 = 2;
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let status: String = row.get(10)?;
+    delivery_at(row, 0)
+}
+
+/// A delivery from the columns of [`COLUMNS`] starting at `at` (joined reads).
+fn delivery_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(at + 10)?;
     Ok(Delivery {
-        id: row.get(0)?,
-        event_id: row.get(1)?,
-        service_sid: row.get(2)?,
-        user_sid: row.get(3)?,
-        target: row.get(4)?,
-        format: Format::parse(&row.get::<_, String>(5)?),
-        url: row.get(6)?,
-        method: row.get(7)?,
-        max_attempts: row.get(8)?,
-        attempts: row.get(9)?,
+        id: row.get(at)?,
+        event_id: row.get(at + 1)?,
+        service_sid: row.get(at + 2)?,
+        user_sid: row.get(at + 3)?,
+        target: row.get(at + 4)?,
+        format: Format::parse(&row.get::<_, String>(at + 5)?),
+        url: row.get(at + 6)?,
+        method: row.get(at + 7)?,
+        max_attempts: row.get(at + 8)?,
+        attempts: row.get(at + 9)?,
         status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
-        next_attempt_at: row.get(11)?,
-        idempotency_token: row.get(12)?,
-        last_status: row.get(13)?,
-        last_error: row.get(14)?,
-        created_at: row.get(15)?,
-        updated_at: row.get(16)?,
+        next_attempt_at: row.get(at + 11)?,
+        idempotency_token: row.get(at + 12)?,
+        last_status: row.get(at + 13)?,
+        last_error: row.get(at + 14)?,
+        created_at: row.get(at + 15)?,
+        updated_at: row.get(at + 16)?,
     })
 }
 
@@ -77,44 +82,61 @@ pub fn due(
     limit: usize,
     in_flight: &HashSet<i64>,
 ) -> Result<Vec<ClaimedDelivery>> {
-    let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM deliveries WHERE head = 1 AND status = 'pending' AND next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at LIMIT ?2",
-        )
-        .db()?
-        .query_map(params![now, (limit + in_flight.len()) as i64], |r| r.get(0))
-        .db()?
-        .collect::<rusqlite::Result<_>>()
+    // One joined read for the whole batch: each head with its event and, for a native
+    // endpoint (`endpoint:<id>`), the endpoint's secret.
+    let sql = due_sql();
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    let rows = stmt
+        .query_map(params![now, (limit + in_flight.len()) as i64], |row| {
+            let delivery = delivery_at(row, 0)?;
+            let event = events::event_at(row, DELIVERY_COLUMNS)?;
+            let secret: Option<String> = row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?;
+            Ok(ClaimedDelivery {
+                secret: secret.filter(|_| delivery.target.starts_with("endpoint:")),
+                delivery,
+                event,
+            })
+        })
         .db()?;
     let mut out = Vec::with_capacity(limit);
-    for id in ids
-        .into_iter()
-        .filter(|id| !in_flight.contains(id))
-        .take(limit)
-    {
-        let Some(delivery) = get(conn, id)? else {
+    for claimed in rows {
+        let claimed = claimed.db()?;
+        if in_flight.contains(&claimed.delivery.id) {
             continue;
-        };
-        let Some(event) = events::get(conn, delivery.event_id)? else {
-            continue;
-        };
-        let secret = match delivery.target.strip_prefix("endpoint:") {
-            Some(endpoint) => conn
-                .prepare_cached("SELECT secret FROM webhook_endpoints WHERE id = ?1")
-                .db()?
-                .query_row([endpoint], |r| r.get(0))
-                .optional()
-                .db()?,
-            None => None,
-        };
-        out.push(ClaimedDelivery {
-            delivery,
-            event,
-            secret,
-        });
+        }
+        out.push(claimed);
+        if out.len() == limit {
+            break;
+        }
     }
     Ok(out)
+}
+
+/// Columns of a delivery row and of an event row, as [`due_sql`] selects them.
+const DELIVERY_COLUMNS: usize = 17;
+const EVENT_COLUMNS: usize = 16;
+
+fn due_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let prefixed = |alias: &str, columns: &str| {
+            columns
+                .split(',')
+                .map(|c| format!("{alias}.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "SELECT {}, {}, w.secret FROM deliveries d \
+             JOIN events e ON e.id = d.event_id \
+             LEFT JOIN webhook_endpoints w \
+             ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
+             WHERE d.head = 1 AND d.status = 'pending' AND d.next_attempt_at <= ?1 \
+             ORDER BY d.next_attempt_at LIMIT ?2",
+            prefixed("d", COLUMNS),
+            prefixed("e", events::COLUMNS),
+        )
+    })
 }
 
 /// Logs attempts and moves their deliveries on; a 410 disables the endpoint and fails what
@@ -344,4 +366,15 @@ pub fn purge(conn: &Connection, before: Millis) -> Result<usize> {
         )
         .db()?;
     Ok(deliveries + events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_joined_read_counts_the_columns_it_selects() {
+        assert_eq!(COLUMNS.split(',').count(), DELIVERY_COLUMNS);
+        assert_eq!(events::COLUMNS.split(',').count(), EVENT_COLUMNS);
+    }
 }
