@@ -691,6 +691,35 @@ async fn after_outage(s: &TestServer, b: &Before) {
     assert_eq!(native.status, 200, "{:?}", native.body);
 }
 
+/// SQLite's write lock held by another connection (on its own thread) until released.
+struct WriteLock {
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl WriteLock {
+    fn take(path: &Path) -> WriteLock {
+        let path = path.to_path_buf();
+        let (locked, lock_taken) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .expect("take the write lock");
+            locked.send(()).expect("signal");
+            let _ = release_rx.recv();
+            conn.execute_batch("ROLLBACK").expect("release");
+        });
+        lock_taken.recv().expect("lock taken");
+        WriteLock { release, holder }
+    }
+
+    fn release(self) {
+        self.release.send(()).expect("release");
+        self.holder.join().expect("lock holder");
+    }
+}
+
 /// Another process holds SQLite's write lock (as a backup tool or `reachd keys` can): the
 /// writer's busy timeout runs out and the writes are refused, not queued forever.
 #[tokio::test]
@@ -698,23 +727,9 @@ async fn a_write_lock_held_elsewhere_answers_503_and_recovers() {
     let s = common::spawn_with(|c| c.storage.busy_timeout_ms = 300).await;
     let b = before_outage(&s).await;
 
-    let path = s.db_path();
-    let (locked, release) = std::sync::mpsc::channel::<()>();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .expect("take the write lock");
-        locked.send(()).expect("signal");
-        let _ = release_rx.recv();
-        conn.execute_batch("ROLLBACK").expect("release");
-    });
-    release.recv().expect("lock taken");
-
+    let lock = WriteLock::take(&s.db_path());
     during_outage(&s, &b).await;
-
-    release_tx.send(()).expect("release");
-    holder.join().expect("lock holder");
+    lock.release();
     after_outage(&s, &b).await;
     s.stop().await;
 }
@@ -732,25 +747,13 @@ async fn a_graceful_stop_ends_even_when_storage_refuses_writes() {
     .await;
     s.open_session(&s.token(&svc, "alice")).await;
 
-    let path = s.db_path();
-    let (locked, lock_taken) = std::sync::mpsc::channel::<()>();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .expect("take the write lock");
-        locked.send(()).expect("signal");
-        let _ = release_rx.recv();
-        conn.execute_batch("ROLLBACK").expect("release");
-    });
-    lock_taken.recv().expect("lock taken");
+    let lock = WriteLock::take(&s.db_path());
 
     let running = s.running.take().expect("running");
     let started = std::time::Instant::now();
     let stopped = tokio::time::timeout(Duration::from_secs(40), running.stop()).await;
     let took = started.elapsed();
-    release_tx.send(()).expect("release");
-    holder.join().expect("lock holder");
+    lock.release();
     assert!(
         stopped.is_ok(),
         "the stop hung while the database was locked"

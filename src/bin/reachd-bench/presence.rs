@@ -39,14 +39,7 @@ pub async fn bench_ping(args: &Args, base: &str, db: &Path, sessions: usize) -> 
 
 /// Resident set size of this process, in bytes (Linux).
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
+    super::sockets::rss_of(std::process::id())
 }
 
 pub fn bench_memory(sessions: usize) {

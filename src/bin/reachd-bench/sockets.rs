@@ -5,8 +5,8 @@
 
 use super::*;
 
-/// Resident set size of another process, in bytes (Linux).
-fn rss_of(pid: u32) -> u64 {
+/// Resident set size of a process, in bytes (Linux).
+pub fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| {
