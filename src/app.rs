@@ -350,7 +350,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (dispatcher, dispatcher_tasks) =
         Dispatcher::start(sqlite, dispatcher_options(&config, &account), wake, true)?;
     let shutdown = CancellationToken::new();
-    let hub = Hub::new(config.limits.subscriptions_per_socket as usize);
+    let hub = Hub::new(
+        config.limits.subscriptions_per_socket as usize,
+        config.limits.subscriptions_per_identity as usize,
+    );
     let hub_stop = CancellationToken::new();
     let hub_task = tokio::spawn(hub.clone().run(
         store.clone(),

@@ -59,6 +59,7 @@ pub struct LimitsConfig {
     pub failed_auth_per_minute: u32,
     pub sessions_per_identity: u32,
     pub subscriptions_per_socket: u32,
+    pub subscriptions_per_identity: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

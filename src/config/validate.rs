@@ -80,6 +80,7 @@ impl Config {
             || l.failed_auth_per_minute == 0
             || l.sessions_per_identity == 0
             || l.subscriptions_per_socket == 0
+            || l.subscriptions_per_identity == 0
         {
             return Err(invalid("limits", "every limit must be positive"));
         }

@@ -23,6 +23,17 @@ use crate::domain::store::Store;
 /// Most subscriptions one connection may hold unless configured (`limits.subscriptions_per_socket`).
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
 
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeRefused {
+    /// The connection is gone.
+    Closed,
+    /// The socket holds the most subscriptions allowed (the limit).
+    SocketFull(usize),
+    /// The identity's sockets together hold the most allowed (the limit).
+    IdentityFull(usize),
+}
+
 /// A message for one connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -31,6 +42,8 @@ pub enum Outbound {
 
 struct Conn {
     service_sid: String,
+    /// The identity of the token that opened the connection.
+    owner: String,
     queue: mpsc::Sender<Outbound>,
     overflow: CancellationToken,
     subscriptions: HashSet<String>,
@@ -41,6 +54,8 @@ struct State {
     conns: HashMap<u64, Conn>,
     /// (service, identity) → subscribed connections.
     subscribers: HashMap<(String, String), HashSet<u64>>,
+    /// (service, owner identity) → subscriptions held over all the owner's connections.
+    per_owner: HashMap<(String, String), usize>,
     /// Last reachability flag sent per service.
     flags: HashMap<String, bool>,
 }
@@ -50,13 +65,14 @@ pub struct Hub {
     state: Arc<Mutex<State>>,
     next_id: Arc<AtomicU64>,
     max_subscriptions: usize,
+    max_per_identity: usize,
     pub delivered: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::new(MAX_SUBSCRIPTIONS)
+        Hub::new(MAX_SUBSCRIPTIONS, MAX_SUBSCRIPTIONS * 10)
     }
 }
 
@@ -81,12 +97,14 @@ pub fn user_from_event(e: &Event) -> Value {
 }
 
 impl Hub {
-    /// A hub whose connections may each hold `max_subscriptions` subscriptions.
-    pub fn new(max_subscriptions: usize) -> Self {
+    /// A hub whose connections may each hold `max_subscriptions` subscriptions, and all the
+    /// connections of one identity (one token's subject) `max_per_identity` together.
+    pub fn new(max_subscriptions: usize, max_per_identity: usize) -> Self {
         Hub {
             state: Arc::default(),
             next_id: Arc::default(),
             max_subscriptions,
+            max_per_identity,
             delivered: Arc::default(),
             dropped: Arc::default(),
         }
@@ -96,12 +114,13 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(&self, service_sid: &str, capacity: usize) -> Registration {
+    pub fn register(&self, service_sid: &str, owner: &str, capacity: usize) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let overflow = CancellationToken::new();
         let conn = Conn {
             service_sid: service_sid.to_string(),
+            owner: owner.to_string(),
             queue: tx,
             overflow: overflow.clone(),
             subscriptions: HashSet::new(),
@@ -120,33 +139,55 @@ impl Hub {
 
     fn remove(state: &mut State, id: u64) {
         if let Some(conn) = state.conns.remove(&id) {
+            let owner = (conn.service_sid.clone(), conn.owner.clone());
+            Self::release_owned(state, owner, conn.subscriptions.len());
             for identity in conn.subscriptions {
-                let key = (conn.service_sid.clone(), identity);
-                if let Some(set) = state.subscribers.get_mut(&key) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        state.subscribers.remove(&key);
-                    }
-                }
+                Self::drop_subscriber(state, (conn.service_sid.clone(), identity), id);
             }
         }
     }
 
-    /// Adds a subscription; false when the connection holds too many.
-    pub fn subscribe(&self, id: u64, identity: &str) -> bool {
-        let mut state = self.lock();
-        let Some(conn) = state.conns.get_mut(&id) else {
-            return false;
-        };
-        if conn.subscriptions.len() >= self.max_subscriptions
-            && !conn.subscriptions.contains(identity)
-        {
-            return false;
+    fn drop_subscriber(state: &mut State, key: (String, String), id: u64) {
+        if let Some(set) = state.subscribers.get_mut(&key) {
+            set.remove(&id);
+            if set.is_empty() {
+                state.subscribers.remove(&key);
+            }
         }
+    }
+
+    fn release_owned(state: &mut State, owner: (String, String), count: usize) {
+        if let Some(held) = state.per_owner.get_mut(&owner) {
+            *held = held.saturating_sub(count);
+            if *held == 0 {
+                state.per_owner.remove(&owner);
+            }
+        }
+    }
+
+    /// Adds a subscription (subscribing twice to one identity is one subscription).
+    pub fn subscribe(&self, id: u64, identity: &str) -> Result<(), SubscribeRefused> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(conn) = state.conns.get_mut(&id) else {
+            return Err(SubscribeRefused::Closed);
+        };
+        if conn.subscriptions.contains(identity) {
+            return Ok(());
+        }
+        if conn.subscriptions.len() >= self.max_subscriptions {
+            return Err(SubscribeRefused::SocketFull(self.max_subscriptions));
+        }
+        let owner = (conn.service_sid.clone(), conn.owner.clone());
+        let held = state.per_owner.entry(owner).or_default();
+        if *held >= self.max_per_identity {
+            return Err(SubscribeRefused::IdentityFull(self.max_per_identity));
+        }
+        *held += 1;
         conn.subscriptions.insert(identity.to_string());
         let key = (conn.service_sid.clone(), identity.to_string());
         state.subscribers.entry(key).or_default().insert(id);
-        true
+        Ok(())
     }
 
     pub fn unsubscribe(&self, id: u64, identity: &str) {
@@ -154,11 +195,13 @@ impl Hub {
         let Some(conn) = state.conns.get_mut(&id) else {
             return;
         };
-        conn.subscriptions.remove(identity);
-        let key = (conn.service_sid.clone(), identity.to_string());
-        if let Some(set) = state.subscribers.get_mut(&key) {
-            set.remove(&id);
+        if !conn.subscriptions.remove(identity) {
+            return;
         }
+        let owner = (conn.service_sid.clone(), conn.owner.clone());
+        let key = (conn.service_sid.clone(), identity.to_string());
+        Self::release_owned(&mut state, owner, 1);
+        Self::drop_subscriber(&mut state, key, id);
     }
 
     pub fn connections(&self) -> usize {
@@ -271,5 +314,52 @@ impl Hub {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_capped_per_socket_and_per_identity_and_released() {
+        let hub = Hub::new(3, 4);
+        let a = hub.register("IS1", "alice", 8).id;
+        let b = hub.register("IS1", "alice", 8).id;
+        let other = hub.register("IS1", "bob", 8).id;
+        for target in ["u1", "u2", "u3"] {
+            assert_eq!(hub.subscribe(a, target), Ok(()));
+        }
+        assert_eq!(
+            hub.subscribe(a, "u1"),
+            Ok(()),
+            "a repeat is not a new subscription"
+        );
+        assert_eq!(hub.subscribe(a, "u4"), Err(SubscribeRefused::SocketFull(3)));
+        assert_eq!(hub.subscribe(b, "u4"), Ok(()));
+        assert_eq!(
+            hub.subscribe(b, "u5"),
+            Err(SubscribeRefused::IdentityFull(4)),
+            "alice's sockets hold 4 together"
+        );
+        assert_eq!(hub.subscribe(other, "u5"), Ok(()), "bob has his own budget");
+        hub.unsubscribe(a, "u1");
+        assert_eq!(
+            hub.subscribe(b, "u5"),
+            Ok(()),
+            "an unsubscribe gives one back"
+        );
+        hub.unregister(a);
+        assert_eq!(
+            hub.subscribe(b, "u6"),
+            Ok(()),
+            "a closed socket gives all back"
+        );
+        hub.unregister(b);
+        hub.unregister(other);
+        let state = hub.lock();
+        assert!(state.per_owner.is_empty() && state.subscribers.is_empty());
+        drop(state);
+        assert_eq!(hub.subscribe(a, "u1"), Err(SubscribeRefused::Closed));
     }
 }

@@ -28,6 +28,7 @@ use crate::domain::presence::{ServicePresence, Transport, format_session_id, par
 use crate::domain::service::Service;
 use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
+use crate::realtime::hub::SubscribeRefused;
 use crate::tokens::ClientGrant;
 
 /// Largest frame accepted.
@@ -127,7 +128,7 @@ impl Socket {
         self.session_id = session_id;
         let hub = self.state.hub.clone();
         hub.note_service(&self.service.sid, self.service.reachability_enabled);
-        let registration = hub.register(&self.service.sid, QUEUE);
+        let registration = hub.register(&self.service.sid, &identity, QUEUE);
         self.conn = registration.id;
         let settings = ServicePresence::of(&self.service, presence.defaults());
         let ready = json!({
@@ -308,10 +309,17 @@ impl Socket {
                     continue;
                 }
             };
-            if !self.state.hub.subscribe(self.conn, &identity) {
-                return self
-                    .error(id, 20001, "too many subscriptions on this socket")
-                    .await;
+            if let Err(refused) = self.state.hub.subscribe(self.conn, &identity) {
+                let message = match refused {
+                    SubscribeRefused::SocketFull(max) => {
+                        format!("too many subscriptions on this socket (at most {max})")
+                    }
+                    SubscribeRefused::IdentityFull(max) => format!(
+                        "too many subscriptions for this identity over all its sockets (at most {max})"
+                    ),
+                    SubscribeRefused::Closed => "the connection is closing".to_string(),
+                };
+                return self.error(id, 20429, &message).await;
             }
             // Re-read the service: the snapshot must use the current reachability flag.
             let service = self
