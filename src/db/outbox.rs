@@ -90,9 +90,9 @@ pub fn due(
         .query_map(params![now, (limit + in_flight.len()) as i64], |row| {
             let delivery = delivery_at(row, 0)?;
             let event = events::event_at(row, DELIVERY_COLUMNS)?;
-            let secret: Option<String> = row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?;
             Ok(ClaimedDelivery {
-                secret: secret.filter(|_| delivery.target.starts_with("endpoint:")),
+                // Only a native endpoint's target joins a secret.
+                secret: row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?,
                 delivery,
                 event,
             })

@@ -324,6 +324,15 @@ mod tests {
         Writer::start(conn, 64, Vec::new()).expect("start")
     }
 
+    async fn rows(w: &Writer) -> i64 {
+        w.submit(|tx| {
+            tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .map_err(map_sqlite)
+        })
+        .await
+        .expect("count")
+    }
+
     fn insert(v: i64) -> impl FnOnce(&mut Tx<'_>) -> Result<i64> + Send + 'static {
         move |tx| {
             tx.execute("INSERT INTO t (v) VALUES (?1)", [v])
@@ -346,13 +355,7 @@ mod tests {
         assert!(results[1].is_err());
         assert_eq!(results[2].as_ref().ok(), Some(&2));
         assert!(matches!(results[3], Err(Error::Internal(_))));
-        let count = w
-            .submit(|tx| {
-                tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
-                    .map_err(map_sqlite)
-            })
-            .await
-            .expect("count");
+        let count = rows(&w).await;
         assert_eq!(count, 2);
     }
 
@@ -381,13 +384,7 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r, Err(Error::Unavailable(_))))
         );
-        let count = w
-            .submit(|tx| {
-                tx.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
-                    .map_err(map_sqlite)
-            })
-            .await
-            .expect("count");
+        let count = rows(&w).await;
         assert_eq!(count, 0, "a write reported as failed was not committed");
     }
 }

@@ -235,12 +235,10 @@ impl Engine {
         service_sid: &str,
         identity: &str,
     ) -> Result<(), SessionError> {
-        let ttl = match self.sessions.get(&id) {
-            Some(s) if *s.service == *service_sid && *s.identity == *identity => {
-                self.presence_of(service_sid).session_ttl_ms
-            }
-            _ => return Err(SessionError::NotFound),
-        };
+        if !self.is_session_of(id, service_sid, identity) {
+            return Err(SessionError::NotFound);
+        }
+        let ttl = self.presence_of(service_sid).session_ttl_ms;
         if let Some(session) = self.sessions.get_mut(&id) {
             session.expires_at = now.mono + ttl;
             session.last_ping = now.mono;
@@ -256,9 +254,8 @@ impl Engine {
         service_sid: &str,
         identity: &str,
     ) -> Result<Vec<Transition>, SessionError> {
-        match self.sessions.get(&id) {
-            Some(s) if *s.service == *service_sid && *s.identity == *identity => {}
-            _ => return Err(SessionError::NotFound),
+        if !self.is_session_of(id, service_sid, identity) {
+            return Err(SessionError::NotFound);
         }
         Ok(self.end_session(now, id, Cause::SessionClosed))
     }
