@@ -124,10 +124,14 @@ test('node SDK against reachd', async (t) => {
   });
 
   await t.test('token expiry closes with 4001: tokenExpired, denied, updateToken reconnects', async () => {
-    const erin = await create('erin', { ttl: 3, tokenAboutToExpireMs: 2000 });
+    // Listeners go on before the connection starts: on a loaded machine connecting can take
+    // longer than the time until `tokenAboutToExpire` (exp is whole seconds, so ≤ 1 s is lost).
+    const erin = new Client(svc.token('erin', 4), { url: server.base, WebSocket, minBackoff: 100, tokenAboutToExpireMs: 2000 });
+    clients.push(erin);
     const events = [];
     erin.on('tokenAboutToExpire', () => events.push('tokenAboutToExpire'));
     erin.on('tokenExpired', () => events.push('tokenExpired'));
+    await erin._start();
     await until(() => erin.connectionState === 'denied', 8000, 'denied after expiry');
     assert.deepEqual(events, ['tokenAboutToExpire', 'tokenExpired']);
     const before = erin.sessionId;
