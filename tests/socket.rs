@@ -146,13 +146,67 @@ async fn subscribers_get_snapshots_and_ordered_updates() {
     assert_eq!(next(&mut alice).await.expect("pong")["type"], "pong");
     // Closing the socket ends the session (grace 0: offline at once).
     alice.close(None).await.expect("close");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_online(&s, &svc, "alice", false).await;
+    s.stop().await;
+}
+
+async fn is_online(s: &common::TestServer, svc: &str, identity: &str) -> Value {
+    s.get(&format!("/chat/v2/Services/{svc}/Users/{identity}"))
+        .await
+        .body["is_online"]
+        .clone()
+}
+
+/// Polls until the user's `is_online` is `want` (ending a session commits asynchronously).
+async fn until_online(s: &common::TestServer, svc: &str, identity: &str, want: bool) {
+    for _ in 0..100 {
+        if is_online(s, svc, identity).await == json!(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{identity} is_online never became {want}");
+}
+
+#[tokio::test]
+async fn a_socket_that_drops_after_its_session_was_resumed_elsewhere_leaves_it_live() {
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await; // grace 0: a wrongly ended session shows at once
+    let token = s.token(&svc, "alice");
+    let mut first = connect(&s, &token).await;
+    let ready = next(&mut first).await.expect("ready");
+    let id = ready["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    until_online(&s, &svc, "alice", true).await;
+
+    // The client reconnects with `resume` before the server has seen its first socket go.
+    let mut second = connect(&s, &format!("{token}&resume={id}")).await;
+    let resumed = next(&mut second).await.expect("ready");
     assert_eq!(
-        s.get(&format!("/chat/v2/Services/{svc}/Users/alice"))
-            .await
-            .body["is_online"],
-        false
+        (resumed["session_id"].as_str(), &resumed["resumed"]),
+        (Some(id.as_str()), &json!(true))
     );
+    first.close(None).await.expect("close");
+    while next(&mut first).await.is_some() {}
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        is_online(&s, &svc, "alice").await,
+        json!(true),
+        "the old socket's end ended the resumed session"
+    );
+    let sessions = s
+        .get(&format!("/api/v1/services/{svc}/users/alice/sessions"))
+        .await;
+    assert_eq!(sessions.status, 200, "{:?}", sessions.body);
+    let listed = sessions.body.to_string();
+    assert!(listed.contains(&id), "session {id} still live: {listed}");
+    send(&mut second, json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(next(&mut second).await.expect("pong")["type"], "pong");
+
+    second.close(None).await.expect("close");
+    until_online(&s, &svc, "alice", false).await;
     s.stop().await;
 }
 

@@ -46,6 +46,9 @@ struct Session {
     last_ping: u64,
     created_at: Millis,
     transport: Transport,
+    /// Which open holds the session: bumped each time an open resumes it, so the connection
+    /// that held it before cannot end it for the one that holds it now (see [`Engine::release`]).
+    holder: u32,
     endpoint: Option<Box<str>>,
 }
 
@@ -169,6 +172,9 @@ impl Engine {
         if let Some(id) = resume
             && self.ping(now, id, service_sid, identity).is_ok()
         {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                session.holder = session.holder.wrapping_add(1);
+            }
             return Ok((id, Vec::new()));
         }
         if new_id == 0 || self.sessions.contains_key(&new_id) {
@@ -189,6 +195,7 @@ impl Engine {
                 last_ping: now.mono,
                 created_at: now.wall,
                 transport,
+                holder: 0,
                 endpoint: endpoint.map(Box::from),
             },
         );
@@ -258,6 +265,28 @@ impl Engine {
             return Err(SessionError::NotFound);
         }
         Ok(self.end_session(now, id, Cause::SessionClosed))
+    }
+
+    /// Which open holds a live session now (see [`Engine::release`]).
+    pub fn holder(&self, id: u64) -> Option<u32> {
+        self.sessions.get(&id).map(|s| s.holder)
+    }
+
+    /// Ends a session on behalf of the connection that opened or resumed it as `holder`.
+    /// When a later open has resumed the session since (a client that reconnected before the
+    /// server noticed its old connection drop), the session is theirs now: nothing ends.
+    pub fn release(
+        &mut self,
+        now: Now,
+        id: u64,
+        service_sid: &str,
+        identity: &str,
+        holder: u32,
+    ) -> Result<Vec<Transition>, SessionError> {
+        if self.holder(id) != Some(holder) {
+            return Ok(Vec::new());
+        }
+        self.close(now, id, service_sid, identity)
     }
 
     fn end_session(&mut self, now: Now, id: u64, cause: Cause) -> Vec<Transition> {
@@ -506,6 +535,46 @@ mod tests {
             Err(SessionError::NotFound)
         );
         assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_connection_that_drops_after_its_session_was_resumed_elsewhere_ends_nothing() {
+        let mut e = engine(0);
+        let (id, _) = e
+            .open(at(0), SVC, "alice", Transport::WebSocket, None, None, 9)
+            .expect("open");
+        let old = e.holder(id).expect("live");
+        // The client reconnected (resume) before the server saw its first socket drop.
+        let (resumed, t) = e
+            .open(
+                at(100),
+                SVC,
+                "alice",
+                Transport::WebSocket,
+                None,
+                Some(id),
+                10,
+            )
+            .expect("resume");
+        assert_eq!((resumed, t.len()), (id, 0));
+        let new = e.holder(id).expect("live");
+        assert_ne!(old, new);
+        assert!(
+            e.release(at(200), id, SVC, "alice", old)
+                .expect("release")
+                .is_empty()
+        );
+        assert_eq!(
+            e.live_count(SVC, "alice"),
+            1,
+            "the new connection's session lives"
+        );
+        let t = e.release(at(300), id, SVC, "alice", new).expect("release");
+        assert_eq!(
+            kinds(&t),
+            vec![("alice".into(), false, Cause::SessionClosed)]
+        );
+        assert_eq!(e.holder(id), None);
     }
 
     #[test]

@@ -8,4 +8,6 @@ pub mod engine;
 pub mod runtime;
 
 pub use engine::{SessionError, SessionView};
-pub use runtime::{Committed, Presence, PresenceOptions, PresenceStats, PresenceTasks};
+pub use runtime::{
+    Committed, HeldSession, Presence, PresenceOptions, PresenceStats, PresenceTasks,
+};

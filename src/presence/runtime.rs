@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 mod loops;
 mod sessions;
 
+pub use sessions::HeldSession;
+
 use loops::{commit_loop, flush_loop, sweep_loop};
 
 use super::engine::{Engine, Now, SessionView};

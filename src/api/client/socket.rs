@@ -28,6 +28,7 @@ use crate::domain::presence::{ServicePresence, Transport, format_session_id, par
 use crate::domain::service::Service;
 use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
+use crate::presence::HeldSession;
 use crate::realtime::hub::SubscribeRefused;
 use crate::tokens::ClientGrant;
 
@@ -66,7 +67,7 @@ pub async fn open_socket(
             service,
             session,
             conn: 0,
-            session_id: 0,
+            held: HeldSession { id: 0, holder: 0 },
         };
         socket.run(stream, resume).await;
     });
@@ -79,7 +80,8 @@ struct Socket {
     service: Arc<Service>,
     session: Session,
     conn: u64,
-    session_id: u64,
+    /// The session this socket keeps alive, and which open of it this socket made.
+    held: HeldSession,
 }
 
 /// Why a socket's loop ended.
@@ -105,14 +107,14 @@ impl Socket {
         let presence = self.state.presence.clone();
         let identity = self.grant.identity.clone();
         let endpoint = self.grant.endpoint_id.clone();
-        let opened = presence.open(
+        let opened = presence.attach(
             &self.service,
             &identity,
             Transport::WebSocket,
             endpoint.as_deref(),
             resume,
         );
-        let (session_id, committed) = match opened {
+        let (held, committed) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 // Another session took the last place after the check before the upgrade.
@@ -125,7 +127,8 @@ impl Socket {
             }
         };
         committed.wait().await;
-        self.session_id = session_id;
+        self.held = held;
+        let session_id = held.id;
         let hub = self.state.hub.clone();
         hub.note_service(&self.service.sid, self.service.reachability_enabled);
         let registration = hub.register(&self.service.sid, &identity, QUEUE);
@@ -154,7 +157,9 @@ impl Socket {
                 "server restarting; reconnect with resume".into(),
             ),
             other => {
-                let _ = presence.close(&self.service.sid, &identity, session_id);
+                // Not `close`: if the client already reconnected and resumed this session,
+                // the session is the new connection's and stays live.
+                let _ = presence.release(&self.service.sid, &identity, held);
                 other
             }
         };
@@ -229,7 +234,7 @@ impl Socket {
                 _ = self.state.shutdown.cancelled() => return End::ServerShutdown,
                 _ = keepalive.tick() => {
                     // The engine expires a silent session; then the socket has nothing to keep.
-                    if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.session_id) {
+                    if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.held.id) {
                         return End::Close(CloseCode::Other(4000), "session expired".into());
                     }
                 }
@@ -241,7 +246,7 @@ impl Socket {
         let _ = self
             .state
             .presence
-            .ping(&self.service.sid, &self.grant.identity, self.session_id);
+            .ping(&self.service.sid, &self.grant.identity, self.held.id);
     }
 
     /// Handles one text message; false when the socket is gone.

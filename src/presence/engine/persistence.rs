@@ -82,6 +82,7 @@ impl Engine {
                     last_ping,
                     created_at: s.created_at,
                     transport: s.transport,
+                    holder: 0,
                     endpoint: s.endpoint.map(String::into_boxed_str),
                 },
             );

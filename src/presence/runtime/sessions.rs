@@ -10,9 +10,11 @@ use rand::RngCore;
 
 use super::{Committed, Presence};
 use crate::domain::Error;
-use crate::domain::presence::{PresenceBatch, ServicePresence, SessionFlush, Transport};
+use crate::domain::presence::{
+    PresenceBatch, ServicePresence, SessionFlush, Transition, Transport,
+};
 use crate::domain::service::Service;
-use crate::presence::engine::{Engine, SessionError};
+use crate::presence::engine::{Engine, Now, SessionError};
 
 impl Presence {
     /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
@@ -27,6 +29,20 @@ impl Presence {
         endpoint: Option<&str>,
         resume: Option<u64>,
     ) -> crate::domain::Result<(u64, Committed)> {
+        self.attach(service, identity, transport, endpoint, resume)
+            .map(|(held, committed)| (held.id, committed))
+    }
+
+    /// [`Presence::open`] for a connection that ends its session when it goes away: the
+    /// returned [`HeldSession`] is what [`Presence::release`] takes.
+    pub fn attach(
+        &self,
+        service: &Service,
+        identity: &str,
+        transport: Transport,
+        endpoint: Option<&str>,
+        resume: Option<u64>,
+    ) -> crate::domain::Result<(HeldSession, Committed)> {
         let settings = ServicePresence::of(service, &self.inner.options.defaults);
         let mut engine = self.lock();
         let now = self.inner.clock.now();
@@ -47,6 +63,7 @@ impl Presence {
                 Err(SessionError::IdTaken | SessionError::NotFound) => continue,
             }
         };
+        let holder = engine.holder(id).unwrap_or_default();
         transitions.extend(opened);
         let upserts = engine.persisted_session(now, id).into_iter().collect();
         let batch = PresenceBatch {
@@ -60,7 +77,7 @@ impl Presence {
         drop(engine);
         self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
         self.inner.wake.notify_one();
-        Ok((id, committed))
+        Ok((HeldSession { id, holder }, committed))
     }
 
     /// Whether `identity` may open one more session (or resume `resume`): the check
@@ -107,13 +124,38 @@ impl Presence {
         identity: &str,
         id: u64,
     ) -> Result<Committed, SessionError> {
+        self.end(|engine, now| engine.close(now, id, service_sid, identity))
+    }
+
+    /// Ends a session a connection held when the connection goes away — unless a later open
+    /// resumed it (the client reconnected before this connection was seen to drop).
+    pub fn release(
+        &self,
+        service_sid: &str,
+        identity: &str,
+        held: HeldSession,
+    ) -> Result<Committed, SessionError> {
+        self.end(|engine, now| engine.release(now, held.id, service_sid, identity, held.holder))
+    }
+
+    fn end(
+        &self,
+        change: impl FnOnce(&mut Engine, Now) -> Result<Vec<Transition>, SessionError>,
+    ) -> Result<Committed, SessionError> {
         let mut engine = self.lock();
         let now = self.inner.clock.now();
-        let transitions = engine.close(now, id, service_sid, identity)?;
+        let transitions = change(&mut engine, now)?;
         let committed = self.queue_with_ended(&mut engine, transitions, true);
         drop(engine);
         self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
         self.inner.wake.notify_one();
         Ok(committed)
     }
+}
+
+/// A session as one connection holds it: its id, and which open of it that connection made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSession {
+    pub id: u64,
+    pub holder: u32,
 }
