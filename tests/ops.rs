@@ -63,6 +63,14 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
     s.open_session(&s.token(&svc, "bob")).await;
     s.binding(&svc, "alice", "fcm", "device-token-1").await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
+    // The dispatcher counts an attempt once it has read the response, after the receiver saw it.
+    common::eventually("both deliveries counted", || async {
+        let text = scrape(&s).await;
+        let count = |prefix: &str| sample(&text, prefix).unwrap_or(0.0);
+        count("reachd_webhook_attempts_total{outcome=\"delivered\"}") >= 2.0
+            && count("reachd_webhook_delivery_lag_seconds_count") >= 2.0
+    })
+    .await;
 
     let text = scrape(&s).await;
     assert_eq!(

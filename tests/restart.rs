@@ -147,14 +147,16 @@ fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
     let db = dir.path().join("data/reachd.db");
     let server = start(dir.path());
     let a = api(&server);
-    let steady = a.service(4_000, 500);
+    // The pinger's TTL outlasts the time from its last flushed expiry through the downtime and
+    // a debug binary's start, with room to spare on a loaded machine.
+    let steady = a.service(8_000, 500);
     let brief = a.service(1_000, 0);
     let pinger_token = token(&db, &steady, "pinger");
     let sleeper_token = token(&db, &brief, "sleeper");
     let pinger = a.open(&pinger_token);
     let sleeper = a.open(&sleeper_token);
-    keep_pinging(&a, &pinger, &pinger_token, 600);
     assert_eq!(a.is_online(&brief, "sleeper"), true);
+    keep_pinging(&a, &pinger, &pinger_token, 600);
 
     // kill -9, stay down past the sleeper's expiry but inside the pinger's TTL.
     server.kill();

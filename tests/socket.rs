@@ -146,26 +146,8 @@ async fn subscribers_get_snapshots_and_ordered_updates() {
     assert_eq!(next(&mut alice).await.expect("pong")["type"], "pong");
     // Closing the socket ends the session (grace 0: offline at once).
     alice.close(None).await.expect("close");
-    until_online(&s, &svc, "alice", false).await;
+    s.until_online(&svc, "alice", false).await;
     s.stop().await;
-}
-
-async fn is_online(s: &common::TestServer, svc: &str, identity: &str) -> Value {
-    s.get(&format!("/chat/v2/Services/{svc}/Users/{identity}"))
-        .await
-        .body["is_online"]
-        .clone()
-}
-
-/// Polls until the user's `is_online` is `want` (ending a session commits asynchronously).
-async fn until_online(s: &common::TestServer, svc: &str, identity: &str, want: bool) {
-    for _ in 0..100 {
-        if is_online(s, svc, identity).await == json!(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{identity} is_online never became {want}");
 }
 
 #[tokio::test]
@@ -179,7 +161,7 @@ async fn a_socket_that_drops_after_its_session_was_resumed_elsewhere_leaves_it_l
         .as_str()
         .expect("session id")
         .to_string();
-    until_online(&s, &svc, "alice", true).await;
+    s.until_online(&svc, "alice", true).await;
 
     // The client reconnects with `resume` before the server has seen its first socket go.
     let mut second = connect(&s, &format!("{token}&resume={id}")).await;
@@ -192,7 +174,7 @@ async fn a_socket_that_drops_after_its_session_was_resumed_elsewhere_leaves_it_l
     while next(&mut first).await.is_some() {}
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        is_online(&s, &svc, "alice").await,
+        s.is_online(&svc, "alice").await,
         json!(true),
         "the old socket's end ended the resumed session"
     );
@@ -206,7 +188,7 @@ async fn a_socket_that_drops_after_its_session_was_resumed_elsewhere_leaves_it_l
     assert_eq!(next(&mut second).await.expect("pong")["type"], "pong");
 
     second.close(None).await.expect("close");
-    until_online(&s, &svc, "alice", false).await;
+    s.until_online(&svc, "alice", false).await;
     s.stop().await;
 }
 

@@ -16,7 +16,17 @@ const TOKEN: &str = "crash-test-token";
 
 fn start(dir: &std::path::Path) -> Server {
     let config = dir.join("reachd.toml");
-    std::fs::write(&config, "[webhooks]\nconcurrency = 16\nretry_schedule_secs = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nnative_timeout_ms = 10000\nallow_private_networks = true\ntwilio_retry_base_ms = 100\nretention_days = 7\n").expect("config");
+    // Retries every second for two minutes: the heads keep failing through the setup requests,
+    // the kill and the restart, however slow the machine, until the receiver comes up.
+    let schedule = vec!["1"; 120].join(", ");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhooks]\nconcurrency = 16\nretry_schedule_secs = [{schedule}]\nnative_timeout_ms = 10000\n\
+             allow_private_networks = true\ntwilio_retry_base_ms = 100\nretention_days = 7\n"
+        ),
+    )
+    .expect("config");
     let mut cmd = reachd(dir);
     cmd.env("REACHD_ACCOUNT_SID", SID)
         .env("REACHD_AUTH_TOKEN", TOKEN)
@@ -145,7 +155,19 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
 
     let server = start(dir.path());
     let receiver = Receiver::start_on(port).await;
-    let requests = receiver.wait_for(200, Duration::from_secs(60)).await;
+    // Count distinct events, not requests: an attempt cut by the kill may arrive twice.
+    let distinct = |requests: &[common::receiver::Recorded]| {
+        requests
+            .iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    common::eventually_within("200 distinct events", Duration::from_secs(90), || async {
+        distinct(&receiver.requests()) >= 200
+    })
+    .await;
+    let requests = receiver.requests();
     let mut per_user: HashMap<String, Vec<i64>> = HashMap::new();
     let mut ids = std::collections::HashSet::new();
     for r in &requests {

@@ -188,6 +188,8 @@ async fn rest_changes_reach_twilio_targets_only_with_the_webhook_header() {
         .form(&[("Identity", "loud"), ("FriendlyName", "Loud")]);
     assert_eq!(s.send(loud).await.status, 201);
     let natives = native.wait_for(2, Duration::from_secs(10)).await;
+    // The Twilio target is its own queue: wait for its delivery, then for anything extra.
+    chat.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let twilio = chat.requests();
     assert_eq!(
@@ -228,10 +230,13 @@ async fn gone_endpoints_are_disabled_and_failed_deliveries_can_be_replayed() {
     let (id, _) = native_endpoint(&s, &svc, &gone.url("/gone"), None).await;
     s.user(&svc, "a").await;
     gone.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let endpoint = s
-        .get(&format!("/api/v1/services/{svc}/webhooks/{id}"))
-        .await;
+    let path = format!("/api/v1/services/{svc}/webhooks/{id}");
+    // The 410 is recorded (and the endpoint disabled) by the dispatcher after the response.
+    common::eventually("the endpoint disabled", || async {
+        s.get(&path).await.body["disabled"] == json!(true)
+    })
+    .await;
+    let endpoint = s.get(&path).await;
     assert_eq!(endpoint.body["disabled"], true);
     assert!(
         endpoint.body.get("secret").is_none(),

@@ -270,4 +270,47 @@ impl TestServer {
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
+
+    /// A user's `is_online` as the Chat API shows it (`null` when reachability is off).
+    pub async fn is_online(&self, service: &str, identity: &str) -> Value {
+        self.get(&format!("/chat/v2/Services/{service}/Users/{identity}"))
+            .await
+            .body["is_online"]
+            .clone()
+    }
+
+    /// Waits until the user's `is_online` is `want`: ending a session commits asynchronously.
+    pub async fn until_online(&self, service: &str, identity: &str, want: bool) {
+        let what = format!("{identity} is_online == {want}");
+        eventually(&what, || async {
+            self.is_online(service, identity).await == Value::Bool(want)
+        })
+        .await;
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after 10 s (generous: the
+/// suites run in debug builds on loaded machines).
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(what, std::time::Duration::from_secs(10), check).await;
+}
+
+/// [`eventually`] with its own deadline.
+pub async fn eventually_within<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
