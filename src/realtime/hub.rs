@@ -4,6 +4,9 @@
 //! Invariants:
 //! - Messages come from the event table in commit order (the task follows the writer's
 //!   published last event id), so a subscriber sees exactly the committed transitions, in order.
+//! - A subscription starts from a snapshot read under the hub's lock, when no event can be
+//!   published; it records the snapshot's per-user sequence and gets only the events after it.
+//!   No event falls between snapshot and updates, and none the snapshot shows arrives again.
 //! - Every connection has a bounded queue; a connection that falls behind is dropped (its
 //!   overflow token fires and the socket closes with an error) instead of growing memory.
 //!
@@ -52,8 +55,9 @@ struct Conn {
 #[derive(Default)]
 struct State {
     conns: HashMap<u64, Conn>,
-    /// (service, identity) → subscribed connections.
-    subscribers: HashMap<(String, String), HashSet<u64>>,
+    /// (service, identity) → subscribed connections, each with the per-user sequence its
+    /// snapshot showed (events up to it are not sent again).
+    subscribers: HashMap<(String, String), HashMap<u64, i64>>,
     /// (service, owner identity) → subscriptions held over all the owner's connections.
     per_owner: HashMap<(String, String), usize>,
     /// Last reachability flag sent per service.
@@ -165,29 +169,44 @@ impl Hub {
         }
     }
 
-    /// Adds a subscription (subscribing twice to one identity is one subscription).
-    pub fn subscribe(&self, id: u64, identity: &str) -> Result<(), SubscribeRefused> {
+    /// Subscribes connection `id` to `identity` from a snapshot: `snapshot` reads the user and
+    /// returns it with its per-user sequence (or `None`: no such user, nothing subscribed). It
+    /// runs under the hub's lock, so no event is published meanwhile: the connection gets
+    /// exactly the events after its snapshot. Subscribing again to one identity takes a fresh
+    /// snapshot and is still one subscription. Keep `snapshot` short: it holds up delivery.
+    pub fn subscribe<T>(
+        &self,
+        id: u64,
+        identity: &str,
+        snapshot: impl FnOnce() -> Option<(T, i64)>,
+    ) -> Result<Option<T>, SubscribeRefused> {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(conn) = state.conns.get_mut(&id) else {
             return Err(SubscribeRefused::Closed);
         };
-        if conn.subscriptions.contains(identity) {
-            return Ok(());
-        }
-        if conn.subscriptions.len() >= self.max_subscriptions {
+        let again = conn.subscriptions.contains(identity);
+        if !again && conn.subscriptions.len() >= self.max_subscriptions {
             return Err(SubscribeRefused::SocketFull(self.max_subscriptions));
         }
         let owner = (conn.service_sid.clone(), conn.owner.clone());
-        let held = state.per_owner.entry(owner).or_default();
-        if *held >= self.max_per_identity {
+        if !again && state.per_owner.get(&owner).copied().unwrap_or(0) >= self.max_per_identity {
             return Err(SubscribeRefused::IdentityFull(self.max_per_identity));
         }
-        *held += 1;
-        conn.subscriptions.insert(identity.to_string());
+        let Some((user, sequence)) = snapshot() else {
+            return Ok(None);
+        };
+        if !again {
+            *state.per_owner.entry(owner).or_default() += 1;
+            conn.subscriptions.insert(identity.to_string());
+        }
         let key = (conn.service_sid.clone(), identity.to_string());
-        state.subscribers.entry(key).or_default().insert(id);
-        Ok(())
+        state
+            .subscribers
+            .entry(key)
+            .or_default()
+            .insert(id, sequence);
+        Ok(Some(user))
     }
 
     pub fn unsubscribe(&self, id: u64, identity: &str) {
@@ -229,6 +248,14 @@ impl Hub {
 
     /// Delivers one committed event to its subscribers.
     pub fn publish_event(&self, event: &Event) {
+        if event.kind == EventType::UserDeleted {
+            // A user created again under this identity numbers its events from the start.
+            let key = (event.service_sid.clone(), event.identity.clone());
+            if let Some(subscribers) = self.lock().subscribers.get_mut(&key) {
+                subscribers.values_mut().for_each(|shown| *shown = 0);
+            }
+            return;
+        }
         if event.kind != EventType::ReachabilityUpdated {
             return;
         }
@@ -238,7 +265,12 @@ impl Hub {
         let ids: Vec<u64> = state
             .subscribers
             .get(&key)
-            .map(|s| s.iter().copied().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, shown)| event.sequence > **shown)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
             .unwrap_or_default();
         for id in ids {
             self.deliver(&mut state, id, &message);
@@ -320,6 +352,70 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::Source;
+
+    /// Subscribes with a snapshot at sequence 0.
+    fn sub(hub: &Hub, id: u64, identity: &str) -> Result<Option<()>, SubscribeRefused> {
+        hub.subscribe(id, identity, || Some(((), 0)))
+    }
+
+    fn event(identity: &str, kind: EventType, sequence: i64) -> Event {
+        Event {
+            id: sequence,
+            service_sid: "IS1".into(),
+            user_sid: "US1".into(),
+            identity: identity.into(),
+            kind,
+            reasons: vec!["reachabilityOnline".into()],
+            cause: None,
+            sequence,
+            is_online: Some(sequence % 2 == 1),
+            is_notifiable: None,
+            session_count: None,
+            last_seen: None,
+            source: Source::Sdk,
+            rest_webhooks: false,
+            user_json: "{}".into(),
+            created_at: 0,
+        }
+    }
+
+    fn drain(queue: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
+        std::iter::from_fn(|| queue.try_recv().ok())
+            .map(|Outbound::Json(v)| v["user"]["is_online"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_subscriber_gets_exactly_the_events_after_its_snapshot() {
+        let hub = Hub::default();
+        let mut conn = hub.register("IS1", "bob", 8);
+        // Events 1–2 were committed before the snapshot (which shows sequence 2), but the
+        // hub's feed had not reached them yet.
+        let shown = hub.subscribe(conn.id, "alice", || Some(("snapshot", 2)));
+        assert_eq!(shown, Ok(Some("snapshot")));
+        for sequence in 1..=4 {
+            hub.publish_event(&event("alice", EventType::ReachabilityUpdated, sequence));
+        }
+        assert_eq!(
+            drain(&mut conn.queue),
+            vec![json!(true), json!(false)],
+            "only 3 and 4"
+        );
+        assert_eq!(
+            hub.subscribe(conn.id, "ghost", || None::<((), i64)>),
+            Ok(None)
+        );
+        assert!(
+            !hub.lock()
+                .subscribers
+                .contains_key(&("IS1".into(), "ghost".into()))
+        );
+        // Deleted and created again: the new user's events count from 1.
+        hub.publish_event(&event("alice", EventType::UserDeleted, 5));
+        hub.publish_event(&event("alice", EventType::ReachabilityUpdated, 1));
+        assert_eq!(drain(&mut conn.queue), vec![json!(true)]);
+    }
 
     #[test]
     fn subscriptions_are_capped_per_socket_and_per_identity_and_released() {
@@ -328,31 +424,35 @@ mod tests {
         let b = hub.register("IS1", "alice", 8).id;
         let other = hub.register("IS1", "bob", 8).id;
         for target in ["u1", "u2", "u3"] {
-            assert_eq!(hub.subscribe(a, target), Ok(()));
+            assert_eq!(sub(&hub, a, target), Ok(Some(())));
         }
         assert_eq!(
-            hub.subscribe(a, "u1"),
-            Ok(()),
+            sub(&hub, a, "u1"),
+            Ok(Some(())),
             "a repeat is not a new subscription"
         );
-        assert_eq!(hub.subscribe(a, "u4"), Err(SubscribeRefused::SocketFull(3)));
-        assert_eq!(hub.subscribe(b, "u4"), Ok(()));
+        assert_eq!(sub(&hub, a, "u4"), Err(SubscribeRefused::SocketFull(3)));
+        assert_eq!(sub(&hub, b, "u4"), Ok(Some(())));
         assert_eq!(
-            hub.subscribe(b, "u5"),
+            sub(&hub, b, "u5"),
             Err(SubscribeRefused::IdentityFull(4)),
             "alice's sockets hold 4 together"
         );
-        assert_eq!(hub.subscribe(other, "u5"), Ok(()), "bob has his own budget");
+        assert_eq!(
+            sub(&hub, other, "u5"),
+            Ok(Some(())),
+            "bob has his own budget"
+        );
         hub.unsubscribe(a, "u1");
         assert_eq!(
-            hub.subscribe(b, "u5"),
-            Ok(()),
+            sub(&hub, b, "u5"),
+            Ok(Some(())),
             "an unsubscribe gives one back"
         );
         hub.unregister(a);
         assert_eq!(
-            hub.subscribe(b, "u6"),
-            Ok(()),
+            sub(&hub, b, "u6"),
+            Ok(Some(())),
             "a closed socket gives all back"
         );
         hub.unregister(b);
@@ -360,6 +460,6 @@ mod tests {
         let state = hub.lock();
         assert!(state.per_owner.is_empty() && state.subscribers.is_empty());
         drop(state);
-        assert_eq!(hub.subscribe(a, "u1"), Err(SubscribeRefused::Closed));
+        assert_eq!(sub(&hub, a, "u1"), Err(SubscribeRefused::Closed));
     }
 }

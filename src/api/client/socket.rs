@@ -291,13 +291,32 @@ impl Socket {
                 .await;
         };
         for identity in list {
-            let user = match self
-                .state
-                .store
-                .user(&self.service.sid, &UserKey::Identity(identity.clone()))
-            {
-                Ok(Some(user)) => user,
-                Ok(None) => {
+            // The snapshot is read under the hub's lock (see `Hub::subscribe`): no update can
+            // fall between it and the ones that follow, and none it shows comes again.
+            let mut failed = None;
+            let store = &self.state.store;
+            let subscribed = self.state.hub.subscribe(self.conn, &identity, || {
+                match store.user(&self.service.sid, &UserKey::Identity(identity.clone())) {
+                    Ok(found) => found.map(|user| {
+                        let sequence = user.reachability.sequence;
+                        (user, sequence)
+                    }),
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                }
+            });
+            let user = match (subscribed, failed) {
+                (Ok(Some(user)), _) => user,
+                (Ok(None), Some(e)) => {
+                    let e = ApiError::from(e);
+                    if !self.error(id, e.code, &e.message).await {
+                        return false;
+                    }
+                    continue;
+                }
+                (Ok(None), None) => {
                     if !self
                         .error(id, 20404, &format!("user {identity} not found"))
                         .await
@@ -306,26 +325,19 @@ impl Socket {
                     }
                     continue;
                 }
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    if !self.error(id, e.code, &e.message).await {
-                        return false;
-                    }
-                    continue;
+                (Err(refused), _) => {
+                    let message = match refused {
+                        SubscribeRefused::SocketFull(max) => {
+                            format!("too many subscriptions on this socket (at most {max})")
+                        }
+                        SubscribeRefused::IdentityFull(max) => format!(
+                            "too many subscriptions for this identity over all its sockets (at most {max})"
+                        ),
+                        SubscribeRefused::Closed => "the connection is closing".to_string(),
+                    };
+                    return self.error(id, 20429, &message).await;
                 }
             };
-            if let Err(refused) = self.state.hub.subscribe(self.conn, &identity) {
-                let message = match refused {
-                    SubscribeRefused::SocketFull(max) => {
-                        format!("too many subscriptions on this socket (at most {max})")
-                    }
-                    SubscribeRefused::IdentityFull(max) => format!(
-                        "too many subscriptions for this identity over all its sockets (at most {max})"
-                    ),
-                    SubscribeRefused::Closed => "the connection is closing".to_string(),
-                };
-                return self.error(id, 20429, &message).await;
-            }
             // Re-read the service: the snapshot must use the current reachability flag.
             let service = self
                 .state
