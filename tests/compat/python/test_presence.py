@@ -37,6 +37,10 @@ MAX_TOKEN_TTL = 24 * 3600
 # small per-service timings (ms)
 PING_MS, TTL_MS, GRACE_MS = 1000, 2000, 500
 SWEEP_MS = 1000  # DESIGN.md §2: offline is detected at most TTL + grace + 1 s after the last ping
+SWEEP_STEP_MS = 250  # the sweeper rounds its wake-ups up to this step
+# Upper bounds on when offline is *observed* also allow for the observer's own latency on a
+# loaded machine (slow fetches, late polls); lower bounds get no such allowance.
+LOAD_SLACK_MS = 2000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,13 +180,14 @@ def presence_service(client, server, chat_service):
 
 
 def wait_for(fetch, predicate, timeout: float, period: float = POLL):
-    """Call `fetch()` every `period` s until `predicate(value)`; return [(t_sent, value)…]."""
+    """Call `fetch()` every `period` s until `predicate(value)`; return
+    [(t_sent, value, t_received)…] (the server read the value between the two times)."""
     seen = []
     deadline = time.monotonic() + timeout
     while True:
         sent = time.monotonic()
         value = fetch()
-        seen.append((sent, value))
+        seen.append((sent, value, time.monotonic()))
         if predicate(value):
             return seen
         if sent > deadline:
@@ -201,12 +206,16 @@ def test_session_online_then_ttl_expiry_offline(client, server, presence_service
     """1. Open → online in Chat v2 and Conversations; stop pinging → offline in [TTL+grace,
     TTL+grace+1 s] after the last ping."""
     IS = presence_service.sid
+    # a TTL well above the ping interval: the first ping only comes after several validated
+    # fetches and a 1 s sleep, which a loaded machine stretches
+    ttl = 4000
+    set_timings(server, IS, ttl=ttl)
     device = Device(server, mint(api_key, IS))
     opened = device.open()
     assert opened["identity"] == "alice"
     assert opened["service_sid"] == IS
     assert opened["reachability_enabled"] is True
-    assert opened["ping_interval"] == PING_MS and opened["session_ttl"] == TTL_MS
+    assert opened["ping_interval"] == PING_MS and opened["session_ttl"] == ttl
     assert opened["resumed"] is False
     assert opened["session_id"].startswith("SE")
 
@@ -224,20 +233,22 @@ def test_session_online_then_ttl_expiry_offline(client, server, presence_service
     for _ in range(2):
         time.sleep(PING_MS / 1000)
         last_ping = device.ping(opened["session_id"])
-    seen = wait_for(chat_online(client, IS), lambda v: v is False,
-                    timeout=(TTL_MS + GRACE_MS + SWEEP_MS) / 1000 + 2)
-    *before, (t_false, _) = seen
-    assert before and all(v is True for _, v in before), seen
-    assert before[0][0] - last_ping < 0.5  # still online shortly after the last ping
+    upper_ms = ttl + GRACE_MS + SWEEP_MS + POLL * 1000 + LOAD_SLACK_MS
+    seen = wait_for(chat_online(client, IS), lambda v: v is False, timeout=upper_ms / 1000 + 1)
+    *before, (t_false, _, got_false) = seen
+    assert before and all(v is True for _, v, _ in before), seen
+    assert before[0][0] - last_ping < ttl / 2000  # first seen online well before the expiry
     delay_ms = (t_false - last_ping) * 1000
     last_true_ms = (before[-1][0] - last_ping) * 1000
     print(f"\noffline detected (ttl expiry): last True at +{last_true_ms:.0f} ms, "
           f"first False at +{delay_ms:.0f} ms after the last ping "
-          f"(TTL {TTL_MS} + grace {GRACE_MS} = {TTL_MS + GRACE_MS} ms)")
-    # never before TTL + grace ...
-    assert delay_ms >= TTL_MS + GRACE_MS - 50, f"offline after only {delay_ms:.0f} ms"
-    # ... and within TTL + grace + 1 s (plus one observation period)
-    assert delay_ms <= TTL_MS + GRACE_MS + SWEEP_MS + POLL * 1000, f"{delay_ms:.0f} ms"
+          f"(TTL {ttl} + grace {GRACE_MS} = {ttl + GRACE_MS} ms)")
+    # never before TTL + grace: the False answer was received at least that long after the
+    # last ping was sent (the server saw the ping later, and answered before receipt) ...
+    early_ms = (got_false - last_ping) * 1000
+    assert early_ms >= ttl + GRACE_MS - 50, f"offline after only {early_ms:.0f} ms"
+    # ... and within TTL + grace + 1 s (plus one observation period and the load allowance)
+    assert delay_ms <= upper_ms, f"{delay_ms:.0f} ms"
 
     conv = client.conversations.v1.services(IS).users("alice").fetch()
     assert conv.is_online is False and conv.is_notifiable is None
@@ -265,7 +276,7 @@ def test_pinging_keeps_user_online_beyond_ttl(client, server, presence_service, 
             next_ping += PING_MS / 1000
         observations.append(chat_online(client, IS)())
         time.sleep(POLL)
-    assert len(observations) > 20
+    assert len(observations) > 10  # ~60 on an idle machine; fewer when fetches are slow
     assert all(v is True for v in observations), observations
     sessions = native(server, f"/services/{IS}/users/alice/sessions")["sessions"]
     assert [s["id"] for s in sessions] == [session_id]  # the same session; the idle one expired
@@ -284,18 +295,22 @@ def test_explicit_close_goes_offline_after_grace(client, server, chat_service, a
     session_id = device.open()["session_id"]
     assert chat_online(client, IS)() is True
 
-    closed_at = time.monotonic()
+    close_sent = time.monotonic()
     device.close(session_id)
-    seen = wait_for(chat_online(client, IS), lambda v: v is False,
-                    timeout=(grace + SWEEP_MS) / 1000 + 2)
-    *before, (t_false, _) = seen
-    assert before and before[0][0] - closed_at < 0.3 and before[0][1] is True, seen
-    assert all(v is True for _, v in before), seen
+    closed_at = time.monotonic()  # the server ended the session between these two times
+    upper_ms = grace + SWEEP_STEP_MS + LOAD_SLACK_MS
+    seen = wait_for(chat_online(client, IS), lambda v: v is False, timeout=upper_ms / 1000 + 1)
+    *before, (t_false, _, got_false) = seen
+    assert before and before[0][0] - closed_at < grace / 2000 and before[0][1] is True, seen
+    assert all(v is True for _, v, _ in before), seen
     delay_ms = (t_false - closed_at) * 1000
     print(f"\noffline detected (explicit close): first False at +{delay_ms:.0f} ms after "
           f"the close (grace {grace} ms)")
-    assert delay_ms >= grace - 50, f"offline after only {delay_ms:.0f} ms, grace is {grace}"
-    assert delay_ms <= grace + SWEEP_MS + POLL * 1000, f"{delay_ms:.0f} ms"
+    # never before the grace: the False answer was received at least that long after the
+    # DELETE was sent
+    early_ms = (got_false - close_sent) * 1000
+    assert early_ms >= grace - 50, f"offline after only {early_ms:.0f} ms, grace is {grace}"
+    assert delay_ms <= upper_ms, f"{delay_ms:.0f} ms"
     assert client.conversations.v1.services(IS).users("alice").fetch().is_online is False
     # closing again: the session no longer exists
     assert_twilio_error(device.call("DELETE", f"/sessions/{session_id}"), 404, 20404)
@@ -437,7 +452,9 @@ def test_token_for_one_service_cannot_touch_another(client, server, presence_ser
     B = client.chat.v2.services.create(friendly_name=unique("svc-b")).sid
     try:
         client.chat.v2.services(B).update(reachability_enabled=True)
-        set_timings(server, B)
+        # nothing here pings: a TTL far beyond the test's length keeps both sessions alive
+        set_timings(server, A, ttl=30000)
+        set_timings(server, B, ttl=30000)
         dev_a = Device(server, mint(api_key, A))
         opened = dev_a.open()
         assert opened["service_sid"] == A
@@ -580,6 +597,8 @@ def test_revoked_key_tokens_stop_working(client, server, presence_service):
 def test_native_reachability_reads(client, server, presence_service, api_key):
     """8. Bulk reachability, online paging, sessions list, sequence growth."""
     IS = presence_service.sid
+    # nothing here pings: a TTL far beyond the test's length keeps every session alive
+    set_timings(server, IS, ttl=30000)
     users = client.chat.v2.services(IS).users
     carol = users.create(identity="carol")  # known, never online
     devices, sessions = {}, {}

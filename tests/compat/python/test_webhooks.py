@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import errno
 import json
 import re
 import threading
@@ -755,7 +756,18 @@ def test_chat_retries_exhausted_then_order_kept(client, chat_service, receiver):
     assert 0.7 <= gaps[0] <= 3.0 and 1.5 <= gaps[1] <= 5.0, gaps
 
 
-def test_chat_retry_after_connection_failure(client, chat_service):
+RETRIES_METRIC = re.compile(r'^reachd_webhook_attempts_total\{outcome="retry"\} (\S+)$', re.M)
+
+
+def retried_attempts(server) -> float:
+    """reachd's count of attempts that were followed by a retry (from `/metrics`)."""
+    resp = requests.get(f"{server.base}/metrics", timeout=30)
+    assert resp.status_code == 200, resp.text
+    found = RETRIES_METRIC.search(resp.text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_chat_retry_after_connection_failure(client, server, chat_service):
     """6. A refused connection is retried (~1 s later) with RetryCount=1."""
     IS = chat_service.sid
     probe = Receiver()  # take a free port, then free it: nothing listens there for a while
@@ -763,9 +775,22 @@ def test_chat_retry_after_connection_failure(client, chat_service):
     probe.close()
     url = f"http://127.0.0.1:{port}/late"
     client.chat.v2.services(IS).update(post_webhook_url=url, post_webhook_retry_count=2)
+    retried = retried_attempts(server)
     client.chat.v2.services(IS).users.create(identity="lou", x_twilio_webhook_enabled="true")
-    time.sleep(0.3)
-    late = Receiver(port)
+    # listen only once the first attempt was refused and its retry scheduled (~1 s ahead)
+    deadline = time.monotonic() + WAIT
+    while retried_attempts(server) <= retried:
+        assert time.monotonic() < deadline, "the refused first attempt was not seen failing"
+        time.sleep(0.02)
+    bind_deadline = time.monotonic() + 0.5
+    while True:
+        try:
+            late = Receiver(port)
+            break
+        except OSError as e:  # the freed port may linger briefly
+            if e.errno != errno.EADDRINUSE or time.monotonic() > bind_deadline:
+                raise
+            time.sleep(0.02)
     try:
         [hit] = late.wait("/late")
         p = check_twilio_request(late, hit, url)
