@@ -37,11 +37,10 @@ pub enum SubscribeRefused {
     IdentityFull(usize),
 }
 
-/// A message for one connection.
+/// A message for one connection: JSON text, serialized once and shared by every subscriber it
+/// goes to (a queue slot is two words).
 #[derive(Debug, Clone)]
-pub enum Outbound {
-    Json(Value),
-}
+pub struct Outbound(pub Arc<str>);
 
 struct Conn {
     service_sid: String,
@@ -228,11 +227,11 @@ impl Hub {
     }
 
     /// Queues a message; a full queue drops the connection.
-    fn deliver(&self, state: &mut State, id: u64, message: &Value) {
+    fn deliver(&self, state: &mut State, id: u64, message: &Arc<str>) {
         let Some(conn) = state.conns.get(&id) else {
             return;
         };
-        match conn.queue.try_send(Outbound::Json(message.clone())) {
+        match conn.queue.try_send(Outbound(message.clone())) {
             Ok(()) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -259,7 +258,6 @@ impl Hub {
         if event.kind != EventType::ReachabilityUpdated {
             return;
         }
-        let message = json!({"type": "userUpdated", "user": user_from_event(event), "updateReasons": event.reasons});
         let mut state = self.lock();
         let key = (event.service_sid.clone(), event.identity.clone());
         let ids: Vec<u64> = state
@@ -272,6 +270,12 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        let message: Arc<str> = json!({"type": "userUpdated", "user": user_from_event(event), "updateReasons": event.reasons})
+            .to_string()
+            .into();
         for id in ids {
             self.deliver(&mut state, id, &message);
         }
@@ -286,8 +290,10 @@ impl Hub {
         if previous == Some(reachability_enabled) {
             return;
         }
-        let message =
-            json!({"type": "serviceUpdated", "reachability_enabled": reachability_enabled});
+        let message: Arc<str> =
+            json!({"type": "serviceUpdated", "reachability_enabled": reachability_enabled})
+                .to_string()
+                .into();
         let ids: Vec<u64> = state
             .conns
             .iter()
@@ -382,7 +388,10 @@ mod tests {
 
     fn drain(queue: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
         std::iter::from_fn(|| queue.try_recv().ok())
-            .map(|Outbound::Json(v)| v["user"]["is_online"].clone())
+            .map(|Outbound(text)| {
+                let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                v["user"]["is_online"].clone()
+            })
             .collect()
     }
 

@@ -60,17 +60,17 @@ pub async fn open_socket(
         .max_frame_size(MAX_FRAME)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME);
-    actix_web::rt::spawn(async move {
-        let socket = Socket {
-            state,
-            grant,
-            service,
-            session,
-            conn: 0,
-            held: HeldSession { id: 0, holder: 0 },
-        };
-        socket.run(stream, resume).await;
-    });
+    let socket = Socket {
+        state,
+        grant,
+        service,
+        session,
+        conn: 0,
+        held: HeldSession { id: 0, holder: 0 },
+    };
+    // The task is `run`'s future itself: wrapping it in another async block would store the
+    // socket's fields twice for as long as the socket lives.
+    actix_web::rt::spawn(socket.run(stream, resume));
     Ok(response)
 }
 
@@ -82,6 +82,15 @@ struct Socket {
     conn: u64,
     /// The session this socket keeps alive, and which open of it this socket made.
     held: HeldSession,
+}
+
+/// How a socket's start went.
+enum Started {
+    /// The session was refused; the socket is closed.
+    Refused,
+    /// The client left before `ready` reached it.
+    Gone,
+    Ready(crate::realtime::hub::Registration, ServicePresence),
 }
 
 /// Why a socket's loop ended.
@@ -103,15 +112,28 @@ impl Socket {
             .await
     }
 
+    /// The socket's life: start (session, registration, `ready`), serve, finish. The start and
+    /// finish are boxed so that their state is not part of an idle socket's task.
     async fn run(mut self, stream: actix_ws::AggregatedMessageStream, resume: Option<u64>) {
-        let presence = self.state.presence.clone();
-        let identity = self.grant.identity.clone();
-        let endpoint = self.grant.endpoint_id.clone();
+        let end = match Box::pin(self.start(resume)).await {
+            Started::Refused => return,
+            Started::Gone => End::ClientClosed,
+            Started::Ready(registration, settings) => {
+                self.serve(stream, registration.queue, registration.overflow, settings)
+                    .await
+            }
+        };
+        Box::pin(self.finish(end)).await;
+    }
+
+    /// Opens (or resumes) the session, registers with the hub and sends `ready`.
+    async fn start(&mut self, resume: Option<u64>) -> Started {
+        let presence = &self.state.presence;
         let opened = presence.attach(
             &self.service,
-            &identity,
+            &self.grant.identity,
             Transport::WebSocket,
-            endpoint.as_deref(),
+            self.grant.endpoint_id.as_deref(),
             resume,
         );
         let (held, committed) = match opened {
@@ -122,35 +144,37 @@ impl Socket {
                     code: CloseCode::Policy,
                     description: Some(e.to_string()),
                 };
-                let _ = self.session.close(Some(reason)).await;
-                return;
+                let _ = self.session.clone().close(Some(reason)).await;
+                return Started::Refused;
             }
         };
         committed.wait().await;
         self.held = held;
-        let session_id = held.id;
-        let hub = self.state.hub.clone();
+        let hub = &self.state.hub;
         hub.note_service(&self.service.sid, self.service.reachability_enabled);
-        let registration = hub.register(&self.service.sid, &identity, QUEUE);
+        let registration = hub.register(&self.service.sid, &self.grant.identity, QUEUE);
         self.conn = registration.id;
         let settings = ServicePresence::of(&self.service, presence.defaults());
         let ready = json!({
             "type": "ready",
-            "session_id": format_session_id(session_id),
-            "identity": identity,
+            "session_id": format_session_id(held.id),
+            "identity": self.grant.identity,
             "service_sid": self.service.sid,
             "reachability_enabled": self.service.reachability_enabled,
             "ping_interval": settings.ping_interval_ms,
             "session_ttl": settings.session_ttl_ms,
-            "resumed": resume == Some(session_id),
+            "resumed": resume == Some(held.id),
         });
-        let end = if self.send(ready).await {
-            self.serve(stream, registration.queue, registration.overflow, settings)
-                .await
+        if self.send(ready).await {
+            Started::Ready(registration, settings)
         } else {
-            End::ClientClosed
-        };
-        hub.unregister(self.conn);
+            Started::Gone
+        }
+    }
+
+    /// Leaves the hub, ends the session unless the server is stopping, and closes the socket.
+    async fn finish(&mut self, end: End) {
+        self.state.hub.unregister(self.conn);
         let end = match end {
             End::ServerShutdown => End::Close(
                 CloseCode::Away,
@@ -159,13 +183,17 @@ impl Socket {
             other => {
                 // Not `close`: if the client already reconnected and resumed this session,
                 // the session is the new connection's and stays live.
-                let _ = presence.release(&self.service.sid, &identity, held);
+                let _ =
+                    self.state
+                        .presence
+                        .release(&self.service.sid, &self.grant.identity, self.held);
                 other
             }
         };
         if let End::Close(code, reason) = end {
             let _ = self
                 .session
+                .clone()
                 .close(Some(CloseReason {
                     code,
                     description: Some(reason),
@@ -174,6 +202,8 @@ impl Socket {
         }
     }
 
+    /// The socket's loop. Every await inside a branch is boxed: an idle socket's task is
+    /// sized by what it waits on (the `select!`), not by the largest handler it may run.
     async fn serve(
         &mut self,
         mut stream: actix_ws::AggregatedMessageStream,
@@ -193,39 +223,38 @@ impl Socket {
                     None => return End::ClientClosed,
                     Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
                         self.keep_alive();
-                        if !self.handle(&text).await {
+                        if !Box::pin(self.handle(&text)).await {
                             return End::ClientClosed;
                         }
                     }
                     Some(Ok(actix_ws::AggregatedMessage::Ping(bytes))) => {
                         self.keep_alive();
-                        if self.session.pong(&bytes).await.is_err() {
+                        if Box::pin(self.session.pong(&bytes)).await.is_err() {
                             return End::ClientClosed;
                         }
                     }
                     Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => self.keep_alive(),
                     Some(Ok(actix_ws::AggregatedMessage::Binary(_))) => {
-                        if !self.error(&Value::Null, 20001, "binary frames are not supported; send JSON text").await {
+                        if !Box::pin(self.error(&Value::Null, 20001, "binary frames are not supported; send JSON text")).await {
                             return End::ClientClosed;
                         }
                     }
                     Some(Ok(actix_ws::AggregatedMessage::Close(_))) => return End::ClientClosed,
                     Some(Err(actix_ws::ProtocolError::Overflow)) => {
-                        let _ = self.error(&Value::Null, 20001, &format!("frame larger than {MAX_FRAME} bytes")).await;
+                        let _ = Box::pin(self.error(&Value::Null, 20001, &format!("frame larger than {MAX_FRAME} bytes"))).await;
                         return End::Close(CloseCode::Size, "frame too large".into());
                     }
                     Some(Err(_)) => return End::Close(CloseCode::Protocol, "protocol error".into()),
                 },
-                                Some(out) = queue.recv() => {
-                    let crate::realtime::Outbound::Json(value) = out;
+                Some(out) = queue.recv() => {
                     // A reader that stopped reading blocks this send; overflow ends the wait.
                     tokio::select! {
-                        sent = self.session.text(value.to_string()) => if sent.is_err() { return End::ClientClosed },
+                        sent = Box::pin(self.session.text(&*out.0)) => if sent.is_err() { return End::ClientClosed },
                         _ = overflow.cancelled() => return End::Close(CloseCode::Policy, "slow consumer".into()),
                     }
                 }
                 _ = overflow.cancelled() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.error(&Value::Null, 20429, "too many undelivered messages: read faster")).await;
+                    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), self.error(&Value::Null, 20429, "too many undelivered messages: read faster"))).await;
                     return End::Close(CloseCode::Policy, "slow consumer".into());
                 }
                 _ = tokio::time::sleep(expires_in) => {
