@@ -195,8 +195,39 @@ pub fn list_since(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Eve
     .db()
 }
 
-/// The newest event id (0 when there is none).
+/// The newest event id ever assigned (0 before the first): from `sqlite_sequence`, so the
+/// retention purge emptying the table does not take it back.
 pub fn last_id(conn: &Connection) -> Result<i64> {
-    conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
-        .db()
+    conn.query_row(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .db()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_id_survives_the_purge_emptying_the_table() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        crate::db::open::migrate(&mut conn).expect("schema");
+        assert_eq!(last_id(&conn).expect("last id"), 0);
+        for identity in ["a", "b"] {
+            conn.execute(
+                "INSERT INTO events (service_sid, user_sid, identity, type, reasons, sequence, source, user_json, created_at) \
+                 VALUES ('IS1', 'US1', ?1, 'user.added', '[]', 1, 'API', '{}', 0)",
+                [identity],
+            )
+            .expect("insert");
+        }
+        conn.execute("DELETE FROM events", []).expect("purge");
+        assert_eq!(
+            last_id(&conn).expect("last id"),
+            2,
+            "ids are never taken back"
+        );
+    }
 }

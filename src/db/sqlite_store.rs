@@ -12,8 +12,8 @@ use super::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{
-    account, bindings, credentials, endpoints, events, keys, map_pool, metrics, outbox, presence,
-    services, users,
+    SqlResultExt, account, bindings, credentials, endpoints, events, keys, map_pool, metrics,
+    outbox, presence, services, users,
 };
 use crate::domain::Result;
 use crate::domain::account::{Account, AccountConfigPatch, ApiKey, WebhookPatch};
@@ -200,6 +200,16 @@ impl Store for SqliteStore {
 
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
         users::get(&*self.read()?, service_sid, key)
+    }
+
+    fn user_snapshot(&self, service_sid: &str, key: &UserKey) -> Result<Option<(User, i64)>> {
+        let mut conn = self.read()?;
+        // One read transaction: the user and the event horizon come from the same snapshot.
+        let tx = conn.transaction().db()?;
+        let Some(user) = users::get(&tx, service_sid, key)? else {
+            return Ok(None);
+        };
+        Ok(Some((user, events::last_id(&tx)?)))
     }
 
     fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>> {

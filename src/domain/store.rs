@@ -76,6 +76,9 @@ pub trait Store: Send + Sync + 'static {
     fn set_presence_settings(&self, sid: &str, presence: PresenceOverrides)
     -> WriteFuture<Service>;
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>>;
+    /// A user read in one transaction with the id of the newest committed event, so that the
+    /// user's state reflects exactly the events up to that id (the realtime hub's snapshot).
+    fn user_snapshot(&self, service_sid: &str, key: &UserKey) -> Result<Option<(User, i64)>>;
     fn list_users(&self, service_sid: &str, page: PageRequest) -> Result<Page<User>>;
     fn update_user(
         &self,

@@ -4,9 +4,11 @@
 //! Invariants:
 //! - Messages come from the event table in commit order (the task follows the writer's
 //!   published last event id), so a subscriber sees exactly the committed transitions, in order.
-//! - A subscription starts from a snapshot read under the hub's lock, when no event can be
-//!   published; it records the snapshot's per-user sequence and gets only the events after it.
-//!   No event falls between snapshot and updates, and none the snapshot shows arrives again.
+//! - A subscription starts from a snapshot that reflects exactly the events up to an id (its
+//!   horizon: event ids grow in commit order, one writer). It is accepted only while the hub
+//!   has published no event after the horizon, and then gets only the events after it: none
+//!   falls between snapshot and updates, none the snapshot shows arrives again. The snapshot
+//!   reply is queued under the lock, behind what was queued before and ahead of what follows.
 //! - Every connection has a bounded queue; a connection that falls behind is dropped (its
 //!   overflow token fires and the socket closes with an error) instead of growing memory.
 //!
@@ -35,6 +37,8 @@ pub enum SubscribeRefused {
     SocketFull(usize),
     /// The identity's sockets together hold the most allowed (the limit).
     IdentityFull(usize),
+    /// The hub already published events after the snapshot's horizon: take a new snapshot.
+    Stale,
 }
 
 /// A message for one connection: JSON text, serialized once and shared by every subscriber it
@@ -54,9 +58,11 @@ struct Conn {
 #[derive(Default)]
 struct State {
     conns: HashMap<u64, Conn>,
-    /// (service, identity) → subscribed connections, each with the per-user sequence its
-    /// snapshot showed (events up to it are not sent again).
+    /// (service, identity) → subscribed connections, each with its snapshot's horizon (events
+    /// up to that id are in the snapshot and not sent again).
     subscribers: HashMap<(String, String), HashMap<u64, i64>>,
+    /// The id of the newest event handed to subscribers.
+    published: i64,
     /// (service, owner identity) → subscriptions held over all the owner's connections.
     per_owner: HashMap<(String, String), usize>,
     /// Last reachability flag sent per service.
@@ -168,35 +174,36 @@ impl Hub {
         }
     }
 
-    /// Subscribes connection `id` to `identity` from a snapshot: `snapshot` reads the user and
-    /// returns it with its per-user sequence (or `None`: no such user, nothing subscribed). It
-    /// runs under the hub's lock, so no event is published meanwhile: the connection gets
-    /// exactly the events after its snapshot. Subscribing again to one identity takes a fresh
-    /// snapshot and is still one subscription. Keep `snapshot` short: it holds up delivery.
-    pub fn subscribe<T>(
+    /// Subscribes connection `id` to `identity` from a snapshot that reflects the events up
+    /// to `horizon`, and queues `reply` (the snapshot message) for the connection. Refused with
+    /// [`SubscribeRefused::Stale`] when events after `horizon` were already published (they
+    /// are in neither the snapshot nor the feed). Subscribing again to one identity moves its
+    /// horizon and is still one subscription.
+    pub fn subscribe(
         &self,
         id: u64,
         identity: &str,
-        snapshot: impl FnOnce() -> Option<(T, i64)>,
-    ) -> Result<Option<T>, SubscribeRefused> {
+        horizon: i64,
+        reply: &Arc<str>,
+    ) -> Result<(), SubscribeRefused> {
         let mut state = self.lock();
         let state = &mut *state;
+        if horizon < state.published {
+            return Err(SubscribeRefused::Stale);
+        }
         let Some(conn) = state.conns.get_mut(&id) else {
             return Err(SubscribeRefused::Closed);
         };
-        let again = conn.subscriptions.contains(identity);
-        if !again && conn.subscriptions.len() >= self.max_subscriptions {
-            return Err(SubscribeRefused::SocketFull(self.max_subscriptions));
-        }
-        let owner = (conn.service_sid.clone(), conn.owner.clone());
-        if !again && state.per_owner.get(&owner).copied().unwrap_or(0) >= self.max_per_identity {
-            return Err(SubscribeRefused::IdentityFull(self.max_per_identity));
-        }
-        let Some((user, sequence)) = snapshot() else {
-            return Ok(None);
-        };
-        if !again {
-            *state.per_owner.entry(owner).or_default() += 1;
+        if !conn.subscriptions.contains(identity) {
+            if conn.subscriptions.len() >= self.max_subscriptions {
+                return Err(SubscribeRefused::SocketFull(self.max_subscriptions));
+            }
+            let owner = (conn.service_sid.clone(), conn.owner.clone());
+            let held = state.per_owner.entry(owner).or_default();
+            if *held >= self.max_per_identity {
+                return Err(SubscribeRefused::IdentityFull(self.max_per_identity));
+            }
+            *held += 1;
             conn.subscriptions.insert(identity.to_string());
         }
         let key = (conn.service_sid.clone(), identity.to_string());
@@ -204,8 +211,14 @@ impl Hub {
             .subscribers
             .entry(key)
             .or_default()
-            .insert(id, sequence);
-        Ok(Some(user))
+            .insert(id, horizon);
+        self.deliver(state, id, reply);
+        Ok(())
+    }
+
+    /// Queues a message for one connection, in order with its updates.
+    pub fn send(&self, id: u64, message: &Arc<str>) {
+        self.deliver(&mut self.lock(), id, message);
     }
 
     pub fn unsubscribe(&self, id: u64, identity: &str) {
@@ -247,25 +260,18 @@ impl Hub {
 
     /// Delivers one committed event to its subscribers.
     pub fn publish_event(&self, event: &Event) {
-        if event.kind == EventType::UserDeleted {
-            // A user created again under this identity numbers its events from the start.
-            let key = (event.service_sid.clone(), event.identity.clone());
-            if let Some(subscribers) = self.lock().subscribers.get_mut(&key) {
-                subscribers.values_mut().for_each(|shown| *shown = 0);
-            }
-            return;
-        }
+        let mut state = self.lock();
+        state.published = state.published.max(event.id);
         if event.kind != EventType::ReachabilityUpdated {
             return;
         }
-        let mut state = self.lock();
         let key = (event.service_sid.clone(), event.identity.clone());
         let ids: Vec<u64> = state
             .subscribers
             .get(&key)
             .map(|s| {
                 s.iter()
-                    .filter(|(_, shown)| event.sequence > **shown)
+                    .filter(|(_, horizon)| event.id > **horizon)
                     .map(|(id, _)| *id)
                     .collect()
             })
@@ -322,6 +328,10 @@ impl Hub {
         stop: CancellationToken,
     ) {
         let mut cursor = *events.borrow();
+        {
+            let mut state = self.lock();
+            state.published = state.published.max(cursor);
+        }
         loop {
             tokio::select! {
                 changed = events.changed() => {
@@ -360,22 +370,22 @@ mod tests {
     use super::*;
     use crate::domain::event::Source;
 
-    /// Subscribes with a snapshot at sequence 0.
-    fn sub(hub: &Hub, id: u64, identity: &str) -> Result<Option<()>, SubscribeRefused> {
-        hub.subscribe(id, identity, || Some(((), 0)))
+    /// Subscribes with a snapshot at horizon 0, dropping the snapshot reply.
+    fn sub(hub: &Hub, id: u64, identity: &str) -> Result<(), SubscribeRefused> {
+        hub.subscribe(id, identity, 0, &Arc::from("{}"))
     }
 
-    fn event(identity: &str, kind: EventType, sequence: i64) -> Event {
+    fn event(identity: &str, kind: EventType, id: i64) -> Event {
         Event {
-            id: sequence,
+            id,
             service_sid: "IS1".into(),
             user_sid: "US1".into(),
             identity: identity.into(),
             kind,
             reasons: vec!["reachabilityOnline".into()],
             cause: None,
-            sequence,
-            is_online: Some(sequence % 2 == 1),
+            sequence: id,
+            is_online: Some(id % 2 == 1),
             is_notifiable: None,
             session_count: None,
             last_seen: None,
@@ -386,11 +396,15 @@ mod tests {
         }
     }
 
-    fn drain(queue: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
+    /// What a connection has queued: `type` of each message, with `is_online` for updates.
+    fn drain(queue: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
         std::iter::from_fn(|| queue.try_recv().ok())
             .map(|Outbound(text)| {
                 let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                v["user"]["is_online"].clone()
+                match v["type"].as_str() {
+                    Some("userUpdated") => format!("online={}", v["user"]["is_online"]),
+                    other => other.unwrap_or("?").to_string(),
+                }
             })
             .collect()
     }
@@ -399,71 +413,68 @@ mod tests {
     fn a_subscriber_gets_exactly_the_events_after_its_snapshot() {
         let hub = Hub::default();
         let mut conn = hub.register("IS1", "bob", 8);
-        // Events 1–2 were committed before the snapshot (which shows sequence 2), but the
-        // hub's feed had not reached them yet.
-        let shown = hub.subscribe(conn.id, "alice", || Some(("snapshot", 2)));
-        assert_eq!(shown, Ok(Some("snapshot")));
-        for sequence in 1..=4 {
-            hub.publish_event(&event("alice", EventType::ReachabilityUpdated, sequence));
+        let reply: Arc<str> = Arc::from(r#"{"type":"user"}"#);
+        // Events 1–2 are committed and in the snapshot, but the hub's feed has not reached them.
+        assert_eq!(hub.subscribe(conn.id, "alice", 2, &reply), Ok(()));
+        for id in 1..=4 {
+            hub.publish_event(&event("alice", EventType::ReachabilityUpdated, id));
         }
         assert_eq!(
             drain(&mut conn.queue),
-            vec![json!(true), json!(false)],
-            "only 3 and 4"
+            ["user", "online=true", "online=false"]
         );
+        // The feed is at 4 now: a snapshot from before event 4 would miss it.
         assert_eq!(
-            hub.subscribe(conn.id, "ghost", || None::<((), i64)>),
-            Ok(None)
+            hub.subscribe(conn.id, "carol", 3, &reply),
+            Err(SubscribeRefused::Stale)
         );
         assert!(
             !hub.lock()
                 .subscribers
-                .contains_key(&("IS1".into(), "ghost".into()))
+                .contains_key(&("IS1".into(), "carol".into()))
         );
-        // Deleted and created again: the new user's events count from 1.
-        hub.publish_event(&event("alice", EventType::UserDeleted, 5));
-        hub.publish_event(&event("alice", EventType::ReachabilityUpdated, 1));
-        assert_eq!(drain(&mut conn.queue), vec![json!(true)]);
+        // Subscribing again queues the fresh snapshot behind the update queued before it, and
+        // moves the horizon: event 6 is in the snapshot, event 7 is not.
+        hub.publish_event(&event("alice", EventType::ReachabilityUpdated, 5));
+        assert_eq!(hub.subscribe(conn.id, "alice", 6, &reply), Ok(()));
+        hub.publish_event(&event("alice", EventType::UserDeleted, 6));
+        hub.publish_event(&event("alice", EventType::ReachabilityUpdated, 7));
+        assert_eq!(
+            drain(&mut conn.queue),
+            ["online=true", "user", "online=true"]
+        );
     }
 
     #[test]
     fn subscriptions_are_capped_per_socket_and_per_identity_and_released() {
         let hub = Hub::new(3, 4);
-        let a = hub.register("IS1", "alice", 8).id;
-        let b = hub.register("IS1", "alice", 8).id;
-        let other = hub.register("IS1", "bob", 8).id;
+        // The registrations (their queues) stay alive: a closed queue drops its connection.
+        let registrations = [
+            hub.register("IS1", "alice", 8),
+            hub.register("IS1", "alice", 8),
+            hub.register("IS1", "bob", 8),
+        ];
+        let [a, b, other] = registrations.each_ref().map(|r| r.id);
         for target in ["u1", "u2", "u3"] {
-            assert_eq!(sub(&hub, a, target), Ok(Some(())));
+            assert_eq!(sub(&hub, a, target), Ok(()));
         }
         assert_eq!(
             sub(&hub, a, "u1"),
-            Ok(Some(())),
+            Ok(()),
             "a repeat is not a new subscription"
         );
         assert_eq!(sub(&hub, a, "u4"), Err(SubscribeRefused::SocketFull(3)));
-        assert_eq!(sub(&hub, b, "u4"), Ok(Some(())));
+        assert_eq!(sub(&hub, b, "u4"), Ok(()));
         assert_eq!(
             sub(&hub, b, "u5"),
             Err(SubscribeRefused::IdentityFull(4)),
             "alice's sockets hold 4 together"
         );
-        assert_eq!(
-            sub(&hub, other, "u5"),
-            Ok(Some(())),
-            "bob has his own budget"
-        );
+        assert_eq!(sub(&hub, other, "u5"), Ok(()), "bob has his own budget");
         hub.unsubscribe(a, "u1");
-        assert_eq!(
-            sub(&hub, b, "u5"),
-            Ok(Some(())),
-            "an unsubscribe gives one back"
-        );
+        assert_eq!(sub(&hub, b, "u5"), Ok(()), "an unsubscribe gives one back");
         hub.unregister(a);
-        assert_eq!(
-            sub(&hub, b, "u6"),
-            Ok(Some(())),
-            "a closed socket gives all back"
-        );
+        assert_eq!(sub(&hub, b, "u6"), Ok(()), "a closed socket gives all back");
         hub.unregister(b);
         hub.unregister(other);
         let state = hub.lock();

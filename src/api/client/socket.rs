@@ -36,6 +36,9 @@ use crate::tokens::ClientGrant;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Messages queued for a socket before it counts as too slow.
 pub const QUEUE: usize = 256;
+/// Snapshots one subscription may take while events keep overtaking them (each attempt is
+/// one quick read; needing a second is already rare).
+const SNAPSHOT_ATTEMPTS: usize = 10;
 /// Identities one `subscribe` may name.
 const MAX_PER_MESSAGE: usize = 100;
 
@@ -300,7 +303,9 @@ impl Socket {
                 for identity in identities(&message).unwrap_or_default() {
                     self.state.hub.unsubscribe(self.conn, &identity);
                 }
-                self.send(json!({"type": "unsubscribed", "id": id})).await
+                // Behind the updates queued before the unsubscribe: the last word is this.
+                self.queue(json!({"type": "unsubscribed", "id": id}));
+                true
             }
             "register_push" => self.register_push(&id, &message).await,
             "updateToken" => self.update_token(&id, &message).await,
@@ -311,6 +316,8 @@ impl Socket {
         }
     }
 
+    /// Subscribes to each identity from a snapshot. Replies go through this connection's hub
+    /// queue, so they stay in order with the updates (see `Hub::subscribe`).
     async fn subscribe(&mut self, id: &Value, message: &Value) -> bool {
         let Some(list) =
             identities(message).filter(|l| !l.is_empty() && l.len() <= MAX_PER_MESSAGE)
@@ -320,51 +327,27 @@ impl Socket {
                 .await;
         };
         for identity in list {
-            // The snapshot is read under the hub's lock (see `Hub::subscribe`): no update can
-            // fall between it and the ones that follow, and none it shows comes again.
-            let mut failed = None;
-            let store = &self.state.store;
-            let subscribed = self.state.hub.subscribe(self.conn, &identity, || {
-                match store.user(&self.service.sid, &UserKey::Identity(identity.clone())) {
-                    Ok(found) => found.map(|user| {
-                        let sequence = user.reachability.sequence;
-                        (user, sequence)
-                    }),
-                    Err(e) => {
-                        failed = Some(e);
-                        None
-                    }
+            if let Err((code, message)) = self.subscribe_one(id, &identity) {
+                self.queue(json!({"type": "error", "id": id, "code": code, "message": message}));
+                if code == 20429 {
+                    break;
                 }
-            });
-            let user = match (subscribed, failed) {
-                (Ok(Some(user)), _) => user,
-                (Ok(None), Some(e)) => {
+            }
+        }
+        true
+    }
+
+    /// One identity: a snapshot and its horizon, then the subscription from that horizon —
+    /// again with a fresh snapshot if the hub published newer events meanwhile.
+    fn subscribe_one(&self, id: &Value, identity: &str) -> Result<(), (u32, String)> {
+        let key = UserKey::Identity(identity.to_string());
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let (user, horizon) = match self.state.store.user_snapshot(&self.service.sid, &key) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Err((20404, format!("user {identity} not found"))),
+                Err(e) => {
                     let e = ApiError::from(e);
-                    if !self.error(id, e.code, &e.message).await {
-                        return false;
-                    }
-                    continue;
-                }
-                (Ok(None), None) => {
-                    if !self
-                        .error(id, 20404, &format!("user {identity} not found"))
-                        .await
-                    {
-                        return false;
-                    }
-                    continue;
-                }
-                (Err(refused), _) => {
-                    let message = match refused {
-                        SubscribeRefused::SocketFull(max) => {
-                            format!("too many subscriptions on this socket (at most {max})")
-                        }
-                        SubscribeRefused::IdentityFull(max) => format!(
-                            "too many subscriptions for this identity over all its sockets (at most {max})"
-                        ),
-                        SubscribeRefused::Closed => "the connection is closing".to_string(),
-                    };
-                    return self.error(id, 20429, &message).await;
+                    return Err((e.code, e.message));
                 }
             };
             // Re-read the service: the snapshot must use the current reachability flag.
@@ -375,14 +358,34 @@ impl Socket {
                 .ok()
                 .flatten()
                 .unwrap_or_else(|| self.service.clone());
-            if !self
-                .send(json!({"type": "user", "id": id, "user": descriptor_json(&service, &user)}))
-                .await
+            let reply = json!({"type": "user", "id": id, "user": descriptor_json(&service, &user)});
+            let reply: Arc<str> = reply.to_string().into();
+            let message = match self
+                .state
+                .hub
+                .subscribe(self.conn, identity, horizon, &reply)
             {
-                return false;
-            }
+                Ok(()) => return Ok(()),
+                Err(SubscribeRefused::Stale) => continue,
+                Err(SubscribeRefused::SocketFull(max)) => {
+                    format!("too many subscriptions on this socket (at most {max})")
+                }
+                Err(SubscribeRefused::IdentityFull(max)) => format!(
+                    "too many subscriptions for this identity over all its sockets (at most {max})"
+                ),
+                Err(SubscribeRefused::Closed) => "the connection is closing".to_string(),
+            };
+            return Err((20429, message));
         }
-        true
+        Err((
+            20503,
+            format!("{identity} changed while its snapshot was read, again and again; retry"),
+        ))
+    }
+
+    /// Queues a reply behind the updates already queued for this connection.
+    fn queue(&self, message: Value) {
+        self.state.hub.send(self.conn, &message.to_string().into());
     }
 
     async fn register_push(&mut self, id: &Value, message: &Value) -> bool {

@@ -144,10 +144,15 @@ impl Presence {
     ) -> Result<Committed, SessionError> {
         let mut engine = self.lock();
         let now = self.inner.clock.now();
+        let live = engine.session_count();
         let transitions = change(&mut engine, now)?;
+        // A release that found the session resumed elsewhere (or gone) ended nothing.
+        let ended = engine.session_count() < live;
         let committed = self.queue_with_ended(&mut engine, transitions, true);
         drop(engine);
-        self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+        if ended {
+            self.inner.stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
         self.inner.wake.notify_one();
         Ok(committed)
     }
