@@ -432,14 +432,14 @@ mod tests {
         let svc = service();
         let mut ids = Vec::new();
         for _ in 0..100 {
-            let (id, _) = presence
+            let (HeldSession { id, .. }, _) = presence
                 .open(&svc, "alice", Transport::Http, None, None)
                 .expect("under the cap");
             ids.push(id);
         }
         let refused = presence.open(&svc, "alice", Transport::Http, None, None);
         assert!(matches!(refused, Err(Error::LimitExceeded(_))));
-        let (resumed, _) = presence
+        let (HeldSession { id: resumed, .. }, _) = presence
             .open(&svc, "alice", Transport::Http, None, Some(ids[0]))
             .expect("resuming a live session is not a new one");
         assert_eq!(resumed, ids[0]);
@@ -458,7 +458,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let (presence, tasks) = start(recorder.clone()).await;
         let svc = service();
-        let (id, committed) = presence
+        let (HeldSession { id, .. }, committed) = presence
             .open(&svc, "alice", Transport::Http, None, None)
             .expect("open");
         assert!(committed.wait().await);
@@ -488,7 +488,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let (presence, tasks) = start(recorder.clone()).await;
         let svc = service();
-        let (first, c) = presence
+        let (HeldSession { id: first, .. }, c) = presence
             .open(&svc, "alice", Transport::WebSocket, None, None)
             .expect("open");
         c.wait().await;
@@ -498,7 +498,7 @@ mod tests {
             .wait()
             .await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (second, c) = presence
+        let (HeldSession { id: second, .. }, c) = presence
             .open(&svc, "alice", Transport::WebSocket, None, None)
             .expect("open");
         c.wait().await;

@@ -12,6 +12,7 @@ use super::ClientCtx;
 use crate::api::errors::{ApiError, ApiResult};
 use crate::api::params::Params;
 use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
+use crate::presence::HeldSession;
 
 /// How long an open waits for its online transition to be committed.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
@@ -40,7 +41,7 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
     }
     // The user is created with the session's online transition (one batched write).
     let presence = &ctx.state.presence;
-    let (id, committed) = presence.open(
+    let (HeldSession { id, .. }, committed) = presence.open(
         &ctx.service,
         ctx.identity(),
         Transport::Http,

@@ -132,7 +132,7 @@ impl Socket {
     /// Opens (or resumes) the session, registers with the hub and sends `ready`.
     async fn start(&mut self, resume: Option<u64>) -> Started {
         let presence = &self.state.presence;
-        let opened = presence.attach(
+        let opened = presence.open(
             &self.service,
             &self.grant.identity,
             Transport::WebSocket,

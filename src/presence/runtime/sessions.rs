@@ -17,25 +17,12 @@ use crate::domain::service::Service;
 use crate::presence::engine::{Engine, Now, SessionError};
 
 impl Presence {
-    /// Opens a session for `identity` (or resumes `resume` if it is still live), returning its
-    /// id and the commit of the resulting transition and session row. Refused with
-    /// [`Error::LimitExceeded`] when the identity already holds the most live sessions allowed
-    /// (resuming one of them is always allowed).
+    /// Opens a session for `identity` (or resumes `resume` if it is still live), returning the
+    /// session as this open holds it (what [`Presence::release`] takes) and the commit of the
+    /// resulting transition and session row. Refused with [`Error::LimitExceeded`] when the
+    /// identity already holds the most live sessions allowed (resuming one of them is always
+    /// allowed).
     pub fn open(
-        &self,
-        service: &Service,
-        identity: &str,
-        transport: Transport,
-        endpoint: Option<&str>,
-        resume: Option<u64>,
-    ) -> crate::domain::Result<(u64, Committed)> {
-        self.attach(service, identity, transport, endpoint, resume)
-            .map(|(held, committed)| (held.id, committed))
-    }
-
-    /// [`Presence::open`] for a connection that ends its session when it goes away: the
-    /// returned [`HeldSession`] is what [`Presence::release`] takes.
-    pub fn attach(
         &self,
         service: &Service,
         identity: &str,
