@@ -404,3 +404,74 @@ async fn a_graceful_stop_closes_sockets_with_1001_and_reports_no_one_offline() {
         "the session is kept for a resume after the restart"
     );
 }
+
+#[tokio::test]
+async fn subscriptions_taken_while_a_user_flips_never_miss_or_repeat_a_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = common::spawn().await;
+    let svc = enabled_service(&s).await; // grace 0: every open and close is a transition
+    s.user(&svc, "target").await;
+    let target = s.token(&svc, "target");
+    let mut ws = connect(&s, &s.token(&svc, "watcher")).await;
+    next(&mut ws).await.expect("ready");
+    let done = AtomicBool::new(false);
+    let flips = async {
+        for _ in 0..150 {
+            let id = s.open_session(&target).await;
+            let path = format!("/client/v1/sessions/{id}");
+            let r = s.client(Method::DELETE, &path, &target, None).await;
+            assert_eq!(r.status, 204);
+        }
+        done.store(true, Ordering::SeqCst);
+    };
+    // Subscribes again and again while the target flips; records what arrives about it.
+    let watch = async {
+        let mut seen: Vec<(String, Value)> = Vec::new();
+        let mut subscribes = 0;
+        while !done.load(Ordering::SeqCst) {
+            subscribes += 1;
+            let subscribe =
+                json!({"type": "subscribe", "id": subscribes, "identities": ["target"]});
+            send(&mut ws, subscribe).await;
+            loop {
+                let m = next(&mut ws).await.expect("a message");
+                let kind = m["type"].as_str().unwrap_or_default().to_string();
+                assert!(kind == "user" || kind == "userUpdated", "{m}");
+                seen.push((kind.clone(), m["user"]["is_online"].clone()));
+                if kind == "user" && m["id"] == json!(subscribes) {
+                    break;
+                }
+            }
+        }
+        (seen, subscribes)
+    };
+    let ((), (mut seen, subscribes)) = tokio::join!(flips, watch);
+    s.until_online(&svc, "target", false).await;
+    // Whatever is still queued arrives within a moment of the last commit.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), next(&mut ws)).await {
+        seen.push((
+            m["type"].as_str().unwrap_or_default().into(),
+            m["user"]["is_online"].clone(),
+        ));
+    }
+    assert!(
+        subscribes > 5,
+        "only {subscribes} subscriptions overlapped the flips"
+    );
+    // Transitions alternate: an update equal to the state before it was either a repeat of
+    // what a snapshot showed or one that replaced a lost change.
+    for pair in seen.windows(2) {
+        if pair[1].0 == "userUpdated" {
+            assert_ne!(
+                pair[0].1, pair[1].1,
+                "a repeated or missed change in {seen:?}"
+            );
+        }
+    }
+    assert_eq!(
+        seen.last().map(|m| &m.1),
+        Some(&json!(false)),
+        "ends on the current state"
+    );
+    s.stop().await;
+}
