@@ -82,32 +82,38 @@ pub fn due(
     limit: usize,
     in_flight: &HashSet<i64>,
 ) -> Result<Vec<ClaimedDelivery>> {
-    // One joined read for the whole batch: each head with its event and, for a native
-    // endpoint (`endpoint:<id>`), the endpoint's secret.
-    let sql = due_sql();
-    let mut stmt = conn.prepare_cached(sql).db()?;
-    let rows = stmt
-        .query_map(params![now, (limit + in_flight.len()) as i64], |row| {
-            let delivery = delivery_at(row, 0)?;
-            let event = events::event_at(row, DELIVERY_COLUMNS)?;
-            Ok(ClaimedDelivery {
-                // Only a native endpoint's target joins a secret.
-                secret: row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?,
-                delivery,
-                event,
-            })
-        })
+    // The ids first, from the due index alone: the dispatcher claims again whenever a slot
+    // frees, and each time the heads still in flight come back first — skipping them before
+    // anything is joined or decoded keeps a claim's cost independent of the concurrency.
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries WHERE head = 1 AND status = 'pending' \
+             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+        )
+        .db()?
+        .query_map(params![now, (limit + in_flight.len()) as i64], |r| r.get(0))
+        .db()?
+        .filter(|id| id.as_ref().map_or(true, |id| !in_flight.contains(id)))
+        .take(limit)
+        .collect::<rusqlite::Result<_>>()
         .db()?;
-    let mut out = Vec::with_capacity(limit);
-    for claimed in rows {
-        let claimed = claimed.db()?;
-        if in_flight.contains(&claimed.delivery.id) {
-            continue;
-        }
-        out.push(claimed);
-        if out.len() == limit {
-            break;
-        }
+    // Then each head with its event and, for a native endpoint (`endpoint:<id>`), the
+    // endpoint's secret — if it is still a pending head (a resend or a 410 may have moved it).
+    let mut stmt = conn.prepare_cached(due_sql()).db()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let claimed = stmt
+            .query_row([id], |row| {
+                Ok(ClaimedDelivery {
+                    delivery: delivery_at(row, 0)?,
+                    event: events::event_at(row, DELIVERY_COLUMNS)?,
+                    // Only a native endpoint's target joins a secret.
+                    secret: row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?,
+                })
+            })
+            .optional()
+            .db()?;
+        out.extend(claimed);
     }
     Ok(out)
 }
@@ -131,8 +137,7 @@ fn due_sql() -> &'static str {
              JOIN events e ON e.id = d.event_id \
              LEFT JOIN webhook_endpoints w \
              ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
-             WHERE d.head = 1 AND d.status = 'pending' AND d.next_attempt_at <= ?1 \
-             ORDER BY d.next_attempt_at LIMIT ?2",
+             WHERE d.id = ?1 AND d.head = 1 AND d.status = 'pending'",
             prefixed("d", COLUMNS),
             prefixed("e", events::COLUMNS),
         )
