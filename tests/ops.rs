@@ -117,14 +117,7 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
 
     // Offline detection is recorded once someone goes offline.
     let bob_session = s.open_session(&s.token(&svc, "carol")).await;
-    let r = s
-        .client(
-            reqwest::Method::DELETE,
-            &format!("/client/v1/sessions/{bob_session}"),
-            &s.token(&svc, "carol"),
-            None,
-        )
-        .await;
+    let r = s.close_session(&s.token(&svc, "carol"), &bob_session).await;
     assert!(r.status < 300, "{:?}", r.body);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -236,14 +229,7 @@ async fn an_identity_cannot_hold_more_sessions_than_the_cap() {
     }
     // Other identities are unaffected; closing one makes room.
     assert_eq!(open(s.token(&svc, "bob")).await.status, 201);
-    let r = s
-        .client(
-            reqwest::Method::DELETE,
-            &format!("/client/v1/sessions/{}", sessions[0]),
-            &alice,
-            None,
-        )
-        .await;
+    let r = s.close_session(&alice, &sessions[0]).await;
     assert!(r.status < 300, "{:?}", r.body);
     assert_eq!(open(alice.clone()).await.status, 201);
     s.stop().await;

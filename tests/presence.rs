@@ -119,14 +119,7 @@ async fn close_reports_offline_after_the_grace_and_reconnects_inside_it_are_invi
     s.timings(&svc, 1_000, 5_000, 2_000).await;
     let token = s.token(&svc, "bob");
     let first = s.open_session(&token).await;
-    let r = s
-        .client(
-            Method::DELETE,
-            &format!("/client/v1/sessions/{first}"),
-            &token,
-            None,
-        )
-        .await;
+    let r = s.close_session(&token, &first).await;
     assert_eq!(r.status, 204);
     assert_eq!(
         online(&s, &svc, "bob").await,
@@ -141,13 +134,7 @@ async fn close_reports_offline_after_the_grace_and_reconnects_inside_it_are_invi
         true,
         "the reconnect cancelled the offline report"
     );
-    s.client(
-        Method::DELETE,
-        &format!("/client/v1/sessions/{second}"),
-        &token,
-        None,
-    )
-    .await;
+    s.close_session(&token, &second).await;
     s.until_online(&svc, "bob", false).await;
     let transitions: Vec<_> = s
         .events()
@@ -339,17 +326,7 @@ async fn tokens_are_scoped_to_their_service_and_account() {
         )
         .await;
     assert_eq!(r.status, 404, "A's session cannot be pinged with B's token");
-    assert_eq!(
-        s.client(
-            Method::DELETE,
-            &format!("/client/v1/sessions/{session}"),
-            &token_b,
-            None
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(s.close_session(&token_b, &session).await.status, 404);
     assert_eq!(
         s.get(&format!("/chat/v2/Services/{b}/Users")).await.body["users"]
             .as_array()

@@ -95,13 +95,7 @@ async fn subscribers_get_snapshots_and_ordered_updates() {
     let bob_token = s.token(&svc, "bob");
     for _ in 0..3 {
         let id = s.open_session(&bob_token).await;
-        s.client(
-            Method::DELETE,
-            &format!("/client/v1/sessions/{id}"),
-            &bob_token,
-            None,
-        )
-        .await;
+        s.close_session(&bob_token, &id).await;
     }
     let push = s
         .client(
@@ -337,13 +331,7 @@ async fn a_slow_reader_is_disconnected_instead_of_buffering_forever() {
     let hub = s.running.as_ref().map(|r| r.hub.clone()).expect("running");
     for _ in 0..2_000 {
         let id = s.open_session(&bob).await;
-        s.client(
-            Method::DELETE,
-            &format!("/client/v1/sessions/{id}"),
-            &bob,
-            None,
-        )
-        .await;
+        s.close_session(&bob, &id).await;
         if hub.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             break;
         }
@@ -416,12 +404,7 @@ async fn subscriptions_taken_while_a_user_flips_never_miss_or_repeat_a_change() 
     next(&mut ws).await.expect("ready");
     let done = AtomicBool::new(false);
     let flips = async {
-        for _ in 0..150 {
-            let id = s.open_session(&target).await;
-            let path = format!("/client/v1/sessions/{id}");
-            let r = s.client(Method::DELETE, &path, &target, None).await;
-            assert_eq!(r.status, 204);
-        }
+        s.flip(&target, 150).await;
         done.store(true, Ordering::SeqCst);
     };
     // Subscribes again and again while the target flips; records what arrives about it.

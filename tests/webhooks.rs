@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::receiver::{Behavior, Receiver, Recorded};
-use reqwest::Method;
 use serde_json::json;
 
 async fn server() -> common::TestServer {
@@ -99,18 +98,7 @@ async fn fifty_flips_arrive_in_order_at_every_target_despite_failures() {
     native_endpoint(&s, &svc, &native.url("/native"), None).await;
 
     let token = s.token(&svc, "flipper");
-    for _ in 0..50 {
-        let id = s.open_session(&token).await;
-        let r = s
-            .client(
-                Method::DELETE,
-                &format!("/client/v1/sessions/{id}"),
-                &token,
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 204);
-    }
+    s.flip(&token, 50).await;
     // user.added + 100 transitions; the Twilio target also failed three times, the native twice.
     let chat_requests = chat.wait_for(104, Duration::from_secs(30)).await;
     let native_requests = native.wait_for(103, Duration::from_secs(30)).await;

@@ -260,6 +260,21 @@ impl TestServer {
         r.str("session_id")
     }
 
+    /// Closes a client session (`DELETE /client/v1/sessions/{id}`).
+    pub async fn close_session(&self, token: &str, id: &str) -> Reply {
+        let path = format!("/client/v1/sessions/{id}");
+        self.client(reqwest::Method::DELETE, &path, token, None)
+            .await
+    }
+
+    /// Opens and closes a session `times` times (with no grace: two transitions each).
+    pub async fn flip(&self, token: &str, times: usize) {
+        for _ in 0..times {
+            let id = self.open_session(token).await;
+            assert_eq!(self.close_session(token, &id).await.status, 204);
+        }
+    }
+
     /// Sets a service's presence timings through the native API.
     pub async fn timings(&self, service: &str, ping: u64, ttl: u64, grace: u64) {
         let r = self
