@@ -5,6 +5,16 @@ mod common;
 
 use common::process::{Server, reachd};
 
+/// Asserts a command succeeded (showing its stderr if not) and returns its stdout.
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn serve(dir: &std::path::Path) -> (Server, Vec<String>, String) {
     let server = Server::start(reachd(dir));
     let (lines, addr) = (server.lines.clone(), server.addr.clone());
@@ -80,11 +90,7 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
         .args(["keys", "create", "--friendly-name", "ci"])
         .output()
         .expect("keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let (ksid, secret) = (
         key["sid"].as_str().unwrap_or_default(),
@@ -170,12 +176,7 @@ fn check_config_and_migrate_report_without_secrets() {
     assert_eq!(bad.status.code(), Some(2));
 
     let out = reachd(dir.path()).arg("migrate").output().expect("migrate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = succeeded(&out);
     assert!(
         printed.contains(&format!(
             "schema version {}",
@@ -193,11 +194,7 @@ fn init_writes_a_private_config_the_server_runs_with_and_never_overwrites_it() {
         .args(["init", "reachd.toml"])
         .output()
         .expect("init");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let path = dir.path().join("reachd.toml");
     let text = std::fs::read_to_string(&path).expect("written");
     let sid = text
@@ -303,12 +300,7 @@ fn backup_copies_a_consistent_database_while_the_server_writes() {
         .expect("backup");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written_during = writer.join().expect("writer thread");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = succeeded(&out);
     assert!(
         printed.contains("backed up") && printed.contains("users"),
         "{printed}"
