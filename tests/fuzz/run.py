@@ -18,13 +18,11 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import re
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,6 +31,8 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+from reachd_process import reachd_env, run_reachd  # noqa: E402
 OAI_DIR = REPO_ROOT / "tests" / "compat" / "twilio-oai"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fuzz_test_token_" + "5f" * 8
@@ -83,64 +83,23 @@ def free_port() -> int:
 
 
 def server_env(workdir: Path) -> dict[str, str]:
-    # reachd rejects unknown REACHD_* variables (e.g. REACHD_BIN), so pass only its own.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACHD_")}
+    env = reachd_env(workdir, ACCOUNT_SID, AUTH_TOKEN, log="error")
     # Every webhook delivery goes to a closed port on this machine, whatever URL was fuzzed.
     trap = f"http://127.0.0.1:{free_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env[name] = trap
     env.pop("NO_PROXY", None)
     env.pop("no_proxy", None)
-    env.update(
-        REACHD_DATABASE=str(workdir / "reachd.db"),
-        REACHD_ACCOUNT_SID=ACCOUNT_SID,
-        REACHD_AUTH_TOKEN=AUTH_TOKEN,
-        REACHD_LOG="error",
-        # Negative cases may carry broken credentials; don't let the limiter answer 429.
-        REACHD_LIMITS__FAILED_AUTH_BURST="1000000",
-        REACHD_LIMITS__FAILED_AUTH_PER_MINUTE="1000000",
-    )
     return env
 
 
 @contextlib.contextmanager
 def start_server(binary: Path, workdir: Path):
     env = server_env(workdir)
-    env["REACHD_LISTEN"] = "127.0.0.1:0"
-    stderr = open(workdir / "stderr.log", "wb")
-    proc = subprocess.Popen([str(binary)], env=env, cwd=workdir, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
-    lines: queue.Queue = queue.Queue()
-
-    def pump():  # keep draining stdout so the server never blocks on a full pipe
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        base = None
-        while base is None:
-            try:
-                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                line = None
-            if line is None:
-                raise RuntimeError(f"reachd did not report its port (exit={proc.poll()})")
-            if line.startswith("reachd listening on "):
-                base = "http://" + line.split("reachd listening on ", 1)[1].strip()
+    with run_reachd(binary, workdir, env) as (base, proc):
         yield base, env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        stderr.close()
-        if proc.returncode not in (0, -15):
-            log(f"reachd exited with {proc.returncode}")
+    if proc.returncode not in (0, -15):
+        log(f"reachd exited with {proc.returncode}")
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import secrets
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from twilio.rest import Client
 import oai
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+from reachd_process import reachd_env, run_reachd  # noqa: E402
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "compat_test_token_" + "5f" * 8
 STARTUP_TIMEOUT = 30.0
@@ -162,54 +163,10 @@ def start_server(extra_env: dict[str, str] | None = None):
     """Start reachd on a free port; `extra_env` adds REACHD_* settings (e.g. webhook retries)."""
     with tempfile.TemporaryDirectory(prefix="reachd-compat-") as tmp:
         workdir = Path(tmp)
-        # reachd rejects unknown REACHD_* variables (e.g. REACHD_BIN), so pass only its own
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REACHD_")}
-        env.update(REACHD_LISTEN="127.0.0.1:0",
-                   REACHD_DATABASE=str(workdir / "reachd.db"),
-                   REACHD_ACCOUNT_SID=ACCOUNT_SID,
-                   REACHD_AUTH_TOKEN=AUTH_TOKEN,
-                   REACHD_LOG="warn",
-                   # The suite sends bad credentials and tokens on purpose, far more than the
-                   # per-address failed-auth limit allows; that limit has tests of its own.
-                   REACHD_LIMITS__FAILED_AUTH_BURST="1000000",
-                   REACHD_LIMITS__FAILED_AUTH_PER_MINUTE="1000000")
+        env = reachd_env(workdir, ACCOUNT_SID, AUTH_TOKEN, log="warn")
         env.update(extra_env or {})
-        stderr = open(workdir / "stderr.log", "wb")
-        proc = subprocess.Popen([str(_binary())], env=env, cwd=workdir, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=stderr, text=True)
-        lines: queue.Queue = queue.Queue()
-
-        def pump():  # keep draining stdout so the server never blocks on a full pipe
-            for line in proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            base = None
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while base is None:
-                remaining = deadline - time.monotonic()
-                try:
-                    line = lines.get(timeout=max(remaining, 0.01)) if remaining > 0 else None
-                except queue.Empty:
-                    line = None
-                if line is None:
-                    stderr.flush()
-                    log = (workdir / "stderr.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"reachd did not report its port (exit={proc.poll()}):\n{log}")
-                if line.startswith("reachd listening on "):
-                    addr = line.split("reachd listening on ", 1)[1].strip()
-                    base = f"http://{addr}"
+        with run_reachd(_binary(), workdir, env, STARTUP_TIMEOUT) as (base, proc):
             yield Server(base, proc, workdir)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            stderr.close()
 
 
 @pytest.fixture(scope="session")
