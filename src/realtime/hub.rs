@@ -61,7 +61,7 @@ struct State {
     /// (service, identity) → subscribed connections, each with its snapshot's horizon (events
     /// up to that id are in the snapshot and not sent again).
     subscribers: HashMap<(String, String), HashMap<u64, i64>>,
-    /// The id of the newest event handed to subscribers.
+    /// The id of the newest event handed to subscribers: where the feed reads on from.
     published: i64,
     /// (service, owner identity) → subscriptions held over all the owner's connections.
     per_owner: HashMap<(String, String), usize>,
@@ -327,10 +327,10 @@ impl Hub {
         mut services: mpsc::UnboundedReceiver<String>,
         stop: CancellationToken,
     ) {
-        let mut cursor = *events.borrow();
+        // The feed starts after what was committed before the server started serving.
         {
             let mut state = self.lock();
-            state.published = state.published.max(cursor);
+            state.published = state.published.max(*events.borrow());
         }
         loop {
             tokio::select! {
@@ -339,12 +339,12 @@ impl Hub {
                         return;
                     }
                     loop {
-                        match store.events_since(cursor, 500) {
+                        let after = self.lock().published;
+                        match store.events_since(after, 500) {
                             Ok(batch) if !batch.is_empty() => {
                                 for event in &batch {
                                     self.publish_event(event);
                                 }
-                                cursor = batch.last().map_or(cursor, |e| e.id);
                             }
                             Ok(_) => break,
                             Err(e) => {
