@@ -201,3 +201,91 @@ fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
     assert_eq!(reachability_events(&db, "sleeper").len(), 2);
     drop(server);
 }
+
+fn parse_time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{value} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// The `last_ping` of `identity`'s one live session, from the sessions API.
+fn last_ping(api: &Api, service: &str, identity: &str) -> chrono::DateTime<chrono::Utc> {
+    let sessions = api.admin(
+        reqwest::Method::GET,
+        &format!("/api/v1/services/{service}/users/{identity}/sessions"),
+        None,
+    );
+    let list = sessions["sessions"]
+        .as_array()
+        .cloned()
+        .or_else(|| sessions.as_array().cloned())
+        .unwrap_or_default();
+    assert_eq!(list.len(), 1, "{sessions}");
+    parse_time(&list[0]["last_ping"])
+}
+
+#[test]
+fn restarts_keep_the_true_last_ping_and_last_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/reachd.db");
+    let server = start(dir.path());
+    let a = api(&server);
+    let steady = a.service(20_000, 0);
+    let brief = a.service(1_000, 0);
+    let pinger_token = token(&db, &steady, "pinger");
+    let sleeper_token = token(&db, &brief, "sleeper");
+    let pinger = a.open(&pinger_token);
+    let sleeper = a.open(&sleeper_token);
+    assert_eq!(
+        a.client(&format!("/client/v1/sessions/{pinger}/ping"), &pinger_token),
+        204
+    );
+    assert_eq!(
+        a.client(
+            &format!("/client/v1/sessions/{sleeper}/ping"),
+            &sleeper_token
+        ),
+        204
+    );
+    let pinged = last_ping(&a, &steady, "pinger");
+    let sleeper_pinged = last_ping(&a, &brief, "sleeper");
+
+    // Down for longer than the sleeper's TTL, then up again: nobody pings meanwhile.
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(2_000));
+    let restarted = chrono::Utc::now();
+    let server = start(dir.path());
+    let a = api(&server);
+
+    let after = last_ping(&a, &steady, "pinger");
+    assert!(
+        (after - pinged).num_milliseconds().abs() <= 5,
+        "last_ping {after} changed across the restart (was {pinged})"
+    );
+    assert!(after < restarted, "last_ping {after} is the restart time");
+    // A flush after the restart writes the true value back, not the restart time: after it,
+    // kill -9 and look again.
+    std::thread::sleep(Duration::from_millis(1_000));
+    server.kill();
+    let server = start(dir.path());
+    let a = api(&server);
+    let reflushed = last_ping(&a, &steady, "pinger");
+    assert!(
+        (reflushed - pinged).num_milliseconds().abs() <= 5,
+        "the first flush after the restart wrote {reflushed}, not {pinged}"
+    );
+
+    // The sleeper expired during the downtime: last seen is its last ping.
+    assert_eq!(a.is_online(&brief, "sleeper"), false);
+    let view = a.admin(
+        reqwest::Method::GET,
+        &format!("/api/v1/services/{brief}/reachability?identity=sleeper"),
+        None,
+    );
+    let seen = parse_time(&view["users"][0]["last_seen"]);
+    assert!(
+        (seen - sleeper_pinged).num_milliseconds().abs() <= 5,
+        "last_seen {seen} is not the last ping {sleeper_pinged} ({view})"
+    );
+    drop(server);
+}

@@ -771,6 +771,12 @@ mod tests {
             ]
         );
         assert_eq!(expired, vec![2, 3]);
+        // Offline users keep their true last sign of life: bob's last ping, not the restart;
+        // carol (no stored session) gets the restart time.
+        let seen = |who: &str| t.iter().find(|t| &*t.identity == who).map(|t| t.last_seen);
+        assert_eq!(seen("bob"), Some(now.wall - 2_000));
+        assert_eq!(seen("carol"), Some(now.wall));
+        assert_eq!(e.sessions_of(now, SVC, "alice")[0].last_ping_at, now.wall - 2_000);
         // The restored session keeps pinging and expires on its own schedule.
         e.ping(at(101_000), 1, SVC, "alice")
             .expect("ping after restart");

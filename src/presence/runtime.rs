@@ -68,22 +68,30 @@ pub struct PresenceOptions {
 }
 
 /// Monotonic and wall time from one origin.
+///
+/// The monotonic scale starts at [`MONO_BASE`], not at zero, so that instants before the
+/// start (the last ping of a session restored after a restart) are representable: with a
+/// scale starting at zero they would saturate to the start time and rewrite history.
 struct Clock {
     origin: Instant,
     wall_origin: i64,
 }
 
+/// Where the monotonic scale starts: 30 days of milliseconds, longer than any session TTL
+/// (sessions restored after a restart pinged at most one TTL before it).
+const MONO_BASE: u64 = 30 * 24 * 3_600_000;
+
 impl Clock {
     fn now(&self) -> Now {
-        let mono = self.origin.elapsed().as_millis() as u64;
+        let elapsed = self.origin.elapsed().as_millis() as u64;
         Now {
-            mono,
-            wall: self.wall_origin + mono as i64,
+            mono: MONO_BASE + elapsed,
+            wall: self.wall_origin + elapsed as i64,
         }
     }
 
     fn instant(&self, mono: u64) -> Instant {
-        self.origin + Duration::from_millis(mono)
+        self.origin + Duration::from_millis(mono.saturating_sub(MONO_BASE))
     }
 }
 

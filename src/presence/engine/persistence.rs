@@ -54,13 +54,18 @@ impl Engine {
     pub fn restore(&mut self, now: Now, snapshot: PresenceSnapshot) -> (Vec<Transition>, Vec<u64>) {
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        let mut expired_users: Vec<UserKey> = Vec::new();
+        // Users of sessions that expired during the downtime, with the session's last ping
+        // (their true last sign of life, not the restart time).
+        let mut expired_users: Vec<(UserKey, i64)> = Vec::new();
         for s in snapshot.sessions {
             if s.expires_at <= now.wall || self.sessions.contains_key(&s.id) {
                 expired.push(s.id);
                 expired_users.push((
-                    Arc::from(s.service_sid.as_str()),
-                    Arc::from(s.identity.as_str()),
+                    (
+                        Arc::from(s.service_sid.as_str()),
+                        Arc::from(s.identity.as_str()),
+                    ),
+                    s.last_ping_at,
                 ));
                 continue;
             }
@@ -89,20 +94,27 @@ impl Engine {
             self.expiries.insert((expires_at, s.id));
             out.extend(self.session_started(now, key));
         }
+        // Users stored online without any stored session: their last sign of life is
+        // unknown, so the restart time stands for it.
         let stale_online = snapshot
             .online_users
             .into_iter()
-            .map(|(s, i)| (Arc::from(s.as_str()), Arc::from(i.as_str())));
-        let mut offline: Vec<UserKey> = expired_users
-            .into_iter()
-            .chain(stale_online)
-            .filter(|k| !self.users.contains_key(k))
-            .collect();
-        offline.sort();
-        offline.dedup();
-        for (service, identity) in offline {
+            .map(|(s, i)| ((Arc::from(s.as_str()), Arc::from(i.as_str())), now.wall));
+        let mut last_seen: std::collections::BTreeMap<UserKey, i64> = Default::default();
+        for (key, seen) in expired_users {
+            if !self.users.contains_key(&key) {
+                let entry = last_seen.entry(key).or_insert(seen);
+                *entry = (*entry).max(seen);
+            }
+        }
+        for (key, seen) in stale_online {
+            if !self.users.contains_key(&key) {
+                last_seen.entry(key).or_insert(seen);
+            }
+        }
+        for ((service, identity), seen) in last_seen {
             let user = UserState {
-                last_seen: now.wall,
+                last_seen: seen,
                 ..Default::default()
             };
             out.push(transition(
