@@ -289,3 +289,75 @@ fn restarts_keep_the_true_last_ping_and_last_seen() {
     );
     drop(server);
 }
+
+impl Api {
+    /// `(is_online, reason)` of `identity`'s reachability events, from the event feed.
+    fn reachability_feed(&self, service: &str, identity: &str) -> Vec<(bool, String)> {
+        let feed = self.admin(
+            reqwest::Method::GET,
+            &format!("/api/v1/services/{service}/events?limit=1000"),
+            None,
+        );
+        feed["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e["type"] == "user.reachability_updated")
+            .filter(|e| e["data"]["identity"] == identity)
+            .map(|e| {
+                (
+                    e["data"]["is_online"].as_bool().unwrap_or(false),
+                    e["data"]["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn close(&self, session: &str, token: &str) -> u16 {
+        self.http
+            .delete(format!("{}/client/v1/sessions/{session}", self.base))
+            .bearer_auth(token)
+            .send()
+            .expect("close")
+            .status()
+            .as_u16()
+    }
+}
+
+/// An acknowledged close is durable: `kill -9` right after the 204 never brings the session
+/// back, and the user goes offline as closed (inside the grace, the offline transition was not
+/// committed yet: the restart commits it with the close's cause).
+#[test]
+fn an_acknowledged_close_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data/reachd.db");
+    let mut server = start(dir.path());
+    let a = api(&server);
+    let service = a.service(60_000, 3_000);
+    for trial in 0..3 {
+        let a = api(&server);
+        let identity = format!("closer{trial}");
+        let token = token(&db, &service, &identity);
+        let session = a.open(&token);
+        assert_eq!(a.close(&session, &token), 204);
+        server.kill();
+        server = start(dir.path());
+        let a = api(&server);
+        assert_eq!(
+            a.client(&format!("/client/v1/sessions/{session}/ping"), &token),
+            404,
+            "trial {trial}: the closed session came back"
+        );
+        assert_eq!(a.is_online(&service, &identity), false, "trial {trial}");
+        assert_eq!(
+            a.reachability_feed(&service, &identity),
+            vec![
+                (true, "session_opened".to_string()),
+                (false, "session_closed".to_string())
+            ],
+            "trial {trial}"
+        );
+    }
+    drop(server);
+}

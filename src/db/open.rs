@@ -17,6 +17,7 @@ const BASELINE: &str = include_str!("../../schema.sql");
 const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/0002_presence_events.sql")),
     (3, include_str!("../../migrations/0003_webhooks.sql")),
+    (4, include_str!("../../migrations/0004_session_ends.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -12,16 +12,14 @@ use super::writer::{StoredTransition, Tx};
 use crate::domain::Result;
 use crate::domain::event::{EventType, REASON_ONLINE};
 use crate::domain::presence::{
-    Cause, PersistedSession, PresenceBatch, PresenceSnapshot, Transition, Transport,
+    Cause, PersistedSession, PresenceBatch, PresenceSnapshot, SessionEnd, Transition, Transport,
 };
 use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
 
-/// Applies a batch: transitions in order, then the session-table changes.
+/// Applies a batch: the session-table changes, then the transitions in order (an offline
+/// transition removes the rows its user's ended sessions kept, so those go after the marks).
 pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
-    for transition in &batch.transitions {
-        apply_transition(tx, transition)?;
-    }
     for s in &batch.sessions.upserts {
         tx.prepare_cached(
             "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at) \
@@ -46,6 +44,23 @@ pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
             .db()?
             .execute([*id as i64])
             .db()?;
+    }
+    for end in &batch.sessions.ends {
+        tx.prepare_cached("UPDATE sessions SET ended_at = ?2, end_cause = ?3 WHERE id = ?1")
+            .db()?
+            .execute(params![end.id as i64, end.at, end.cause.as_str()])
+            .db()?;
+    }
+    for transition in &batch.transitions {
+        if !transition.online {
+            tx.prepare_cached(
+                "DELETE FROM sessions WHERE service_sid = ?1 AND identity = ?2 AND ended_at IS NOT NULL",
+            )
+            .db()?
+            .execute(params![&*transition.service_sid, &*transition.identity])
+            .db()?;
+        }
+        apply_transition(tx, transition)?;
     }
     Ok(())
 }
@@ -107,7 +122,7 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
 
 pub fn snapshot(conn: &Connection) -> Result<PresenceSnapshot> {
     let sessions = conn
-        .prepare("SELECT id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at FROM sessions")
+        .prepare("SELECT id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at FROM sessions WHERE ended_at IS NULL")
         .db()?
         .query_map([], |r| {
             Ok(PersistedSession {
@@ -131,8 +146,26 @@ pub fn snapshot(conn: &Connection) -> Result<PresenceSnapshot> {
         .db()?
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
+    let ended = conn
+        .prepare(
+            "SELECT id, service_sid, identity, ended_at, end_cause FROM sessions WHERE ended_at IS NOT NULL",
+        )
+        .db()?
+        .query_map([], |r| {
+            Ok(SessionEnd {
+                id: r.get::<_, i64>(0)? as u64,
+                service_sid: r.get(1)?,
+                identity: r.get(2)?,
+                at: r.get(3)?,
+                cause: Cause::parse(&r.get::<_, String>(4)?).unwrap_or(Cause::SessionTimeout),
+            })
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
     Ok(PresenceSnapshot {
         sessions,
         online_users,
+        ended,
     })
 }

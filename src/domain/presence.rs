@@ -98,12 +98,27 @@ pub struct PersistedSession {
     pub expires_at: Millis,
 }
 
+/// A session that ended and left its user's offline transition waiting for the grace period.
+/// Its row is kept, marked ended, until that transition is committed, so that a restart in
+/// between still reports the user offline with the true cause and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub id: u64,
+    pub service_sid: String,
+    pub identity: String,
+    /// The user's last sign of life: the close, or the last ping of a session that timed out.
+    pub at: Millis,
+    pub cause: Cause,
+}
+
 /// What the engine needs at startup: stored sessions and the users stored as online.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceSnapshot {
     pub sessions: Vec<PersistedSession>,
     /// `(service_sid, identity)` of users whose stored `is_online` is true.
     pub online_users: Vec<(String, String)>,
+    /// Sessions that ended inside their user's grace period before the server stopped.
+    pub ended: Vec<SessionEnd>,
 }
 
 /// A batch of session-table changes.
@@ -111,6 +126,9 @@ pub struct PresenceSnapshot {
 pub struct SessionFlush {
     pub upserts: Vec<PersistedSession>,
     pub deletes: Vec<u64>,
+    /// Rows to keep, marked ended (see [`SessionEnd`]); removed with the user's offline
+    /// transition.
+    pub ends: Vec<SessionEnd>,
 }
 
 /// What the presence runtime commits in one write: transitions (applied in order), and the
@@ -126,6 +144,7 @@ impl PresenceBatch {
         self.transitions.is_empty()
             && self.sessions.upserts.is_empty()
             && self.sessions.deletes.is_empty()
+            && self.sessions.ends.is_empty()
     }
 }
 

@@ -19,7 +19,7 @@ mod persistence;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::domain::presence::{Cause, ServicePresence, Transition, Transport};
+use crate::domain::presence::{Cause, ServicePresence, SessionEnd, Transition, Transport};
 use crate::domain::time::Millis;
 
 /// The current time: monotonic milliseconds (for deadlines) and wall-clock milliseconds (for
@@ -87,8 +87,11 @@ pub struct Engine {
     sessions: HashMap<u64, Session>,
     expiries: BTreeSet<(u64, u64)>,
     graces: BTreeSet<(u64, UserKey)>,
-    /// Sessions ended since the last flush.
+    /// Sessions ended since the last flush, whose rows go.
     ended: Vec<u64>,
+    /// Sessions ended since the last flush that started their user's grace period: their rows
+    /// stay, marked ended, until the user's offline transition (see [`SessionEnd`]).
+    ends: Vec<SessionEnd>,
     last_flush: u64,
 }
 
@@ -293,10 +296,10 @@ impl Engine {
         let Some(session) = self.sessions.remove(&id) else {
             return Vec::new();
         };
-        self.ended.push(id);
         let key: UserKey = (session.service, session.identity);
         let grace = self.presence_of(&key.0).offline_grace_ms;
         let Some(user) = self.users.get_mut(&key) else {
+            self.ended.push(id);
             return Vec::new();
         };
         user.live = user.live.saturating_sub(1);
@@ -307,15 +310,24 @@ impl Engine {
             now.wall_of(session.last_ping)
         };
         if user.live > 0 {
+            self.ended.push(id);
             return Vec::new();
         }
         if grace == 0 {
+            self.ended.push(id);
             let t = transition(now, &key.0, &key.1, false, cause, user);
             self.users.remove(&key);
             return vec![t];
         }
         let deadline = now.mono + grace;
         user.grace = Some((deadline, cause));
+        self.ends.push(SessionEnd {
+            id,
+            service_sid: key.0.to_string(),
+            identity: key.1.to_string(),
+            at: user.last_seen,
+            cause,
+        });
         self.graces.insert((deadline, key));
         Vec::new()
     }
@@ -691,7 +703,7 @@ mod tests {
             .expect("open");
         e.forget_user(SVC, "zed");
         assert_eq!(e.ping(at(1), id, SVC, "zed"), Err(SessionError::NotFound));
-        assert_eq!(e.take_ended(), vec![1]);
+        assert_eq!(e.take_ended().deletes, vec![1]);
         let (_, t) = e
             .open(at(2), SVC, "zed", Transport::Http, None, None, 2)
             .expect("reopen");
@@ -758,6 +770,7 @@ mod tests {
                 (SVC.into(), "bob".into()),
                 (SVC.into(), "carol".into()),
             ],
+            ended: Vec::new(),
         };
         let (t, expired) = e.restore(now, snapshot);
         let mut k = kinds(&t);
@@ -776,7 +789,10 @@ mod tests {
         let seen = |who: &str| t.iter().find(|t| &*t.identity == who).map(|t| t.last_seen);
         assert_eq!(seen("bob"), Some(now.wall - 2_000));
         assert_eq!(seen("carol"), Some(now.wall));
-        assert_eq!(e.sessions_of(now, SVC, "alice")[0].last_ping_at, now.wall - 2_000);
+        assert_eq!(
+            e.sessions_of(now, SVC, "alice")[0].last_ping_at,
+            now.wall - 2_000
+        );
         // The restored session keeps pinging and expires on its own schedule.
         e.ping(at(101_000), 1, SVC, "alice")
             .expect("ping after restart");
@@ -786,6 +802,51 @@ mod tests {
             kinds(&e.sweep(at(107_000))),
             vec![("alice".into(), false, Cause::SessionTimeout)]
         );
+    }
+
+    #[test]
+    fn a_close_inside_the_grace_is_kept_marked_and_a_restart_reports_it_closed() {
+        let mut e = engine(3_000);
+        let (id, _) = e
+            .open(at(0), SVC, "dora", Transport::Http, None, None, 7)
+            .expect("open");
+        assert!(
+            e.close(at(1_000), id, SVC, "dora")
+                .expect("close")
+                .is_empty()
+        );
+        let ended = e.take_ended();
+        assert!(
+            ended.deletes.is_empty(),
+            "the row stays until the offline commit"
+        );
+        assert_eq!(
+            ended.ends,
+            vec![SessionEnd {
+                id,
+                service_sid: SVC.into(),
+                identity: "dora".into(),
+                at: at(1_000).wall,
+                cause: Cause::SessionClosed,
+            }]
+        );
+        // The server dies inside the grace; a fresh engine restores from what was stored.
+        let mut restarted = engine(3_000);
+        let now = at(60_000);
+        let (t, expired) = restarted.restore(
+            now,
+            PresenceSnapshot {
+                sessions: Vec::new(),
+                online_users: vec![(SVC.into(), "dora".into())],
+                ended: ended.ends,
+            },
+        );
+        assert_eq!(expired, vec![id]);
+        assert_eq!(
+            kinds(&t),
+            vec![("dora".into(), false, Cause::SessionClosed)]
+        );
+        assert_eq!(t[0].last_seen, at(1_000).wall);
     }
 
     #[test]

@@ -174,8 +174,8 @@ impl Presence {
             PresenceBatch {
                 transitions,
                 sessions: SessionFlush {
-                    upserts: Vec::new(),
                     deletes: expired,
+                    ..Default::default()
                 },
             }
         };
@@ -241,13 +241,9 @@ impl Presence {
         transitions: Vec<Transition>,
         want_ack: bool,
     ) -> Committed {
-        let deletes = engine.take_ended();
         let batch = PresenceBatch {
             transitions,
-            sessions: SessionFlush {
-                upserts: Vec::new(),
-                deletes,
-            },
+            sessions: engine.take_ended(),
         };
         self.queue(engine, batch, want_ack)
     }
@@ -332,12 +328,14 @@ impl Presence {
         let final_flush = {
             let mut engine = self.lock();
             let now = self.inner.clock.now();
-            let upserts = engine.all_sessions(now);
-            let deletes = engine.take_ended();
+            let sessions = SessionFlush {
+                upserts: engine.all_sessions(now),
+                ..engine.take_ended()
+            };
             self.queue(
                 &engine,
                 PresenceBatch {
-                    sessions: SessionFlush { upserts, deletes },
+                    sessions,
                     ..Default::default()
                 },
                 true,

@@ -14,7 +14,7 @@ use crate::api::params::Params;
 use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
 use crate::presence::HeldSession;
 
-/// How long an open waits for its online transition to be committed.
+/// How long an open or a close waits for its change to be committed.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 fn session_not_found() -> ApiError {
@@ -76,12 +76,20 @@ pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `DELETE /client/v1/sessions/{id}`.
+/// `DELETE /client/v1/sessions/{id}`: answered once the session's end is committed, so an
+/// acknowledged close survives a crash right after it (as an acknowledged open does).
 pub async fn close_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     let id = session_id(&id)?;
-    ctx.state
+    let committed = ctx
+        .state
         .presence
         .close(&ctx.service.sid, ctx.identity(), id)
         .map_err(|_| session_not_found())?;
+    if !matches!(
+        tokio::time::timeout(COMMIT_WAIT, committed.wait()).await,
+        Ok(true)
+    ) {
+        return Err(ApiError::unavailable());
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,12 +4,14 @@
 //!
 //! May depend on: std, domain::presence.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Engine, Now, Session, UserKey, UserState, transition};
 use crate::domain::presence::{
     Cause, PersistedSession, PresenceSnapshot, SessionFlush, Transition,
 };
+use crate::domain::time::Millis;
 
 impl Engine {
     /// Sessions pinged or opened since the last flush, plus those that ended; marks them
@@ -25,13 +27,17 @@ impl Engine {
             .collect();
         SessionFlush {
             upserts,
-            deletes: self.take_ended(),
+            ..self.take_ended()
         }
     }
 
-    /// Ids of sessions ended since the last call.
-    pub fn take_ended(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.ended)
+    /// Sessions ended since the last call: rows to delete and rows to mark ended.
+    pub fn take_ended(&mut self) -> SessionFlush {
+        SessionFlush {
+            upserts: Vec::new(),
+            deletes: std::mem::take(&mut self.ended),
+            ends: std::mem::take(&mut self.ends),
+        }
     }
 
     /// One live session as stored.
@@ -54,18 +60,30 @@ impl Engine {
     pub fn restore(&mut self, now: Now, snapshot: PresenceSnapshot) -> (Vec<Transition>, Vec<u64>) {
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        // Users of sessions that expired during the downtime, with the session's last ping
-        // (their true last sign of life, not the restart time).
-        let mut expired_users: Vec<(UserKey, i64)> = Vec::new();
+        // Users of sessions that ended before the restart (inside a grace period) or expired
+        // during the downtime, with their true last sign of life and cause — not the restart.
+        let mut ended_users: Vec<(UserKey, Millis, Cause)> = Vec::new();
+        for end in snapshot.ended {
+            expired.push(end.id);
+            ended_users.push((
+                (
+                    Arc::from(end.service_sid.as_str()),
+                    Arc::from(end.identity.as_str()),
+                ),
+                end.at,
+                end.cause,
+            ));
+        }
         for s in snapshot.sessions {
             if s.expires_at <= now.wall || self.sessions.contains_key(&s.id) {
                 expired.push(s.id);
-                expired_users.push((
+                ended_users.push((
                     (
                         Arc::from(s.service_sid.as_str()),
                         Arc::from(s.identity.as_str()),
                     ),
                     s.last_ping_at,
+                    Cause::SessionTimeout,
                 ));
                 continue;
             }
@@ -99,32 +117,30 @@ impl Engine {
         let stale_online = snapshot
             .online_users
             .into_iter()
-            .map(|(s, i)| ((Arc::from(s.as_str()), Arc::from(i.as_str())), now.wall));
-        let mut last_seen: std::collections::BTreeMap<UserKey, i64> = Default::default();
-        for (key, seen) in expired_users {
+            .map(|(s, i)| (Arc::from(s.as_str()), Arc::from(i.as_str())));
+        // The latest end of each user without a live session decides the time and cause.
+        let mut last_end: BTreeMap<UserKey, (Millis, Cause)> = BTreeMap::new();
+        for (key, at, cause) in ended_users {
             if !self.users.contains_key(&key) {
-                let entry = last_seen.entry(key).or_insert(seen);
-                *entry = (*entry).max(seen);
+                let entry = last_end.entry(key).or_insert((at, cause));
+                if at > entry.0 {
+                    *entry = (at, cause);
+                }
             }
         }
-        for (key, seen) in stale_online {
+        for key in stale_online {
             if !self.users.contains_key(&key) {
-                last_seen.entry(key).or_insert(seen);
+                last_end
+                    .entry(key)
+                    .or_insert((now.wall, Cause::SessionTimeout));
             }
         }
-        for ((service, identity), seen) in last_seen {
+        for ((service, identity), (at, cause)) in last_end {
             let user = UserState {
-                last_seen: seen,
+                last_seen: at,
                 ..Default::default()
             };
-            out.push(transition(
-                now,
-                &service,
-                &identity,
-                false,
-                Cause::SessionTimeout,
-                &user,
-            ));
+            out.push(transition(now, &service, &identity, false, cause, &user));
         }
         (out, expired)
     }

@@ -57,7 +57,7 @@ impl Presence {
             transitions,
             sessions: SessionFlush {
                 upserts,
-                deletes: Vec::new(),
+                ..Default::default()
             },
         };
         let committed = self.queue(&engine, batch, true);
