@@ -20,6 +20,7 @@ use crate::db::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
 use crate::db::endpoints::{self, ConfigEndpoint};
 use crate::db::events;
+use crate::db::server_lock::{ServerLock, lock_for_server};
 use crate::db::writer::{CommitHook, Effects, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
@@ -60,6 +61,8 @@ pub struct Running {
     checkpointer: Checkpointer,
     pub dispatcher: Dispatcher,
     dispatcher_tasks: DispatcherTasks,
+    /// This server's exclusive claim on the database, released after the final checkpoint.
+    server_lock: ServerLock,
     pub hub: Hub,
     hub_stop: CancellationToken,
     hub_task: tokio::task::JoinHandle<()>,
@@ -103,6 +106,7 @@ impl Running {
             dispatcher_tasks,
             hub_stop,
             hub_task,
+            server_lock,
             ..
         } = self;
         http_task
@@ -112,14 +116,16 @@ impl Running {
         hub_stop.cancel();
         let _ = hub_task.await;
         dispatcher.shutdown(dispatcher_tasks).await;
-        finish_storage(
+        let finished = finish_storage(
             presence,
             presence_tasks,
             writer,
             writer_thread,
             checkpointer,
         )
-        .await
+        .await;
+        drop(server_lock);
+        finished
     }
 }
 
@@ -269,15 +275,50 @@ pub fn open_options(config: &Config) -> OpenOptions {
     }
 }
 
-/// Uses the configured account credentials (storing them), else the stored ones, else
-/// generates a fresh account and API key.
+/// The configuration names another account than the one the database belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database {database} belongs to account {stored}, but the configuration names account \
+     {configured}. A database serves one account: remove account_sid and auth_token from the \
+     configuration (or set them to {stored}'s) to serve the stored account, or point `database` \
+     at a new file to start account {configured} afresh"
+)]
+pub struct AccountMismatch {
+    pub database: String,
+    pub stored: String,
+    pub configured: String,
+}
+
+/// Uses the configured account credentials (storing them on a new database; a changed auth
+/// token for the stored account is a logged rotation), else the stored ones, else generates a
+/// fresh account and API key. Configured credentials of another account are refused: a
+/// database belongs to one account, and taking it over silently would lock its clients out.
 fn bootstrap_account(
     db: &Database,
     config: &Config,
 ) -> anyhow::Result<(AccountCredentials, Option<FirstRun>)> {
     let conn = &db.writer;
     if let (Some(sid), Some(token)) = (&config.account_sid, &config.auth_token) {
-        crate::db::open::store_account(conn, sid, token.expose())?;
+        match crate::db::open::account_credentials(conn)? {
+            Some((stored, _)) if stored != *sid => {
+                return Err(AccountMismatch {
+                    database: config.database.display().to_string(),
+                    stored,
+                    configured: sid.clone(),
+                }
+                .into());
+            }
+            Some((_, stored_token)) if stored_token == token.expose() => {}
+            Some(_) => {
+                crate::db::open::store_account(conn, sid, token.expose())?;
+                tracing::warn!(
+                    account_sid = %sid,
+                    "auth token rotated: the configured auth_token replaces the stored one; \
+                     the old one is refused from now on"
+                );
+            }
+            None => crate::db::open::store_account(conn, sid, token.expose())?,
+        }
         return Ok((
             AccountCredentials {
                 sid: sid.clone(),
@@ -317,6 +358,11 @@ fn bootstrap_account(
 /// Opens storage and serves on `listener` until stopped.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let options = open_options(&config);
+    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating database folder {}", dir.display()))?;
+    }
+    let server_lock = lock_for_server(&options.path)?;
     let db = Database::open(&options)?;
     let checkpointer =
         Checkpointer::start(&options.path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
@@ -395,6 +441,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         checkpointer,
         dispatcher,
         dispatcher_tasks,
+        server_lock,
         hub,
         hub_stop,
         hub_task,

@@ -67,6 +67,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Configuration that contradicts the database is a configuration error.
+        Err(e) if e.downcast_ref::<app::AccountMismatch>().is_some() => {
+            eprintln!("reachd: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("reachd: {e:#}");
             ExitCode::FAILURE
@@ -133,9 +138,13 @@ fn run_init(file: &std::path::Path) -> anyhow::Result<()> {
     })?;
     std::io::Write::write_all(&mut out, text.as_bytes())
         .with_context(|| format!("writing {}", file.display()))?;
-    Config::load_from(Some(file), std::iter::empty()).context("checking the written file")?;
+    let written =
+        Config::load_from(Some(file), std::iter::empty()).context("checking the written file")?;
     println!("wrote {} (mode 600) with a fresh account:", file.display());
     println!("  account_sid {sid}");
+    println!("  it holds the auth token: keep it out of version control (reachd.toml is in");
+    println!("  the project's .gitignore) and readable only by the server's user");
+    warn_if_database_has_an_account(&written, &sid);
     println!("next:");
     println!("  reachd --config {} serve", file.display());
     println!(
@@ -143,6 +152,28 @@ fn run_init(file: &std::path::Path) -> anyhow::Result<()> {
         file.display()
     );
     Ok(())
+}
+
+/// `init` writes a new account; a database already at the configured path belongs to another
+/// one, and `serve` would refuse the pair: say so now, with the ways out.
+fn warn_if_database_has_an_account(config: &Config, new_sid: &str) {
+    if !config.database.exists() {
+        return;
+    }
+    let busy = std::time::Duration::from_millis(config.storage.busy_timeout_ms);
+    let stored = open::open_connection(&config.database, busy)
+        .and_then(|conn| open::account_credentials(&conn));
+    if let Ok(Some((stored_sid, _))) = stored
+        && stored_sid != new_sid
+    {
+        println!(
+            "note: {} already exists and belongs to account {stored_sid}; serving it with this \
+             file's account {new_sid} is refused. Set `database` in the file to a new path to \
+             start afresh, or keep using the existing account (drop account_sid and auth_token \
+             from the file).",
+            config.database.display()
+        );
+    }
 }
 
 /// `reachd backup FILE`: an online copy of the configured database.

@@ -20,6 +20,9 @@ impl Config {
         if self.database.as_os_str().is_empty() {
             return Err(invalid("database", "must be a file path"));
         }
+        if let Some(scheme) = url_scheme(&self.database.to_string_lossy()) {
+            return Err(invalid("database", &unsupported_database(&scheme)));
+        }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
                 .map_err(|_| invalid("public_url", "must be an absolute http(s) URL"))?;
@@ -135,5 +138,33 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// The scheme of a database setting written as a URL (`postgres://…`, `sqlite:…`), if it is
+/// one: such a value is never a file path (it would create a folder named `postgres:`).
+fn url_scheme(database: &str) -> Option<String> {
+    let (scheme, rest) = database.split_once(':')?;
+    let is_scheme = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (is_scheme && (rest.starts_with("//") || scheme.eq_ignore_ascii_case("sqlite")))
+        .then(|| scheme.to_ascii_lowercase())
+}
+
+/// Why a database URL is refused, by name (the URL itself may hold a password: not echoed).
+fn unsupported_database(scheme: &str) -> String {
+    match scheme {
+        "postgres" | "postgresql" => "names a PostgreSQL database (postgres://…), which this \
+             version of reachd does not support; give the path of a SQLite file, e.g. \
+             ./data/reachd.db"
+            .to_string(),
+        "sqlite" => "must be a plain file path (e.g. ./data/reachd.db), not a sqlite: URL".into(),
+        other => format!(
+            "names an unsupported database ({other}:…); give the path of a SQLite file, \
+             e.g. ./data/reachd.db"
+        ),
     }
 }

@@ -17,6 +17,7 @@ pub mod open;
 pub mod outbox;
 mod paging;
 mod presence;
+pub mod server_lock;
 mod services;
 mod sqlite_store;
 mod users;
