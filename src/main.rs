@@ -177,8 +177,8 @@ fn open_existing_database(config: &Config) -> anyhow::Result<rusqlite::Connectio
 /// Opens (creating and migrating if needed) the configured database for a CLI command.
 fn open_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     let options = app::open_options(config);
-    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+    for tightened in open::prepare_files(&options.path)? {
+        eprintln!("reachd: warning: {tightened}");
     }
     let mut conn = open::open_connection(&options.path, options.busy_timeout)?;
     open::migrate(&mut conn)?;
