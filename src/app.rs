@@ -29,6 +29,7 @@ use crate::domain::store::Store;
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
+use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -179,7 +180,11 @@ pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> Disp
     DispatcherOptions {
         concurrency: w.concurrency,
         native_timeout: Duration::from_millis(w.native_timeout_ms),
-        allow_private_networks: w.allow_private_networks,
+        network: NetworkPolicy {
+            allow_private: w.allow_private_networks,
+            store_private_responses: w.store_private_responses,
+            proxy: w.proxy.as_ref().map(|p| p.expose().to_string()),
+        },
         policy: RetryPolicy {
             schedule_secs: w.retry_schedule_secs.clone(),
             twilio_base_ms: w.twilio_retry_base_ms,
