@@ -94,7 +94,8 @@ fn the_data_folder_database_wal_shm_and_backups_are_owner_only_under_umask_022()
 fn an_existing_database_with_loose_modes_is_tightened_with_a_warning() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("data/reachd.db");
-    Server::start(reachd(dir.path())).terminate();
+    // Killed, so its -wal and -shm stay behind too.
+    Server::start(reachd(dir.path())).kill();
     let mut loose = vec![db.clone()];
     for suffix in ["-wal", "-shm"] {
         let side = dir.path().join(format!("data/reachd.db{suffix}"));
@@ -114,7 +115,8 @@ fn an_existing_database_with_loose_modes_is_tightened_with_a_warning() {
     }
     wait_for_file(&dir.path().join("data/reachd.db-wal"));
     assert_eq!(mode(&dir.path().join("data/reachd.db-wal")), 0o600);
-    server.terminate();
+    // The warning was logged before the server said it was listening.
+    server.kill();
     let text = std::fs::read_to_string(&log_path).expect("read logs");
     assert!(
         text.contains("WARN") && text.contains("made owner-only") && text.contains("reachd.db"),
