@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::network::PublicOnly;
-pub use super::network::{NetworkPolicy, is_private};
+pub use super::network::NetworkPolicy;
+use super::network::{PublicOnly, is_private};
 use super::render::Request;
 use crate::domain::webhook::SendResult;
 
