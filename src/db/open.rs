@@ -66,6 +66,15 @@ impl Database {
             .context("limiting the WAL")?;
 
         migrate(&mut writer)?;
+        let scrubbed = super::credentials::fingerprint_stored(&writer)
+            .context("replacing stored push-credential secrets with fingerprints")?;
+        if scrubbed > 0 {
+            tracing::warn!(
+                credentials = scrubbed,
+                "push-credential secrets were stored in plain form; replaced by fingerprints \
+                 (backups taken before still hold them)"
+            );
+        }
         let busy = options.busy_timeout;
         let manager = SqliteConnectionManager::file(&options.path).with_init(move |c| {
             configure(c, busy)?;
