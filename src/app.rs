@@ -30,6 +30,7 @@ use crate::domain::store::Store;
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
+use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -79,11 +80,13 @@ impl Running {
         self.finish().await
     }
 
-    /// Serves until SIGINT/SIGTERM, then stops as [`Running::stop`] does.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    /// Serves until SIGINT/SIGTERM (listened for from `signals`, taken before the server
+    /// announced itself, so a signal right after the announcement is never missed), then stops
+    /// as [`Running::stop`] does.
+    pub async fn wait(self, signals: ShutdownSignals) -> anyhow::Result<()> {
         let (http, shutdown) = (self.http.clone(), self.shutdown.clone());
         let stop_on_signal = tokio::spawn(async move {
-            shutdown_signal().await;
+            signals.received().await;
             tracing::info!("shutdown signal received; stopping");
             shutdown.cancel();
             http.stop(true).await;
@@ -185,7 +188,11 @@ pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> Disp
     DispatcherOptions {
         concurrency: w.concurrency,
         native_timeout: Duration::from_millis(w.native_timeout_ms),
-        allow_private_networks: w.allow_private_networks,
+        network: NetworkPolicy {
+            allow_private: w.allow_private_networks,
+            store_private_responses: w.store_private_responses,
+            proxy: w.proxy.as_ref().map(|p| p.expose().to_string()),
+        },
         policy: RetryPolicy {
             schedule_secs: w.retry_schedule_secs.clone(),
             twilio_base_ms: w.twilio_retry_base_ms,
@@ -232,25 +239,29 @@ async fn finish_storage(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT and SIGTERM, listened for from creation on: a signal that arrives before anyone
+/// awaits [`ShutdownSignals::received`] is kept, not lost to the default action (exit without
+/// the graceful stop).
+pub struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (needs a Tokio runtime).
+    pub fn listen() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -358,10 +369,8 @@ fn bootstrap_account(
 /// Opens storage and serves on `listener` until stopped.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let options = open_options(&config);
-    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating database folder {}", dir.display()))?;
-    }
+    // The folder (0700) and file (0600) exist before the lock is taken on the file.
+    crate::db::open::warn_tightened(&crate::db::open::prepare_files(&options.path)?);
     let server_lock = lock_for_server(&options.path)?;
     let db = Database::open(&options)?;
     let checkpointer =

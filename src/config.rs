@@ -23,12 +23,13 @@ const ENV_PREFIX: &str = "REACHD_";
 
 /// Keys whose environment values are taken verbatim as strings (figment would otherwise turn an
 /// all-digit token into a number).
-const RAW_STRING_KEYS: [&str; 5] = [
+const RAW_STRING_KEYS: [&str; 6] = [
     "listen",
     "database",
     "public_url",
     "account_sid",
     "auth_token",
+    "webhooks__proxy",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +96,11 @@ pub struct WebhooksConfig {
     pub concurrency: usize,
     pub native_timeout_ms: u64,
     pub allow_private_networks: bool,
+    /// Keep response bodies from private addresses in the attempt log.
+    pub store_private_responses: bool,
+    /// An explicit HTTP(S) proxy for deliveries (`""` in a file or the environment: none).
+    /// A Secret: its URL may carry credentials.
+    pub proxy: Option<Secret>,
     pub retry_schedule_secs: Vec<u64>,
     pub twilio_retry_base_ms: u64,
     pub retention_days: u64,
@@ -201,6 +207,14 @@ impl Config {
             .is_some_and(|t| t.expose().is_empty())
         {
             self.auth_token = None;
+        }
+        if self
+            .webhooks
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            self.webhooks.proxy = None;
         }
         if let Some(url) = &mut self.public_url {
             while url.ends_with('/') {

@@ -88,13 +88,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = TcpListener::bind(config.listen_addr())
             .with_context(|| format!("binding {}", config.listen))?;
         let running = app::start(config.clone(), listener).await?;
+        let signals = app::ShutdownSignals::listen()?;
         let base = format!("http://{}", running.addr);
         if let Some(first) = &running.first_run {
             print_first_run(first, &base, &config);
         }
         println!("reachd listening on {}", running.addr);
         tracing::info!(addr = %running.addr, database = %config.database.display(), "reachd listening");
-        running.wait().await
+        running.wait(signals).await
     })
 }
 
@@ -208,8 +209,8 @@ fn open_existing_database(config: &Config) -> anyhow::Result<rusqlite::Connectio
 /// Opens (creating and migrating if needed) the configured database for a CLI command.
 fn open_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     let options = app::open_options(config);
-    if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+    for tightened in open::prepare_files(&options.path)? {
+        eprintln!("reachd: warning: {tightened}");
     }
     let mut conn = open::open_connection(&options.path, options.busy_timeout)?;
     open::migrate(&mut conn)?;

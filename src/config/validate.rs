@@ -103,6 +103,17 @@ impl Config {
                 "concurrency, native_timeout_ms and retention_days must be positive",
             ));
         }
+        if let Some(proxy) = &w.proxy {
+            // The reason never quotes the URL: it may carry credentials.
+            let valid = url::Url::parse(proxy.expose())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(invalid(
+                    "webhooks.proxy",
+                    "must be an http:// or https:// proxy URL, or \"\" for none",
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for e in &w.endpoints {
             let bad = |reason: &str| ConfigError::Invalid {
@@ -166,5 +177,44 @@ fn unsupported_database(scheme: &str) -> String {
             "names an unsupported database ({other}:…); give the path of a SQLite file, \
              e.g. ./data/reachd.db"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_from(None, env.collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn webhook_network_settings_default_to_no_proxy_and_no_private_responses() {
+        let c = load(&[]).expect("defaults");
+        assert!(c.webhooks.allow_private_networks);
+        assert!(!c.webhooks.store_private_responses);
+        assert!(c.webhooks.proxy.is_none());
+        let c = load(&[
+            (
+                "REACHD_WEBHOOKS__PROXY",
+                "http://user:pw@egress.internal:3128",
+            ),
+            ("REACHD_WEBHOOKS__STORE_PRIVATE_RESPONSES", "true"),
+        ])
+        .expect("a proxy");
+        assert_eq!(
+            c.webhooks.proxy.as_ref().map(|p| p.expose()),
+            Some("http://user:pw@egress.internal:3128")
+        );
+        assert!(c.webhooks.store_private_responses);
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the proxy URL is redacted"
+        );
+        for bad in ["socks5://egress:1080", "egress:3128", "http://"] {
+            let err = load(&[("REACHD_WEBHOOKS__PROXY", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("webhooks.proxy"), "{bad}: {err}");
+        }
     }
 }

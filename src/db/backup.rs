@@ -3,9 +3,12 @@
 //! transaction: in WAL mode that snapshot never blocks the writer, and the writer's commits
 //! during the copy cannot restart it. It is written next to FILE and linked into place only
 //! after an integrity check (never replacing a file), so FILE is either absent or a complete
-//! database.
+//! database. The copy holds every secret the database does: the temporary file gets an
+//! unpredictable name, is created exclusively (never through an existing file or symlink)
+//! with mode 0600, and SQLite opens it without following symlinks, so another local user who
+//! can write FILE's folder can neither prepare nor capture it.
 //!
-//! May depend on: rusqlite, std.
+//! May depend on: rusqlite, rand, std, db::files (modes).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,8 +40,9 @@ pub fn backup(source: &Path, dest: &Path, busy_timeout: Duration) -> anyhow::Res
     )
     .with_context(|| format!("opening {}", source.display()))?;
     src.busy_timeout(busy_timeout)?;
-    let partial = partial_path(dest);
+    let (partial, created) = create_partial(dest)?;
     let result = copy(&src, &partial).and_then(|report| {
+        ensure_same_file(&partial, &created)?;
         // A hard link never replaces an existing file (unlike a rename): a FILE created
         // meanwhile by someone else is kept, and this backup fails instead.
         std::fs::hard_link(&partial, dest)
@@ -51,8 +55,12 @@ pub fn backup(source: &Path, dest: &Path, busy_timeout: Duration) -> anyhow::Res
 }
 
 fn copy(src: &Connection, partial: &Path) -> anyhow::Result<BackupReport> {
-    let mut dst =
-        Connection::open(partial).with_context(|| format!("creating {}", partial.display()))?;
+    // The file exists (created by `create_partial`): no CREATE, and never through a symlink.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut dst = Connection::open_with_flags(partial, flags)
+        .with_context(|| format!("opening {}", partial.display()))?;
     {
         let backup = Backup::new(src, &mut dst)?;
         // -1: every page in one step, so the copy is one snapshot. Busy or locked means a
@@ -98,11 +106,58 @@ fn copy(src: &Connection, partial: &Path) -> anyhow::Result<BackupReport> {
     })
 }
 
-/// A name beside `dest` no other backup run uses (one per process).
-fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
-    dest.with_file_name(name)
+/// Creates the temporary copy beside `dest`: a random name (nobody can prepare a file or a
+/// symlink under it in advance), created exclusively (an existing entry, symlinks included, is
+/// never opened) and owner-only whatever the umask. Returns its path and the created file.
+fn create_partial(dest: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".partial-{:016x}", rand::random::<u64>()));
+        let path = dest.with_file_name(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(super::files::FILE_MODE);
+        }
+        match options.open(&path) {
+            Ok(file) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::Permissions::from_mode(super::files::FILE_MODE);
+                    file.set_permissions(mode)
+                        .with_context(|| format!("restricting {}", path.display()))?;
+                }
+                return Ok((path, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating {}", path.display()));
+            }
+        }
+    }
+    let error = last_error.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into());
+    Err(error).context("no free temporary name beside the backup")
+}
+
+/// Fails unless `path` is still the file created as `created` (not replaced meanwhile by
+/// someone who can write the folder), so that what gets linked is the copy written here.
+fn ensure_same_file(path: &Path, created: &std::fs::File) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::symlink_metadata(path)?;
+        let ours = created.metadata()?;
+        if !now.is_file() || now.dev() != ours.dev() || now.ino() != ours.ino() {
+            bail!("{} was replaced during the backup", path.display());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, created);
+    Ok(())
 }
 
 /// Makes the new directory entry durable (best effort: not every platform can open a folder).

@@ -11,6 +11,7 @@ pub mod checkpoint;
 mod credentials;
 pub mod endpoints;
 pub mod events;
+pub mod files;
 pub mod keys;
 mod metrics;
 pub mod open;

@@ -1,7 +1,8 @@
-//! Opening the database file: pragmas (WAL, foreign keys, busy timeout), the baseline schema
-//! and numbered migrations tracked in `PRAGMA user_version`, and the read pool.
+//! Opening the database file: owner-only files (`db::files`), pragmas (WAL, foreign keys,
+//! busy timeout), the baseline schema and numbered migrations tracked in `PRAGMA
+//! user_version`, and the read pool.
 //!
-//! May depend on: rusqlite, r2d2, r2d2_sqlite, domain.
+//! May depend on: rusqlite, r2d2, r2d2_sqlite, tracing, domain, db::files.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
+
+use super::files;
 
 /// The baseline schema (user_version 1).
 const BASELINE: &str = include_str!("../../schema.sql");
@@ -42,12 +45,10 @@ pub struct Database {
 }
 
 impl Database {
-    /// Creates the folder and file if needed, migrates, and opens the read pool.
+    /// Creates the folder (0700) and file (0600) if needed, tightens looser existing files
+    /// (with a warning), migrates, and opens the read pool.
     pub fn open(options: &OpenOptions) -> anyhow::Result<Self> {
-        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating database folder {}", dir.display()))?;
-        }
+        warn_tightened(&prepare_files(&options.path)?);
         let mut writer = open_connection(&options.path, options.busy_timeout)?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
@@ -66,6 +67,15 @@ impl Database {
             .context("limiting the WAL")?;
 
         migrate(&mut writer)?;
+        let scrubbed = super::credentials::fingerprint_stored(&writer)
+            .context("replacing stored push-credential secrets with fingerprints")?;
+        if scrubbed > 0 {
+            tracing::warn!(
+                credentials = scrubbed,
+                "push-credential secrets were stored in plain form; replaced by fingerprints \
+                 (backups taken before still hold them)"
+            );
+        }
         let busy = options.busy_timeout;
         let manager = SqliteConnectionManager::file(&options.path).with_init(move |c| {
             configure(c, busy)?;
@@ -79,11 +89,32 @@ impl Database {
             .connection_timeout(Duration::from_secs(5))
             .build(manager)
             .context("opening the read pool")?;
+        // SQLite gave the -wal and -shm files the database's mode; make sure of it.
+        let late = files::tighten(&options.path)
+            .with_context(|| format!("restricting {}", options.path.display()))?;
+        warn_tightened(&late);
         Ok(Database {
             writer,
             reads,
             path: options.path.clone(),
         })
+    }
+}
+
+/// Creates the database's folder (0700) and file (0600) if needed and tightens looser
+/// existing files, which are returned for the caller to warn about.
+pub fn prepare_files(path: &Path) -> anyhow::Result<Vec<files::Tightened>> {
+    files::prepare(path).with_context(|| format!("creating or restricting {}", path.display()))
+}
+
+/// Logs each database file that was made owner-only.
+pub fn warn_tightened(tightened: &[files::Tightened]) {
+    for t in tightened {
+        tracing::warn!(
+            path = %t.path.display(),
+            was = format!("{:o}", t.was),
+            "database file was readable beyond its owner; made owner-only (0600)"
+        );
     }
 }
 

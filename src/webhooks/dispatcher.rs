@@ -23,6 +23,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::network::NetworkPolicy;
 use super::render;
 use super::send::Sender;
 use crate::domain::secret::Secret;
@@ -43,7 +44,7 @@ const MAX_RECORD_BATCH: usize = 512;
 pub struct DispatcherOptions {
     pub concurrency: usize,
     pub native_timeout: Duration,
-    pub allow_private_networks: bool,
+    pub network: NetworkPolicy,
     pub policy: RetryPolicy,
     pub account_sid: String,
     pub auth_token: Secret,
@@ -119,7 +120,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         background: bool,
     ) -> anyhow::Result<(Dispatcher, DispatcherTasks)> {
-        let sender = Sender::new(options.native_timeout, options.allow_private_networks)?;
+        let sender = Sender::new(options.native_timeout, options.network.clone())?;
         let inner = Arc::new(Inner {
             store,
             sender,
@@ -411,7 +412,10 @@ mod tests {
         DispatcherOptions {
             concurrency: 4,
             native_timeout: Duration::from_secs(1),
-            allow_private_networks: true,
+            network: NetworkPolicy {
+                allow_private: true,
+                ..NetworkPolicy::default()
+            },
             policy: RetryPolicy::default(),
             account_sid: "AC0123456789abcdef0123456789abcdef".into(),
             auth_token: Secret::new("token"),

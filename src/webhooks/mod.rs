@@ -4,6 +4,7 @@
 //! May depend on: reqwest, tokio, domain. Never on a database driver or a web framework.
 
 pub mod dispatcher;
+pub mod network;
 pub mod render;
 pub mod send;
 pub mod sign;

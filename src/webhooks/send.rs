@@ -1,16 +1,17 @@
 //! Sending webhook requests: one shared reqwest client, no redirects, a 5 s timeout for Twilio
-//! targets (configurable for native ones), responses read to at most 64 KiB, and an optional
-//! guard that refuses private-network addresses (checked at DNS resolution, so the address
-//! that is checked is the one connected to).
+//! targets (configurable for native ones), responses read to at most 64 KiB. The network
+//! policy (`webhooks::network`): proxies only from the configuration, never from the
+//! environment; an optional guard that refuses private-network addresses (checked at DNS
+//! resolution, so the address that is checked is the one connected to); and response bodies
+//! from private addresses kept out of the attempt log unless the operator opts in.
 //!
-//! May depend on: reqwest, tokio, domain::webhook, webhooks::render.
+//! May depend on: reqwest, tokio, url, domain::webhook, webhooks::{network, render}.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
+pub use super::network::NetworkPolicy;
+use super::network::{PublicOnly, is_private};
 use super::render::Request;
 use crate::domain::webhook::SendResult;
 
@@ -30,75 +31,46 @@ pub struct Sent {
     pub error: Option<String>,
 }
 
-/// True for loopback, private, link-local, CGNAT, unique-local and unspecified addresses.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
-        }
-    }
-}
-
-/// DNS resolution that drops private addresses.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = format!("{}:0", name.as_str());
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-                .await?
-                .filter(|a| !is_private(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(
-                    "the host resolves only to private-network addresses, which are not allowed"
-                        .into(),
-                );
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
 pub struct Sender {
     client: reqwest::Client,
     native_timeout: Duration,
-    allow_private: bool,
+    policy: NetworkPolicy,
 }
 
 impl Sender {
-    pub fn new(native_timeout: Duration, allow_private: bool) -> anyhow::Result<Self> {
+    pub fn new(native_timeout: Duration, policy: NetworkPolicy) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             // Keep every connection a burst opened: receivers are few, deliveries many.
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(super::render::USER_AGENT);
-        if !allow_private {
+        builder = match &policy.proxy {
+            // An explicit proxy replaces the environment's (reqwest then ignores HTTP_PROXY).
+            Some(url) => builder.proxy(
+                reqwest::Proxy::all(url.as_str())
+                    .map_err(|_| anyhow::anyhow!("webhooks.proxy is not a valid proxy URL"))?,
+            ),
+            // Never a proxy from HTTP_PROXY, HTTPS_PROXY or ALL_PROXY: it would take every
+            // delivery, with its signature, past the policy below.
+            None => builder.no_proxy(),
+        };
+        // Through a proxy, reqwest resolves only the proxy's name: the proxy resolves targets
+        // and must enforce the egress policy itself (literal addresses are still refused).
+        if !policy.allow_private && policy.proxy.is_none() {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
         Ok(Sender {
             client: builder.build()?,
             native_timeout,
-            allow_private,
+            policy,
         })
+    }
+
+    /// True when the response from `peer` (the address connected to: the target, or the
+    /// proxy) may be kept in the attempt log. An unknown peer counts as private.
+    fn keeps_response_from(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        self.policy.store_private_responses || peer.is_some_and(|a| !is_private(a.ip()))
     }
 
     /// Sends one request; never fails: every problem is described in the result.
@@ -110,10 +82,13 @@ impl Sender {
             self.native_timeout
         };
         let elapsed = |started: Instant| started.elapsed().as_millis() as i64;
-        if !self.allow_private {
-            let literal = url::Url::parse(&req.url).ok().and_then(|u| {
-                u.host_str()
-                    .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        if !self.policy.allow_private {
+            // Literal addresses never reach the resolver; the URL parser has normalised the
+            // other spellings (`0x7f.1`, `2130706433`) to dotted IPv4 already.
+            let literal = url::Url::parse(&req.url).ok().and_then(|u| match u.host() {
+                Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+                _ => None,
             });
             if literal.is_some_and(is_private) {
                 let result = SendResult {
@@ -156,6 +131,7 @@ impl Sender {
                 };
             }
         };
+        let keep_body = self.keeps_response_from(response.remote_addr());
         let status = response.status().as_u16();
         let retry_after_secs = response
             .headers()
@@ -178,7 +154,11 @@ impl Sender {
                 }
             }
         }
-        let logged = String::from_utf8_lossy(&body[..body.len().min(LOGGED_RESPONSE)]).into_owned();
+        // A private address's answer stays out of the log: an API-key holder could otherwise
+        // read internal services through it.
+        let logged = keep_body.then(|| {
+            String::from_utf8_lossy(&body[..body.len().min(LOGGED_RESPONSE)]).into_owned()
+        });
         let result = SendResult {
             status: Some(status),
             timed_out,
@@ -188,7 +168,7 @@ impl Sender {
         Sent {
             result,
             latency_ms: elapsed(started),
-            response: Some(logged),
+            response: logged,
             error,
         }
     }
@@ -210,39 +190,37 @@ fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn private_ranges_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_private(ip.parse().expect("ip")), "{ip}");
-        }
-        for ip in ["8.8.8.8", "203.0.113.9", "2001:4860::8888"] {
-            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+    fn post(url: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
         }
     }
 
     #[tokio::test]
     async fn private_targets_are_refused_when_not_allowed() {
-        let sender = Sender::new(Duration::from_secs(1), false).expect("client");
-        let req = Request {
-            method: "POST".into(),
-            url: "http://127.0.0.1:9/x".into(),
-            headers: Vec::new(),
-            body: b"{}".to_vec(),
-        };
-        let sent = sender.send(&req, false).await;
-        assert!(sent.result.failed_to_connect && sent.result.status.is_none());
-        assert!(sent.error.unwrap_or_default().contains("private"));
+        let sender = Sender::new(Duration::from_secs(1), NetworkPolicy::default()).expect("client");
+        // A live listener, so a refusal cannot be mistaken for a closed port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        for url in [
+            format!("http://127.0.0.1:{port}/x"),
+            format!("http://0x7f000001:{port}/x"),
+            format!("http://[::ffff:127.0.0.1]:{port}/x"),
+            // A name is checked on what it resolves to: the address connected to.
+            format!("http://localhost:{port}/x"),
+        ] {
+            let sent = sender.send(&post(&url), false).await;
+            assert!(
+                sent.result.failed_to_connect && sent.result.status.is_none(),
+                "{url}"
+            );
+            let error = sent.error.unwrap_or_default();
+            assert!(error.contains("private"), "{url}: {error}");
+        }
     }
 }

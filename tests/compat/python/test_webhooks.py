@@ -992,7 +992,9 @@ def test_native_410_disables_then_recover(client, server, chat_service, receiver
     [failed] = deliveries(server, IS, gone["id"], status="failed")
     assert failed["attempts"] == 1, failed
     [attempt] = failed["attempt_log"]
-    assert attempt["status"] == 410 and attempt["response"] == "gone for good", attempt
+    # The receiver is on loopback: reachd keeps no response body from a private address
+    # unless webhooks.store_private_responses is on (the Rust suite covers both settings).
+    assert attempt["status"] == 410 and attempt["response"] is None, attempt
 
     users.create(identity="uma")                 # the endpoint is disabled: not sent
     receiver.wait("/barrier", where=lambda h: h.json()["data"]["identity"] == "uma")
