@@ -9,6 +9,7 @@ mod chat;
 pub mod client;
 pub mod common;
 mod conversations_v1;
+pub mod csrf;
 pub mod ctx;
 mod dashboard;
 pub mod errors;
