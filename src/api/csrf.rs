@@ -110,10 +110,10 @@ fn same_origin(origin: &str, public_url: Option<&str>, host: Option<&str>) -> bo
     if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
         return false;
     }
-    if let Some(public) = public_url.and_then(|p| url::Url::parse(p).ok()) {
-        if public.origin() == origin.origin() {
-            return true;
-        }
+    if let Some(public) = public_url.and_then(|p| url::Url::parse(p).ok())
+        && public.origin() == origin.origin()
+    {
+        return true;
     }
     let Some(host) = host else {
         return false;
