@@ -361,6 +361,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         services_rx,
         hub_stop.clone(),
     ));
+    let key_watch = crate::api::client::KeyWatch::default();
+    // Ends with the graceful stop (sockets then close for the restart, not for their keys).
+    tokio::spawn(key_watch.clone().run(
+        store.clone(),
+        crate::api::client::revocation::CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),
@@ -372,6 +379,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         metrics: crate::metrics::handle(),
         shutdown: shutdown.clone(),
         dispatcher: dispatcher.clone(),
+        key_watch: key_watch.clone(),
         readiness: Default::default(),
     });
     let addr = listener

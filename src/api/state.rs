@@ -43,6 +43,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The webhook dispatcher (its liveness is part of `/readyz`).
     pub dispatcher: crate::webhooks::Dispatcher,
+    /// The API keys of live WebSockets, checked for revocation (`client::revocation`).
+    pub key_watch: super::client::KeyWatch,
     /// The last `/readyz` verdict, reused for a second.
     pub readiness: super::ops::ReadinessCache,
 }
