@@ -116,6 +116,9 @@ fn in_json_mode_every_output_line_is_json() {
     let server = Server::start_logging(cmd, logs);
     let stdout = server.lines.clone();
     assert!(stdout.len() >= 2, "credentials and address: {stdout:?}");
+    // A request first: it is logged too, and the server has settled before SIGTERM.
+    let health = reqwest::blocking::get(format!("{}/healthz", server.base())).expect("healthz");
+    assert_eq!(health.status(), 200);
     server.terminate();
     let stderr = lines_of(&log_path);
     assert!(!stderr.is_empty());
@@ -192,5 +195,86 @@ async fn resending_a_pending_delivery_attempts_it_at_once() {
         list.as_array().map(Vec::len) == Some(1) && list[0]["status"] == "delivered"
     })
     .await;
+    s.stop().await;
+}
+
+async fn scrape_with(s: &common::TestServer, auth: Option<&str>) -> (u16, String) {
+    let mut req = s.http.get(s.url("/metrics"));
+    if let Some(value) = auth {
+        req = req.header("authorization", value);
+    }
+    let res = req.send().await.expect("scrape");
+    (res.status().as_u16(), res.text().await.expect("text"))
+}
+
+#[tokio::test]
+async fn with_a_metrics_token_scrapes_need_it_as_a_bearer_token() {
+    let s = common::spawn_with(|c| {
+        c.metrics.token = Some(reachd::config::Secret::new("scrape-secret-1"));
+    })
+    .await;
+    let (status, body) = scrape_with(&s, None).await;
+    assert_eq!(status, 401, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("twilio error");
+    assert_eq!(
+        (error["code"].as_i64(), error["status"].as_i64()),
+        (Some(20003), Some(401))
+    );
+    assert_eq!(scrape_with(&s, Some("Bearer wrong")).await.0, 401);
+    assert_eq!(scrape_with(&s, Some("Bearer scrape-secret-")).await.0, 401);
+    let basic = format!("Basic {}", "c2NyYXBlLXNlY3JldC0x");
+    assert_eq!(scrape_with(&s, Some(&basic)).await.0, 401, "Bearer only");
+    let (status, body) = scrape_with(&s, Some("Bearer scrape-secret-1")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("reachd_storage_up 1"), "{body}");
+    // Health checks stay open.
+    assert_eq!(s.send(s.http.get(s.url("/healthz"))).await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_scrape_renders_the_background_reading_and_never_reads_storage() {
+    // One reading at start, the next an hour later: scrapes must not read on their own.
+    let s = common::spawn_with(|c| c.metrics.refresh_interval_ms = 3_600_000).await;
+    let gauges = s.running.as_ref().expect("running").gauges.clone();
+    assert_eq!(gauges.refreshes(), 1, "the reading taken at start");
+    let svc = s.service("late").await;
+    s.user(&svc, "alice").await;
+    let online = format!("reachd_users_online{{service=\"{svc}\"}}");
+    for _ in 0..5 {
+        let (status, text) = scrape_with(&s, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(sample(&text, &online), None, "{text}");
+        assert_eq!(sample(&text, "reachd_storage_up"), Some(1.0));
+        assert_eq!(sample(&text, "reachd_webhook_pending"), Some(0.0));
+    }
+    assert_eq!(gauges.refreshes(), 1, "scrapes read nothing from storage");
+    // A refresh (what the background task does) is what brings the service in.
+    let store = s.running.as_ref().expect("running").store.clone();
+    gauges.refresh(store.as_ref());
+    let (_, text) = scrape_with(&s, None).await;
+    assert_eq!(sample(&text, &online), Some(0.0), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_background_task_refreshes_the_reading() {
+    let s = common::spawn_with(|c| c.metrics.refresh_interval_ms = 100).await;
+    let svc = s.service("refreshed").await;
+    let r = s
+        .post(
+            &format!("/chat/v2/Services/{svc}"),
+            &[("ReachabilityEnabled", "true")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    s.open_session(&s.token(&svc, "alice")).await;
+    let online = format!("reachd_users_online{{service=\"{svc}\"}}");
+    common::eventually("alice online in the gauges", || async {
+        sample(&scrape_with(&s, None).await.1, &online) == Some(1.0)
+    })
+    .await;
+    let gauges = s.running.as_ref().expect("running").gauges.clone();
+    assert!(gauges.refreshes() > 1, "{}", gauges.refreshes());
     s.stop().await;
 }

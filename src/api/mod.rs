@@ -13,6 +13,7 @@ pub mod csrf;
 pub mod ctx;
 mod dashboard;
 pub mod errors;
+pub mod gauges;
 pub mod metrics;
 pub mod native;
 pub mod openapi;

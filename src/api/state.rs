@@ -38,6 +38,10 @@ pub struct AppState {
     pub hub: Hub,
     /// The Prometheus recorder's handle (`None` if another recorder was installed first).
     pub metrics: Option<crate::metrics::MetricsHandle>,
+    /// The storage-derived gauges of `/metrics`, refreshed in the background.
+    pub gauges: Arc<super::gauges::StoredGauges>,
+    /// `metrics.token`: when set, `/metrics` requires it as a Bearer token.
+    pub metrics_token: Option<Secret>,
     /// Fired when a graceful shutdown begins: WebSockets close with 1001 and keep their
     /// sessions (so no one goes offline because the server restarts).
     pub shutdown: tokio_util::sync::CancellationToken,

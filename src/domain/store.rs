@@ -176,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     fn metrics_snapshot(&self) -> Result<MetricsSnapshot>;
 }
 
-/// Stored gauges read at each `/metrics` scrape.
+/// Stored gauges for `/metrics`, read by its background refresh (never by a scrape).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// `(service sid, users online)` for every service.
