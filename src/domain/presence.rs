@@ -20,7 +20,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// Every cause, in the order of DESIGN.md §2.
+    /// Every cause (what `reachd_transitions_total` is exported with from the start).
     pub const ALL: [Cause; 6] = [
         Cause::SessionOpened,
         Cause::SessionClosed,
