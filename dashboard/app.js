@@ -99,10 +99,23 @@
 
   // ---------- HTTP ----------
 
+  // An absolute URL on this origin. `location.origin` never holds credentials, whereas a
+  // relative path resolves against the page's URL, which does when the dashboard was opened
+  // as http://user:pass@host/dashboard — and fetch() refuses such URLs. The browser still
+  // sends the credentials it cached for this origin.
+  function abs(path) { return location.origin + path; }
+
   function api(path) {
-    return fetch(path, { credentials: 'same-origin', headers: { 'Accept': 'application/json' } })
-      .catch(function () {
-        var e = new Error('Network error: cannot reach the server (' + path.split('?')[0] + ')');
+    var request;
+    try {
+      request = fetch(abs(path), { credentials: 'same-origin', headers: { 'Accept': 'application/json' } });
+    } catch (err) {
+      request = Promise.reject(err);
+    }
+    return request
+      .catch(function (err) {
+        var e = new Error('Network error: cannot reach the server (' + path.split('?')[0] + ')' +
+          (err && err.message ? ': ' + err.message : ''));
         e.status = 0;
         throw e;
       })
@@ -688,7 +701,7 @@
     var url = svcPath(ctx.sid, '/events?after=' + encodeURIComponent(ctx.cursor || '0'));
     var es;
     try {
-      es = new EventSource(url);
+      es = new EventSource(abs(url));
     } catch (err) {
       setError('stream', 'Could not open the event stream — ' + describe(err));
       reconnectLater(ctx);

@@ -31,7 +31,8 @@ export const VERSION = '0.1.0';
  *   - `connecting`: opening (or re-opening) the socket;
  *   - `connected`: the server said `ready`;
  *   - `disconnected`: closed, either waiting for a reconnect attempt or shut down;
- *   - `denied`: the token was rejected or expired; nothing happens until `updateToken()`.
+ *   - `denied`: the token was rejected, expired or its key revoked (close 4003); nothing
+ *     happens until `updateToken()`.
  */
 
 /**
@@ -178,6 +179,8 @@ export class ReachdError extends Error {
 
 /** Close code the server uses when the token expires. */
 const CLOSE_TOKEN_EXPIRED = 4001;
+/** Close code the server uses when the API key that signed the token is revoked. */
+const CLOSE_CREDENTIALS_REVOKED = 4003;
 /** Close code the SDK uses for its own closes (shutdown, stale connection). */
 const CLOSE_NORMAL = 1000;
 
@@ -716,6 +719,8 @@ export class Client extends EventEmitter {
       if (this._closed) return;
       if (ev.code === CLOSE_TOKEN_EXPIRED) {
         this._onTokenExpired(ev.reason || 'token expired');
+      } else if (ev.code === CLOSE_CREDENTIALS_REVOKED) {
+        this._onRevoked(ev.reason || 'credentials revoked');
       } else if (!opened || !ready) {
         this._onConnectFailure(ev.code, errorText || ev.reason || `closed with code ${ev.code}`);
       } else {
@@ -773,6 +778,16 @@ export class Client extends EventEmitter {
     this.emit('tokenExpired');
     this.emit('connectionError', { terminal: true, message: reason, httpStatusCode: null, errorCode: 20104 });
     this._deny(new ReachdError(`reachd: ${reason}`, { code: 20104, terminal: true }));
+  }
+
+  /**
+   * The key that signed the token was revoked (close 4003): the token will never work again,
+   * so do not reconnect with it; `updateToken()` with a token from a live key reconnects.
+   * @private
+   */
+  _onRevoked(reason) {
+    this.emit('connectionError', { terminal: true, message: reason, httpStatusCode: null, errorCode: 20103 });
+    this._deny(new ReachdError(`reachd: ${reason}`, { code: 20103, terminal: true }));
   }
 
   /** @private stop trying until updateToken() */

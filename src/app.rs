@@ -14,6 +14,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::web;
 use anyhow::Context;
 
+use crate::api::gauges::StoredGauges;
 use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
 use crate::db::cache::{InvalidateServices, ServiceCache};
@@ -54,6 +55,8 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub presence: Presence,
     pub writer_stats: Arc<WriterStats>,
+    /// The `/metrics` gauges read from storage (tests count its refreshes).
+    pub gauges: Arc<StoredGauges>,
     presence_tasks: PresenceTasks,
     http: ServerHandle,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -416,6 +419,25 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         services_rx,
         hub_stop.clone(),
     ));
+    let gauges = Arc::new(StoredGauges::default());
+    {
+        let (gauges, store) = (gauges.clone(), store.clone());
+        tokio::task::spawn_blocking(move || gauges.refresh(store.as_ref()))
+            .await
+            .context("first metrics reading")?;
+    }
+    tokio::spawn(gauges.clone().run(
+        store.clone(),
+        Duration::from_millis(config.metrics.refresh_interval_ms),
+        shutdown.clone(),
+    ));
+    let key_watch = crate::api::client::KeyWatch::default();
+    // Ends with the graceful stop (sockets then close for the restart, not for their keys).
+    tokio::spawn(key_watch.clone().run(
+        store.clone(),
+        crate::api::client::revocation::CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
     let state = web::Data::new(AppState {
         store: store.clone(),
         account: account.clone(),
@@ -425,8 +447,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         events: events_rx.clone(),
         hub: hub.clone(),
         metrics: crate::metrics::handle(),
+        gauges: gauges.clone(),
+        metrics_token: config.metrics.token.clone(),
         shutdown: shutdown.clone(),
         dispatcher: dispatcher.clone(),
+        key_watch: key_watch.clone(),
         readiness: Default::default(),
     });
     let addr = listener
@@ -443,6 +468,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         presence,
         presence_tasks,
         writer_stats,
+        gauges,
         http,
         http_task,
         writer: writer_handle,

@@ -23,13 +23,14 @@ const ENV_PREFIX: &str = "REACHD_";
 
 /// Keys whose environment values are taken verbatim as strings (figment would otherwise turn an
 /// all-digit token into a number).
-const RAW_STRING_KEYS: [&str; 6] = [
+const RAW_STRING_KEYS: [&str; 7] = [
     "listen",
     "database",
     "public_url",
     "account_sid",
     "auth_token",
     "webhooks__proxy",
+    "metrics__token",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,17 @@ pub struct WebhooksConfig {
     pub endpoints: Vec<WebhookEndpointConfig>,
 }
 
+/// `[metrics]`: the `/metrics` endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// How often the storage-derived gauges are read, off the request path.
+    pub refresh_interval_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -123,6 +135,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub presence: PresenceConfig,
     pub webhooks: WebhooksConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The text `reachd init` writes: the commented defaults with fresh account credentials
@@ -215,6 +228,14 @@ impl Config {
             .is_some_and(|p| p.expose().is_empty())
         {
             self.webhooks.proxy = None;
+        }
+        if self
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
+            self.metrics.token = None;
         }
         if let Some(url) = &mut self.public_url {
             while url.ends_with('/') {

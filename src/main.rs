@@ -13,6 +13,7 @@ use clap::Parser;
 use reachd::app::{self, FirstRun};
 use reachd::cli::{Cli, Command, KeysCommand};
 use reachd::config::Config;
+use reachd::console::Console;
 use reachd::db::{keys, open};
 
 fn main() -> ExitCode {
@@ -33,8 +34,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+    let console = Console::new(config.log_format);
+    let command = cli.command.unwrap_or(Command::Serve);
+    let serving = matches!(command, Command::Serve);
+    let result = match command {
+        Command::Serve => serve(config, console),
         Command::Keys(command) => run_keys(&config, command),
         Command::CheckConfig => {
             println!("configuration is valid:\n{config:#?}");
@@ -69,8 +73,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // Configuration that contradicts the database is a configuration error.
         Err(e) if e.downcast_ref::<app::AccountMismatch>().is_some() => {
-            eprintln!("reachd: {e:#}");
+            console.error(&format!("reachd: {e:#}"));
             ExitCode::from(2)
+        }
+        Err(e) if serving => {
+            console.error(&format!("reachd: {e:#}"));
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("reachd: {e:#}");
@@ -79,7 +87,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, console: Console) -> anyhow::Result<()> {
     reachd::logging::init(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,20 +99,35 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let signals = app::ShutdownSignals::listen()?;
         let base = format!("http://{}", running.addr);
         if let Some(first) = &running.first_run {
-            print_first_run(first, &base, &config);
+            print_first_run(console, first, &base, &config);
         }
-        println!("reachd listening on {}", running.addr);
+        let addr = running.addr.to_string();
+        console.info(&format!("reachd listening on {addr}"), &[("addr", &addr)]);
         tracing::info!(addr = %running.addr, database = %config.database.display(), "reachd listening");
         running.wait(signals).await
     })
 }
 
-/// Shown once, on stdout, when the first start generated credentials.
-fn print_first_run(first: &FirstRun, base: &str, config: &Config) {
-    println!(
-        "reachd: first start — generated credentials (stored in {}; shown only now):",
+/// Shown once, on stdout, when the first start generated credentials (one JSON line in JSON
+/// mode).
+fn print_first_run(console: Console, first: &FirstRun, base: &str, config: &Config) {
+    let heading = format!(
+        "reachd: first start — generated credentials (stored in {}; shown only now)",
         config.database.display()
     );
+    if console.is_json() {
+        console.info(
+            &heading,
+            &[
+                ("account_sid", &first.account_sid),
+                ("auth_token", &first.auth_token),
+                ("api_key_sid", &first.api_key_sid),
+                ("api_key_secret", &first.api_key_secret),
+            ],
+        );
+        return;
+    }
+    println!("{heading}:");
     println!("  account_sid    {}", first.account_sid);
     println!("  auth_token     {}", first.auth_token);
     println!("  api_key_sid    {}", first.api_key_sid);

@@ -3,7 +3,10 @@
 //! `metrics` facade (`metrics::counter!` …); `/metrics` renders the handle returned here and
 //! appends the gauges read at scrape time.
 //!
-//! May depend on: metrics, metrics-exporter-prometheus.
+//! Counters are exported at zero from the start, for every label value they can take, so that
+//! `rate()` and absence alerts work before the first event.
+//!
+//! May depend on: metrics, metrics-exporter-prometheus, domain::presence (the causes).
 
 use std::sync::OnceLock;
 
@@ -23,6 +26,9 @@ const DELAY_BUCKETS: &[f64] = &[
 ];
 /// Jobs per write transaction (1 up to the largest batch).
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Outcomes of `reachd_webhook_attempts_total` (see `webhooks::dispatcher`).
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retry", "failed", "gone"];
 
 static HANDLE: OnceLock<Option<MetricsHandle>> = OnceLock::new();
 
@@ -114,4 +120,17 @@ fn describe() {
         "Always 1; the `version` label carries the server version."
     );
     metrics::gauge!("reachd_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    register_counters_at_zero();
+}
+
+/// Creates every counter series (an increment of 0), so each is rendered from the first scrape.
+fn register_counters_at_zero() {
+    for cause in crate::domain::presence::Cause::ALL {
+        metrics::counter!("reachd_transitions_total", "cause" => cause.as_str()).increment(0);
+    }
+    for outcome in WEBHOOK_OUTCOMES {
+        metrics::counter!("reachd_webhook_attempts_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("reachd_rate_limited_total").increment(0);
+    metrics::counter!("reachd_auth_failures_total").increment(0);
 }

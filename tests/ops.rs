@@ -72,6 +72,12 @@ async fn metrics_report_presence_storage_webhooks_and_http() {
     })
     .await;
 
+    // The stored gauges are read in the background (every 100 ms in tests).
+    let online = format!("reachd_users_online{{service=\"{svc}\"}}");
+    common::eventually("users online in the stored gauges", || async {
+        sample(&scrape(&s).await, &online) == Some(2.0)
+    })
+    .await;
     let text = scrape(&s).await;
     assert_eq!(
         sample(&text, &format!("reachd_users_online{{service=\"{svc}\"}}")),

@@ -38,8 +38,16 @@ pub async fn serve_dashboard_style(_ctx: Ctx) -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
 }
 
+/// `GET /favicon.ico`: no icon, said without an error (browsers ask on every page).
+pub async fn serve_favicon() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .finish()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/dashboard").get(show_dashboard))
+    cfg.service(resource("/favicon.ico").get(serve_favicon))
+        .service(resource("/dashboard").get(show_dashboard))
         .service(resource("/dashboard/").get(show_dashboard))
         .service(resource("/dashboard/app.js").get(serve_dashboard_script))
         .service(resource("/dashboard/style.css").get(serve_dashboard_style));

@@ -2,7 +2,10 @@
 //! its bucket (`failed_auth_burst` tokens, refilled at `failed_auth_per_minute`); while the
 //! bucket is empty, every request from that address is answered 429/20429 with `Retry-After`,
 //! before any credential is checked. Successful requests cost nothing, so a client that
-//! authenticates correctly is never limited by this.
+//! authenticates correctly is never limited by this. A 401 to a request that presented no
+//! credentials at all (a browser's first request to `/dashboard`, before it asks its user) is
+//! a challenge, not a failure: it costs nothing, is not counted in
+//! `reachd_auth_failures_total` and logs no warning.
 //!
 //! Concurrency: one mutex around the bucket map, held only for a lookup or an update (no I/O,
 //! no await). The map is bounded: when it reaches [`MAX_TRACKED`] addresses, buckets that
@@ -10,7 +13,7 @@
 //! still limited, new addresses are not tracked until some refill (fail open rather than let
 //! an attacker grow memory without bound).
 //!
-//! May depend on: actix-web, metrics, api::errors.
+//! May depend on: actix-web, metrics, url, api::errors.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -120,7 +123,8 @@ impl AuthLimiter {
 
 /// Paths that take no credentials: never limited, so health probes, scrapes and the public
 /// documents keep working from an address that is limited (a proxy, a NAT).
-const UNAUTHENTICATED: [&str; 5] = [
+const UNAUTHENTICATED: [&str; 6] = [
+    "/favicon.ico",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -152,13 +156,34 @@ pub async fn limit_failed_auth(
         return Ok(req.into_response(response));
     }
     let response = next.call(req).await?;
-    if response.status() == StatusCode::UNAUTHORIZED {
-        metrics::counter!("reachd_auth_failures_total").increment(1);
-        if let (Some(limiter), Some(ip)) = (&limiter, ip) {
-            limiter.record_failure(ip, Instant::now());
-        }
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Ok(response.map_into_left_body());
+    }
+    if !presents_credentials(response.request()) {
+        return Ok(without_error(response).map_into_left_body());
+    }
+    metrics::counter!("reachd_auth_failures_total").increment(1);
+    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
+        limiter.record_failure(ip, Instant::now());
     }
     Ok(response.map_into_left_body())
+}
+
+/// The request carries something meant as credentials: an `Authorization` or `X-Twilio-Token`
+/// header, or a `token` in the query (client WebSocket upgrades).
+fn presents_credentials(req: &actix_web::HttpRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(actix_web::http::header::AUTHORIZATION)
+        || headers.contains_key("x-twilio-token")
+        || url::form_urlencoded::parse(req.query_string().as_bytes()).any(|(k, _)| k == "token")
+}
+
+/// The same answer without the error it was made from, so that the request logger does not
+/// report a challenge as a failed request.
+fn without_error<B>(response: ServiceResponse<B>) -> ServiceResponse<B> {
+    let (req, res) = response.into_parts();
+    let res = actix_web::HttpResponse::from(actix_web::dev::Response::from(res));
+    ServiceResponse::new(req, res)
 }
 
 #[cfg(test)]

@@ -38,11 +38,17 @@ pub struct AppState {
     pub hub: Hub,
     /// The Prometheus recorder's handle (`None` if another recorder was installed first).
     pub metrics: Option<crate::metrics::MetricsHandle>,
+    /// The storage-derived gauges of `/metrics`, refreshed in the background.
+    pub gauges: Arc<super::gauges::StoredGauges>,
+    /// `metrics.token`: when set, `/metrics` requires it as a Bearer token.
+    pub metrics_token: Option<Secret>,
     /// Fired when a graceful shutdown begins: WebSockets close with 1001 and keep their
     /// sessions (so no one goes offline because the server restarts).
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The webhook dispatcher (its liveness is part of `/readyz`).
     pub dispatcher: crate::webhooks::Dispatcher,
+    /// The API keys of live WebSockets, checked for revocation (`client::revocation`).
+    pub key_watch: super::client::KeyWatch,
     /// The last `/readyz` verdict, reused for a second.
     pub readiness: super::ops::ReadinessCache,
 }

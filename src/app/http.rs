@@ -13,6 +13,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::api::csrf::refuse_cross_site;
 use crate::api::metrics::record_request_metrics;
 use crate::api::rate_limit::{AuthLimiter, limit_failed_auth};
 use crate::api::request_span::RedactedSpan;
@@ -40,12 +41,13 @@ pub fn server(
     let mut server = HttpServer::new(move || {
         // The last `wrap` is outermost: the request id and log span cover everything, the
         // timing sees the final status (429s and 408s included), the limiter sees 401s after
-        // the 404 filler.
+        // the 404 filler; cross-site refusals (403) come before any credential is checked.
         App::new()
             .app_data(state.clone())
             .app_data(limiter.clone())
             .app_data(request_timeout.clone())
             .wrap(ErrorHandlers::new().handler(StatusCode::NOT_FOUND, errors::fill_not_found))
+            .wrap(from_fn(refuse_cross_site))
             .wrap(from_fn(limit_request_time))
             .wrap(from_fn(limit_failed_auth))
             .wrap(from_fn(record_request_metrics))

@@ -48,6 +48,12 @@ impl Config {
             }
             _ => {}
         }
+        if !(100..=3_600_000).contains(&self.metrics.refresh_interval_ms) {
+            return Err(invalid(
+                "metrics.refresh_interval_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }

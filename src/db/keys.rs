@@ -1,7 +1,7 @@
 //! API keys: created, listed and revoked by the CLI (also against a running server's database)
 //! and looked up by the server for Basic auth and access tokens.
 //!
-//! May depend on: rusqlite, domain.
+//! May depend on: rusqlite, serde_json, domain.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -37,6 +37,20 @@ pub fn get_live(conn: &Connection, sid: &str) -> Result<Option<ApiKey>> {
         Ok(ApiKey { sid: r.get(0)?, friendly_name: r.get(1)?, secret: r.get(2)?, date_created: r.get(3)? })
     })
     .optional()
+    .db()
+}
+
+/// Which of `sids` are live keys: one statement whatever their number (the SIDs travel as
+/// one JSON array).
+pub fn live_among(conn: &Connection, sids: &[String]) -> Result<std::collections::HashSet<String>> {
+    let list = serde_json::to_string(sids).map_err(|e| crate::domain::Error::Internal(e.into()))?;
+    conn.prepare_cached(
+        "SELECT sid FROM api_keys WHERE revoked_at IS NULL AND sid IN (SELECT value FROM json_each(?1))",
+    )
+    .db()?
+    .query_map([list], |r| r.get(0))
+    .db()?
+    .collect::<rusqlite::Result<_>>()
     .db()
 }
 

@@ -279,9 +279,24 @@ pub fn list(
     Ok(rows)
 }
 
-/// A fresh pending copy of a delivery (new id and token, attempts from zero).
+/// Resends a delivery. A pending one (waiting for its next retry, or behind its queue's head)
+/// is made due now: the same row, id and token, attempted as soon as it heads its queue — a
+/// copy would only wait behind it. A finished one (delivered or failed) gets a fresh pending
+/// copy (new id and token, attempts from zero).
 pub fn resend(tx: &mut Tx<'_>, id: i64) -> Result<Delivery> {
     let old = get(tx, id)?.ok_or(Error::NotFound)?;
+    if old.status == DeliveryStatus::Pending {
+        let now = now_ms();
+        tx.prepare_cached(
+            "UPDATE deliveries SET next_attempt_at = min(next_attempt_at, ?2), updated_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .db()?
+        .execute(params![id, now])
+        .db()?;
+        tx.record_deliveries();
+        return get(tx, id)?.ok_or(Error::NotFound);
+    }
     let target = Target {
         key: old.target.clone(),
         format: old.format,

@@ -107,6 +107,10 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
+    fn live_api_keys(&self, sids: &[String]) -> Result<std::collections::HashSet<String>> {
+        keys::live_among(&*self.read()?, sids)
+    }
+
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service> {
         self.writer.submit(move |tx| {
             let service = Service::new(&friendly_name, now_ms())?;

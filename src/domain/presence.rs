@@ -20,6 +20,16 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause (what `reachd_transitions_total` is exported with from the start).
+    pub const ALL: [Cause; 6] = [
+        Cause::SessionOpened,
+        Cause::SessionClosed,
+        Cause::SessionTimeout,
+        Cause::BindingAdded,
+        Cause::BindingRemoved,
+        Cause::ReachabilityEnabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::SessionOpened => "session_opened",
@@ -32,16 +42,7 @@ impl Cause {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [
-            Cause::SessionOpened,
-            Cause::SessionClosed,
-            Cause::SessionTimeout,
-            Cause::BindingAdded,
-            Cause::BindingRemoved,
-            Cause::ReachabilityEnabled,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == value)
+        Cause::ALL.into_iter().find(|c| c.as_str() == value)
     }
 }
 

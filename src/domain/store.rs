@@ -52,6 +52,9 @@ pub trait Store: Send + Sync + 'static {
     fn update_account_webhook(&self, patch: WebhookPatch) -> WriteFuture<Account>;
     /// A live (not revoked) API key.
     fn api_key(&self, sid: &str) -> Result<Option<ApiKey>>;
+    /// Which of `sids` name live (existing, not revoked) API keys, read from storage now
+    /// (uncached): one query however many SIDs.
+    fn live_api_keys(&self, sids: &[String]) -> Result<std::collections::HashSet<String>>;
 
     // --- services -------------------------------------------------------------------------
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service>;
@@ -173,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     fn metrics_snapshot(&self) -> Result<MetricsSnapshot>;
 }
 
-/// Stored gauges read at each `/metrics` scrape.
+/// Stored gauges for `/metrics`, read by its background refresh (never by a scrape).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// `(service sid, users online)` for every service.

@@ -44,6 +44,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.account_sid = Some(ACCOUNT_SID.to_string());
     config.auth_token = Some(Secret::new(AUTH_TOKEN));
     config.http.workers = 2;
+    // Stored `/metrics` gauges follow changes within a tenth of a second.
+    config.metrics.refresh_interval_ms = 100;
     config
 }
 

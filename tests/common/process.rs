@@ -19,6 +19,17 @@ pub fn reachd(dir: &Path) -> Command {
     cmd
 }
 
+/// The address of a "reachd listening on ADDR" line, plain or JSON (`log_format = "json"`).
+fn listening_addr(line: &str) -> Option<String> {
+    if let Some(addr) = line.strip_prefix("reachd listening on ") {
+        return Some(addr.to_string());
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = value["message"].as_str()?;
+    message.strip_prefix("reachd listening on ")?;
+    value["addr"].as_str().map(str::to_string)
+}
+
 /// A running `reachd serve`, killed and reaped on drop (also when a test panics).
 pub struct Server {
     pub child: Child,
@@ -65,8 +76,8 @@ impl Server {
                 panic!("server exited: {:?}", server.lines);
             }
             let line = line.trim_end().to_string();
-            if let Some(addr) = line.strip_prefix("reachd listening on ") {
-                server.addr = addr.to_string();
+            if let Some(addr) = listening_addr(&line) {
+                server.addr = addr;
                 server.lines.push(line);
                 return server;
             }

@@ -6,11 +6,13 @@
 
 mod auth;
 mod bindings;
+pub mod revocation;
 mod sessions;
 mod socket;
 mod users;
 
 pub use auth::ClientCtx;
+pub use revocation::KeyWatch;
 
 /// The JS SDK (`sdk/reachd.js`), embedded in the binary.
 const SDK: &str = include_str!("../../../sdk/reachd.js");

@@ -5,7 +5,8 @@
 //! The token is checked before the upgrade. Every client message may carry an `id`, echoed in
 //! the answer. Bad messages get an `error` (never a silent drop); a frame over the size limit
 //! closes the socket with 1009; a reader too slow for its bounded queue is disconnected; an
-//! expired token closes it with 4001 unless `updateToken` arrived.
+//! expired token closes it with 4001 unless `updateToken` arrived; a revoked API key (the one
+//! that signed the token) closes it with 4003 within about a second (`client::revocation`).
 //!
 //! May depend on: actix-web, actix-ws, tokio, serde_json, presence, realtime, tokens, domain,
 //! api::{client::auth, common, errors, native::views}.
@@ -19,6 +20,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::auth::{authenticate, token_error, token_of};
+use super::revocation::{CLOSE_REVOKED, Watched};
 use crate::api::common::bindings::new_binding;
 use crate::api::errors::ApiError;
 use crate::api::native::views::{binding_json, descriptor_json};
@@ -70,6 +72,7 @@ pub async fn open_socket(
         session,
         conn: 0,
         held: HeldSession { id: 0, holder: 0 },
+        key: None,
     };
     // The task is `run`'s future itself: wrapping it in another async block would store the
     // socket's fields twice for as long as the socket lives.
@@ -85,6 +88,8 @@ struct Socket {
     conn: u64,
     /// The session this socket keeps alive, and which open of it this socket made.
     held: HeldSession,
+    /// Its registration with the revocation check, from `ready` to the end.
+    key: Option<Watched>,
 }
 
 /// How a socket's start went.
@@ -153,6 +158,7 @@ impl Socket {
         };
         committed.wait().await;
         self.held = held;
+        self.key = Some(self.state.key_watch.watch(&self.grant.key_sid));
         let hub = &self.state.hub;
         hub.note_service(&self.service.sid, self.service.reachability_enabled);
         let registration = hub.register(&self.service.sid, &self.grant.identity, QUEUE);
@@ -178,6 +184,9 @@ impl Socket {
     /// Leaves the hub, ends the session unless the server is stopping, and closes the socket.
     async fn finish(&mut self, end: End) {
         self.state.hub.unregister(self.conn);
+        if let Some(key) = self.key.take() {
+            self.state.key_watch.unwatch(&key);
+        }
         let end = match end {
             End::ServerShutdown => End::Close(
                 CloseCode::Away,
@@ -221,6 +230,11 @@ impl Socket {
             let expires_in = Duration::from_secs(
                 (self.grant.expires_at - chrono::Utc::now().timestamp()).max(0) as u64,
             );
+            let revoked = self
+                .key
+                .as_ref()
+                .map(|k| k.revoked.clone())
+                .unwrap_or_default();
             tokio::select! {
                 message = stream.next() => match message {
                     None => return End::ClientClosed,
@@ -262,6 +276,9 @@ impl Socket {
                 }
                 _ = tokio::time::sleep(expires_in) => {
                     return End::Close(CloseCode::Other(4001), "token expired".into());
+                }
+                _ = revoked.cancelled() => {
+                    return End::Close(CloseCode::Other(CLOSE_REVOKED), "credentials revoked".into());
                 }
                 _ = self.state.shutdown.cancelled() => return End::ServerShutdown,
                 _ = keepalive.tick() => {
@@ -436,6 +453,12 @@ impl Socket {
                 if grant.identity == self.grant.identity && service.sid == self.service.sid =>
             {
                 let expires_at = grant.expires_at;
+                if grant.key_sid != self.grant.key_sid {
+                    let watch = &self.state.key_watch;
+                    if let Some(old) = self.key.replace(watch.watch(&grant.key_sid)) {
+                        watch.unwatch(&old);
+                    }
+                }
                 self.grant = grant;
                 self.send(json!({"type": "tokenUpdated", "id": id, "expires_at": expires_at}))
                     .await

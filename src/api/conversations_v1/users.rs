@@ -1,6 +1,8 @@
 //! Conversations Users, service-scoped (`/v1/Services/{sid}/Users`) and through the
 //! default-service shortcut (`/v1/Users`), which acts on the account's
-//! `default_chat_service_sid` (created on first use).
+//! `default_chat_service_sid`. That service is created by the first user created through the
+//! shortcut, never by a read: until then the shortcut lists no users and finds none (404), so
+//! a GET never writes.
 //!
 //! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain.
 
@@ -12,9 +14,10 @@ use serde_json::{Value, json};
 use crate::api::common::users::{find_user, new_user, reachability_json, remove_user, user_patch};
 use crate::api::common::{created, ok};
 use crate::api::ctx::Ctx;
-use crate::api::errors::ApiResult;
+use crate::api::errors::{ApiError, ApiResult};
 use crate::api::paging::{Listing, list_request};
 use crate::api::params::Params;
+use crate::domain::page::Page;
 use crate::domain::service::Service;
 use crate::domain::time::twilio_date;
 use crate::domain::user::{User, UserKey};
@@ -34,20 +37,34 @@ impl Scope {
         Ok(Scope { service, path })
     }
 
-    async fn default(ctx: &Ctx) -> ApiResult<Self> {
-        let configured = ctx.store().account()?.default_chat_service_sid;
-        let existing = match configured {
+    /// The default service, created if missing: only for creating a user.
+    async fn default_for_create(ctx: &Ctx) -> ApiResult<Self> {
+        let service = match Self::existing_default(ctx)? {
+            Some(scope) => return Ok(scope),
+            None => Arc::new(ctx.store().default_conversations_service().await?),
+        };
+        Ok(Self::of_default(service))
+    }
+
+    /// The default service if it exists (reads, updates and deletes never create it).
+    fn existing_default(ctx: &Ctx) -> ApiResult<Option<Self>> {
+        let existing = match ctx.store().account()?.default_chat_service_sid {
             Some(sid) => ctx.store().service(&sid)?,
             None => None,
         };
-        let service = match existing {
-            Some(service) => service,
-            None => Arc::new(ctx.store().default_conversations_service().await?),
-        };
-        Ok(Scope {
+        Ok(existing.map(Self::of_default))
+    }
+
+    /// The default service, or 404 when it does not exist yet (so neither does any user).
+    fn existing_default_or_404(ctx: &Ctx) -> ApiResult<Self> {
+        Self::existing_default(ctx)?.ok_or_else(ApiError::not_found)
+    }
+
+    fn of_default(service: Arc<Service>) -> Self {
+        Scope {
             service,
             path: "/v1/Users".to_string(),
-        })
+        }
     }
 
     fn user_json(&self, ctx: &Ctx, u: &User, single: bool) -> Value {
@@ -88,7 +105,25 @@ impl Scope {
         };
         Ok(listing.respond(&ctx, &request, &page, |u| self.user_json(&ctx, u, false)))
     }
+}
 
+/// `GET /v1/Users` before the default service exists: an empty page.
+fn list_no_default_users(ctx: Ctx, params: Params) -> ApiResult {
+    let request = list_request(&params, MAX_PAGE_SIZE)?;
+    let page: Page<User> = Page {
+        items: Vec::new(),
+        has_more_after: false,
+        has_more_before: false,
+    };
+    let listing = Listing {
+        path: "/v1/Users",
+        key: "users",
+        filters: Vec::new(),
+    };
+    Ok(listing.respond(&ctx, &request, &page, |_| Value::Null))
+}
+
+impl Scope {
     fn fetch(self, ctx: Ctx, segment: &str) -> ApiResult {
         let user = find_user(&ctx, &self.service, segment)?;
         Ok(ok(self.user_json(&ctx, &user, true)))
@@ -140,21 +175,31 @@ pub async fn delete_service_user(ctx: Ctx, path: web::Path<(String, String)>) ->
 }
 
 pub async fn create_default_user(ctx: Ctx, params: Params) -> ApiResult {
-    Scope::default(&ctx).await?.create(ctx, params).await
+    Scope::default_for_create(&ctx)
+        .await?
+        .create(ctx, params)
+        .await
 }
 
 pub async fn list_default_users(ctx: Ctx, params: Params) -> ApiResult {
-    Scope::default(&ctx).await?.list(ctx, params)
+    match Scope::existing_default(&ctx)? {
+        Some(scope) => scope.list(ctx, params),
+        None => list_no_default_users(ctx, params),
+    }
 }
 
 pub async fn fetch_default_user(ctx: Ctx, user: web::Path<String>) -> ApiResult {
-    Scope::default(&ctx).await?.fetch(ctx, &user)
+    Scope::existing_default_or_404(&ctx)?.fetch(ctx, &user)
 }
 
 pub async fn update_default_user(ctx: Ctx, user: web::Path<String>, params: Params) -> ApiResult {
-    Scope::default(&ctx).await?.update(ctx, &user, params).await
+    Scope::existing_default_or_404(&ctx)?
+        .update(ctx, &user, params)
+        .await
 }
 
 pub async fn delete_default_user(ctx: Ctx, user: web::Path<String>) -> ApiResult {
-    Scope::default(&ctx).await?.delete(ctx, &user).await
+    Scope::existing_default_or_404(&ctx)?
+        .delete(ctx, &user)
+        .await
 }

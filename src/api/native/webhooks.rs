@@ -130,7 +130,8 @@ pub async fn list_deliveries(
     Ok(ok(json!({"deliveries": items, "next_before": next})))
 }
 
-/// `POST /api/v1/deliveries/{id}/resend`: queues a fresh copy (new id and token).
+/// `POST /api/v1/deliveries/{id}/resend`: a pending delivery is made due now (same id); a
+/// delivered or failed one is queued again as a fresh copy (new id and token).
 pub async fn resend_delivery(ctx: Ctx, id: web::Path<String>) -> ApiResult {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     if ctx.store().delivery(id)?.is_none() {

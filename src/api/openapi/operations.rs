@@ -245,9 +245,13 @@ fn describe_native(operation: &str) -> Option<Value> {
             answer(202, "How many were queued again.", Some("Recovered")),
         ),
         "resend_delivery" => native(
-            "Queue a fresh copy of a delivery",
+            "Attempt a pending delivery now, or queue a fresh copy of a finished one",
             vec![],
-            answer(202, "The new delivery.", Some("Delivery")),
+            answer(
+                202,
+                "The pending delivery, now due; or the new copy.",
+                Some("Delivery"),
+            ),
         ),
         "fetch_openapi" => {
             let mut v = native(
