@@ -276,7 +276,7 @@ pub fn presence_options(config: &Config) -> PresenceOptions {
             session_ttl_ms: p.session_ttl_ms,
             offline_grace_ms: p.offline_grace_ms,
         },
-        flush_interval: Duration::from_millis(p.flush_interval_ms),
+        flush_interval: Duration::from_millis(p.flush_interval_ms()),
         max_sessions_per_identity: config.limits.sessions_per_identity,
     }
 }

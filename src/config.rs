@@ -5,6 +5,7 @@
 //! May depend on: figment, serde, domain (SID validation). Secrets are wrapped in [`Secret`] so
 //! that `Debug` output and logs never contain them.
 
+mod render;
 mod validate;
 
 use std::net::SocketAddr;
@@ -32,6 +33,10 @@ const RAW_STRING_KEYS: [&str; 7] = [
     "webhooks__proxy",
     "metrics__token",
 ];
+
+/// Optional keys that hold numbers or booleans and are absent from the defaults (commented
+/// out there): known to the environment provider all the same.
+const OPTIONAL_VALUE_KEYS: [&str; 1] = ["presence__flush_interval_ms"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,7 +83,19 @@ pub struct PresenceConfig {
     pub ping_interval_ms: u64,
     pub session_ttl_ms: u64,
     pub offline_grace_ms: u64,
-    pub flush_interval_ms: u64,
+    /// Unset: derived from the TTL (see [`PresenceConfig::flush_interval_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+}
+
+impl PresenceConfig {
+    /// How often pinged sessions' expiries are written: as configured, else the smaller of
+    /// 2 s and a quarter of the session TTL (a stored expiry must stay well ahead of the
+    /// flushes for a restart to resume the session).
+    pub fn flush_interval_ms(&self) -> u64 {
+        self.flush_interval_ms
+            .unwrap_or_else(|| (self.session_ttl_ms / 4).clamp(1, 2_000))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -308,7 +325,11 @@ fn known_keys() -> Vec<String> {
             }
         }
     }
-    let mut out: Vec<String> = RAW_STRING_KEYS.iter().map(|k| k.to_string()).collect();
+    let mut out: Vec<String> = RAW_STRING_KEYS
+        .iter()
+        .chain(OPTIONAL_VALUE_KEYS.iter())
+        .map(|k| k.to_string())
+        .collect();
     if let Ok(data) = figment::Provider::data(&Toml::string(DEFAULTS_TOML)) {
         for dict in data.values() {
             walk("", dict, &mut out);

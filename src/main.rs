@@ -40,10 +40,13 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve => serve(config, console),
         Command::Keys(command) => run_keys(&config, command),
-        Command::CheckConfig => {
-            println!("configuration is valid:\n{config:#?}");
-            Ok(())
-        }
+        Command::CheckConfig => config
+            .to_redacted_toml()
+            .map(|text| {
+                println!("# configuration is valid");
+                print!("{text}");
+            })
+            .map_err(anyhow::Error::from),
         Command::Migrate => open_database(&config).and_then(|conn| {
             let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             println!(

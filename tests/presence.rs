@@ -151,7 +151,7 @@ async fn close_reports_offline_after_the_grace_and_reconnects_inside_it_are_invi
 async fn pings_never_touch_sqlite() {
     // The periodic session flush (a batch write, by design) must not fall inside the window:
     // on a loaded machine 1,000 pings can take longer than the default 2 s interval.
-    let s = common::spawn_with(|c| c.presence.flush_interval_ms = 50_000).await;
+    let s = common::spawn_with(|c| c.presence.flush_interval_ms = Some(50_000)).await;
     let svc = enabled_service(&s).await;
     let token = s.token(&svc, "carol");
     let session = s.open_session(&token).await;

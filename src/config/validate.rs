@@ -142,10 +142,13 @@ impl Config {
             }
         }
         let p = &self.presence;
-        if p.flush_interval_ms == 0 || p.flush_interval_ms >= p.session_ttl_ms {
+        if p.flush_interval_ms
+            .is_some_and(|f| f == 0 || f >= p.session_ttl_ms)
+        {
             return Err(invalid(
-                "presence",
-                "flush_interval_ms must be positive and below session_ttl_ms",
+                "presence.flush_interval_ms",
+                "must be positive and below presence.session_ttl_ms (leave it unset to derive \
+                 it from the TTL)",
             ));
         }
         if p.ping_interval_ms == 0 || p.session_ttl_ms <= p.ping_interval_ms {
