@@ -373,16 +373,32 @@ mod tests {
     #[tokio::test]
     async fn jobs_after_an_automatic_rollback_do_not_commit_on_their_own() {
         let (w, _h) = writer();
+        // A first batch holds the writer until the two jobs below are both queued, so that
+        // they share the next batch whatever the scheduling.
+        let queue = w.sender.clone();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let hold = tokio::spawn(w.submit(move |_tx: &mut Tx<'_>| -> Result<i64> {
+            let _ = started.send(());
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while queue.max_capacity() - queue.capacity() < 2 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            Ok(0)
+        }));
+        running.await.expect("the holding job runs");
         // What SQLite does by itself after an I/O error or a full disk mid-batch.
         let rollback = w.submit(|tx: &mut Tx<'_>| -> Result<i64> {
             tx.execute_batch("ROLLBACK").map_err(map_sqlite)?;
             Err(Error::Unavailable("disk I/O error".into()))
         });
         let results = futures_util::future::join_all(vec![rollback, w.submit(insert(5))]).await;
+        let held = hold.await.expect("join");
+        assert_eq!(held.ok(), Some(0));
         assert!(
             results
                 .iter()
-                .all(|r| matches!(r, Err(Error::Unavailable(_))))
+                .all(|r| matches!(r, Err(Error::Unavailable(_)))),
+            "{results:?}"
         );
         let count = rows(&w).await;
         assert_eq!(count, 0, "a write reported as failed was not committed");
