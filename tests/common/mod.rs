@@ -12,7 +12,7 @@ use reachd::config::{Config, Secret};
 use serde_json::Value;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
-pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 
 pub struct TestServer {
     pub base: String,
