@@ -121,3 +121,55 @@ fn forge_token(service: &str, identity: &str, key_sid: &str, secret: &str, now: 
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
 }
+
+/// A field of `/proc/self/status` in kB (the server runs in this process).
+fn status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_small_json_body_cannot_flatten_into_gigabytes() {
+    let s = common::spawn().await;
+    let svc = s.service("flatten").await;
+    let token = s.token(&svc, "alice");
+    // ~1 MB: a 3 KB key path (three nested 1 KB keys) over 330,000 zeros. Copying the key per
+    // element, as flattening once did, takes about 1 GB.
+    let key = "k".repeat(1000);
+    let open = format!("{{\"{key}\":").repeat(3);
+    let zeros = vec!["0"; 330_000].join(",");
+    let body = format!("{open}[{zeros}]}}}}}}");
+    assert!(body.len() < 1 << 20, "{}", body.len());
+    let peak_before = status_kb("VmHWM:");
+    let started = std::time::Instant::now();
+    for (path, auth) in [
+        ("/client/v1/sessions", "bearer"),
+        ("/api/v1/services/{svc}/settings", "basic"),
+    ] {
+        let url = s.url(&path.replace("{svc}", &svc));
+        let req = s
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let req = if auth == "bearer" {
+            req.bearer_auth(&token)
+        } else {
+            req.basic_auth(common::ACCOUNT_SID, Some(common::AUTH_TOKEN))
+        };
+        let r = s.send(req).await;
+        assert_eq!((r.status, r.code()), (400, 20001), "{path}: {:?}", r.body);
+        assert!(r.str("message").contains("body"), "{:?}", r.body);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered quickly"
+    );
+    let grown_mb = status_kb("VmHWM:").saturating_sub(peak_before) / 1024;
+    assert!(grown_mb < 100, "peak memory grew by {grown_mb} MB");
+    s.stop().await;
+}
