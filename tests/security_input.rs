@@ -4,6 +4,44 @@
 
 mod common;
 
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &common::TestServer, token: &str) -> Ws {
+    let url = format!(
+        "{}/client/v1/socket?token={token}",
+        s.base.replace("http://", "ws://")
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    ws
+}
+
+/// The next JSON message (skipping control frames), or None on close or after 5 s.
+async fn next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
+}
+
 #[tokio::test]
 async fn the_dashboard_refuses_to_be_framed() {
     let s = common::spawn().await;
@@ -171,5 +209,149 @@ async fn a_small_json_body_cannot_flatten_into_gigabytes() {
     );
     let grown_mb = status_kb("VmHWM:").saturating_sub(peak_before) / 1024;
     assert!(grown_mb < 100, "peak memory grew by {grown_mb} MB");
+    s.stop().await;
+}
+
+/// The identities holding bindings in `svc`, with their endpoints.
+async fn binding_owners(s: &common::TestServer, svc: &str) -> Vec<(String, String)> {
+    let list = s.get(&format!("/chat/v2/Services/{svc}/Bindings")).await;
+    let mut owners: Vec<(String, String)> = list.body["bindings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| {
+                    (
+                        b["endpoint"].as_str().unwrap_or("").to_string(),
+                        b["identity"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    owners.sort();
+    owners
+}
+
+fn fcm_at(endpoint: &str, address: &str) -> Value {
+    json!({"binding_type": "fcm", "address": address, "endpoint": endpoint})
+}
+
+/// A service where bob registered the endpoint `bob-phone`; with bob's and mallory's tokens.
+async fn bob_has_a_phone(s: &common::TestServer) -> (String, String, String) {
+    let svc = s.service("takeover").await;
+    let (bob, mallory) = (s.token(&svc, "bob"), s.token(&svc, "mallory"));
+    let r = s
+        .client(
+            Method::POST,
+            "/client/v1/bindings",
+            &bob,
+            Some(fcm_at("bob-phone", "bob-token")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    (svc, bob, mallory)
+}
+
+#[tokio::test]
+async fn a_client_cannot_take_over_another_identitys_push_endpoint_over_http() {
+    let s = common::spawn().await;
+    let (svc, bob, mallory) = bob_has_a_phone(&s).await;
+    let stolen = s
+        .client(
+            Method::POST,
+            "/client/v1/bindings",
+            &mallory,
+            Some(fcm_at("bob-phone", "evil")),
+        )
+        .await;
+    assert_eq!(
+        (stolen.status, stolen.code()),
+        (409, 20409),
+        "{:?}",
+        stolen.body
+    );
+    assert!(
+        stolen.str("message").contains("endpoint"),
+        "{:?}",
+        stolen.body
+    );
+    assert_eq!(stolen.body["status"], 409);
+    assert!(
+        stolen.str("more_info").ends_with("20409"),
+        "{:?}",
+        stolen.body
+    );
+    // Each may still register and replace their own endpoints.
+    for (token, endpoint) in [
+        (&mallory, "mallory-phone"),
+        (&mallory, "mallory-phone"),
+        (&bob, "bob-phone"),
+    ] {
+        let r = s
+            .client(
+                Method::POST,
+                "/client/v1/bindings",
+                token,
+                Some(fcm_at(endpoint, "fresh")),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{endpoint}: {:?}", r.body);
+    }
+    assert_eq!(
+        binding_owners(&s, &svc).await,
+        vec![
+            ("bob-phone".to_string(), "bob".to_string()),
+            ("mallory-phone".to_string(), "mallory".to_string())
+        ]
+    );
+    // The account may still move an endpoint (server-side registration).
+    let moved = s
+        .post_json(
+            &format!("/api/v1/services/{svc}/users/mallory/bindings"),
+            fcm_at("bob-phone", "handed-over"),
+        )
+        .await;
+    assert_eq!(
+        (moved.status, moved.str("identity")),
+        (201, "mallory".to_string()),
+        "{:?}",
+        moved.body
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_cannot_take_over_another_identitys_push_endpoint_over_its_socket() {
+    let s = common::spawn().await;
+    let (svc, _bob, mallory) = bob_has_a_phone(&s).await;
+    let mut ws = connect(&s, &mallory).await;
+    assert_eq!(next(&mut ws).await.expect("ready")["type"], "ready");
+    send(&mut ws, json!({"type": "register_push", "id": 1, "binding_type": "apn", "address": "evil", "endpoint": "bob-phone"})).await;
+    let e = next(&mut ws).await.expect("an answer");
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_i64(), e["id"].as_i64()),
+        (Some("error"), Some(20409), Some(1)),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("endpoint"),
+        "{e}"
+    );
+    for _ in 0..2 {
+        send(&mut ws, json!({"type": "register_push", "id": 2, "binding_type": "fcm", "address": "mine", "endpoint": "mallory-phone"})).await;
+        let ok = next(&mut ws).await.expect("an answer");
+        assert_eq!(
+            (ok["type"].as_str(), ok["binding"]["endpoint"].as_str()),
+            (Some("push_registered"), Some("mallory-phone")),
+            "{ok}"
+        );
+    }
+    assert_eq!(
+        binding_owners(&s, &svc).await,
+        vec![
+            ("bob-phone".to_string(), "bob".to_string()),
+            ("mallory-phone".to_string(), "mallory".to_string())
+        ]
+    );
     s.stop().await;
 }
