@@ -355,3 +355,55 @@ async fn a_client_cannot_take_over_another_identitys_push_endpoint_over_its_sock
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tokens_in_the_query_are_read_only_on_the_socket_upgrade() {
+    let s = common::spawn().await;
+    let svc = s.service("query-token").await;
+    let token = s.token(&svc, "alice");
+    let session = s.open_session(&token).await;
+    let routes = [
+        (Method::POST, "/client/v1/sessions".to_string()),
+        (Method::POST, format!("/client/v1/sessions/{session}/ping")),
+        (Method::DELETE, format!("/client/v1/sessions/{session}")),
+        (Method::POST, "/client/v1/bindings".to_string()),
+        (
+            Method::DELETE,
+            "/client/v1/bindings/some-endpoint".to_string(),
+        ),
+        (Method::GET, "/client/v1/users/alice".to_string()),
+    ];
+    for (method, path) in &routes {
+        let url = format!("{}?token={token}", s.url(path));
+        let r = s
+            .send(s.http.request(method.clone(), url).json(&json!({})))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, 20101),
+            "{method} {path}: {:?}",
+            r.body
+        );
+        assert!(
+            r.str("message").contains("/client/v1/socket"),
+            "{:?}",
+            r.body
+        );
+    }
+    // The session was neither pinged nor closed by those requests; headers still work.
+    let ping = format!("/client/v1/sessions/{session}/ping");
+    assert_eq!(
+        s.client(Method::POST, &ping, &token, None).await.status,
+        204
+    );
+    let user = s
+        .client(Method::GET, "/client/v1/users/alice", &token, None)
+        .await;
+    assert_eq!(
+        (user.status, user.str("identity")),
+        (200, "alice".to_string())
+    );
+    let mut ws = connect(&s, &token).await;
+    assert_eq!(next(&mut ws).await.expect("ready")["type"], "ready");
+    s.stop().await;
+}

@@ -43,8 +43,8 @@ pub(crate) static API: Api = Api {
 };
 
 /// Mounts the client API; with `cors_origins` non-empty, browsers on those origins (`*`: any)
-/// may load the SDK and call it. Tokens travel in a header or the query, never in cookies, so
-/// credentials are not allowed and a wildcard is safe.
+/// may load the SDK and call it. Tokens travel in a header (or, on the socket upgrade, the
+/// query), never in cookies, so credentials are not allowed and a wildcard is safe.
 pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
     if cors_origins.is_empty() {
         cfg.service(API.scope());

@@ -18,7 +18,7 @@ use actix_ws::{CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::auth::{authenticate, token_error, token_of};
+use super::auth::{authenticate, header_token, query_token, token_error};
 use crate::api::common::bindings::new_binding;
 use crate::api::errors::ApiError;
 use crate::api::native::views::{binding_json, descriptor_json};
@@ -48,8 +48,10 @@ pub async fn open_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token =
-        token_of(&req).ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
+    // The one route that reads `?token=`: browsers cannot set headers on an upgrade.
+    let token = header_token(&req)
+        .or_else(|| query_token(&req))
+        .ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
     let (grant, service) = authenticate(&state, &token)?;
     let resume = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "resume")
