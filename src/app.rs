@@ -373,6 +373,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         shutdown: shutdown.clone(),
         dispatcher: dispatcher.clone(),
         readiness: Default::default(),
+        client_writes: crate::api::client::WriteLimiter::new(
+            config.limits.client_write_burst,
+            config.limits.client_writes_per_second,
+        ),
     });
     let addr = listener
         .local_addr()

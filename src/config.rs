@@ -60,6 +60,8 @@ pub struct LimitsConfig {
     pub sessions_per_identity: u32,
     pub subscriptions_per_socket: u32,
     pub subscriptions_per_identity: u32,
+    pub client_write_burst: u32,
+    pub client_writes_per_second: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +318,13 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.database, PathBuf::from("./data/reachd.db"));
         assert_eq!(c.presence.session_ttl_ms, 60_000);
+        assert_eq!(
+            (
+                c.limits.client_write_burst,
+                c.limits.client_writes_per_second
+            ),
+            (20, 10)
+        );
         assert!(c.public_url.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
     }

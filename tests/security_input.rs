@@ -407,3 +407,123 @@ async fn tokens_in_the_query_are_read_only_on_the_socket_upgrade() {
     assert_eq!(next(&mut ws).await.expect("ready")["type"], "ready");
     s.stop().await;
 }
+
+/// A server whose identities may make 5 writes in a burst, then one a second.
+async fn strict_writes() -> common::TestServer {
+    common::spawn_with(|c| {
+        c.limits.client_write_burst = 5;
+        c.limits.client_writes_per_second = 1;
+    })
+    .await
+}
+
+fn assert_write_limited(r: &common::Reply, what: &str) {
+    assert_eq!((r.status, r.code()), (429, 20429), "{what}: {:?}", r.body);
+    let retry: u64 = r.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=2).contains(&retry), "{what}: Retry-After {retry}");
+    assert!(r.str("message").contains("identity"), "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn session_writes_are_limited_per_identity_but_pings_are_not() {
+    let s = strict_writes().await;
+    let svc = s.service("writes").await;
+    let (alice, bob) = (s.token(&svc, "alice"), s.token(&svc, "alice-neighbour"));
+    let kept = s.open_session(&alice).await;
+    let started = std::time::Instant::now();
+    let (mut accepted, mut refused) = (1, None);
+    for _ in 0..40 {
+        let r = s
+            .client(Method::POST, "/client/v1/sessions", &alice, Some(json!({})))
+            .await;
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        accepted += 1;
+        let closed = s.close_session(&alice, &r.str("session_id")).await;
+        if closed.status == 429 {
+            refused = Some(closed);
+            break;
+        }
+        assert_eq!(closed.status, 204, "{:?}", closed.body);
+        accepted += 1;
+    }
+    let refused = refused.expect("the flood was stopped");
+    assert_write_limited(&refused, "session writes");
+    let allowed = 5 + started.elapsed().as_secs() + 1;
+    assert!(accepted <= allowed, "{accepted} writes went through");
+    // Pings cost nothing: the kept session stays alive while writes are refused.
+    let ping = format!("/client/v1/sessions/{kept}/ping");
+    for _ in 0..30 {
+        assert_eq!(
+            s.client(Method::POST, &ping, &alice, None).await.status,
+            204
+        );
+    }
+    // Another identity has its own budget.
+    s.open_session(&bob).await;
+    let sockets = s
+        .send(s.http.get(s.url("/client/v1/socket")).bearer_auth(&alice))
+        .await;
+    assert_write_limited(&sockets, "socket upgrade");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn push_registrations_are_limited_per_identity_over_http_and_the_socket() {
+    let s = strict_writes().await;
+    let svc = s.service("pushes").await;
+    let carol = s.token(&svc, "carol");
+    let fcm = |i: usize| json!({"binding_type": "fcm", "address": format!("t{i}"), "endpoint": "carol-phone"});
+    let mut last = None;
+    for i in 0..40 {
+        let path = if i % 2 == 0 {
+            "/client/v1/bindings"
+        } else {
+            "/client/v1/bindings/carol-phone"
+        };
+        let method = if i % 2 == 0 {
+            Method::POST
+        } else {
+            Method::DELETE
+        };
+        let r = s.client(method, path, &carol, Some(fcm(i))).await;
+        if r.status == 429 {
+            last = Some(r);
+            break;
+        }
+        assert!(r.status == 201 || r.status == 204, "{:?}", r.body);
+    }
+    assert_write_limited(&last.expect("the loop was stopped"), "bindings");
+
+    let dave = s.token(&svc, "dave");
+    let mut ws = connect(&s, &dave).await; // the socket's session: one write
+    assert_eq!(next(&mut ws).await.expect("ready")["type"], "ready");
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        send(&mut ws, json!({"type": "register_push", "id": i, "binding_type": "apn", "address": "a", "endpoint": "dave-phone"})).await;
+        let a = next(&mut ws).await.expect("an answer");
+        answers.push(a["type"].as_str().unwrap_or_default().to_string());
+        if a["type"] == "error" {
+            assert_eq!(
+                (a["code"].as_i64(), a["id"].as_i64()),
+                (Some(20429), Some(i)),
+                "{a}"
+            );
+            break;
+        }
+    }
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("error"),
+        "{answers:?}"
+    );
+    assert!(answers.len() <= 6, "{answers:?}");
+    s.stop().await;
+}

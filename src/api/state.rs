@@ -45,4 +45,6 @@ pub struct AppState {
     pub dispatcher: crate::webhooks::Dispatcher,
     /// The last `/readyz` verdict, reused for a second.
     pub readiness: super::ops::ReadinessCache,
+    /// Client writes (sessions, push bindings) per identity.
+    pub client_writes: super::client::WriteLimiter,
 }

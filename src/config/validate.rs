@@ -95,6 +95,8 @@ impl Config {
             || l.sessions_per_identity == 0
             || l.subscriptions_per_socket == 0
             || l.subscriptions_per_identity == 0
+            || l.client_write_burst == 0
+            || l.client_writes_per_second == 0
         {
             return Err(invalid("limits", "every limit must be positive"));
         }

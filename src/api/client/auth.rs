@@ -34,6 +34,14 @@ impl ClientCtx {
     pub fn identity(&self) -> &str {
         &self.grant.identity
     }
+    /// Charges one write to the caller's identity, or refuses it with 429/20429.
+    pub fn charge_write(&self) -> Result<(), ApiError> {
+        self.state.client_writes.charge(
+            &self.service.sid,
+            self.identity(),
+            std::time::Instant::now(),
+        )
+    }
 }
 
 /// API key secrets from the store (revoked keys are absent).

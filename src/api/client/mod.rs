@@ -1,16 +1,19 @@
 //! The client API (`/client/v1`) for apps and devices, authenticated by Twilio-format access
-//! tokens: sessions kept alive by pings, push registration, user descriptors.
+//! tokens: sessions kept alive by pings, push registration, user descriptors. Writes are
+//! rate-limited per identity ([`WriteLimiter`]).
 //!
-//! May depend on: actix-web, serde_json, tokens, presence, domain,
-//! api::{common, errors, openapi, params}.
+//! May depend on: actix-web, serde_json, metrics, tokens, presence, domain,
+//! api::{common, errors, openapi, params, token_bucket}.
 
 mod auth;
 mod bindings;
 mod sessions;
 mod socket;
 mod users;
+mod write_limit;
 
 pub use auth::ClientCtx;
+pub use write_limit::WriteLimiter;
 
 /// The JS SDK (`sdk/reachd.js`), embedded in the binary.
 const SDK: &str = include_str!("../../../sdk/reachd.js");

@@ -53,6 +53,10 @@ pub async fn open_socket(
         .or_else(|| query_token(&req))
         .ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
     let (grant, service) = authenticate(&state, &token)?;
+    // The socket opens a session: one write, charged before the upgrade.
+    state
+        .client_writes
+        .charge(&service.sid, &grant.identity, std::time::Instant::now())?;
     let resume = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "resume")
         .and_then(|(_, v)| parse_session_id(&v));
@@ -391,6 +395,13 @@ impl Socket {
     }
 
     async fn register_push(&mut self, id: &Value, message: &Value) -> bool {
+        if let Err(e) = self.state.client_writes.charge(
+            &self.service.sid,
+            &self.grant.identity,
+            std::time::Instant::now(),
+        ) {
+            return self.error(id, e.code, &e.message).await;
+        }
         let pairs: Vec<(String, String)> =
             ["binding_type", "address", "credential_sid", "endpoint"]
                 .iter()
