@@ -453,6 +453,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         dispatcher: dispatcher.clone(),
         key_watch: key_watch.clone(),
         readiness: Default::default(),
+        client_writes: crate::api::client::WriteLimiter::new(
+            config.limits.client_write_burst,
+            config.limits.client_writes_per_second,
+        ),
     });
     let addr = listener
         .local_addr()

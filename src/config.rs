@@ -67,6 +67,8 @@ pub struct LimitsConfig {
     pub sessions_per_identity: u32,
     pub subscriptions_per_socket: u32,
     pub subscriptions_per_identity: u32,
+    pub client_write_burst: u32,
+    pub client_writes_per_second: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -372,6 +374,13 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.database, PathBuf::from("./data/reachd.db"));
         assert_eq!(c.presence.session_ttl_ms, 60_000);
+        assert_eq!(
+            (
+                c.limits.client_write_burst,
+                c.limits.client_writes_per_second
+            ),
+            (20, 10)
+        );
         assert!(c.public_url.is_none());
         assert_eq!(c.log_format, LogFormat::Pretty);
     }
@@ -439,7 +448,7 @@ mod tests {
             env(&[
                 ("REACHD_PRESENCE__SESSION_TTL_MS", "90000"),
                 ("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-                ("REACHD_AUTH_TOKEN", "0123456789"),
+                ("REACHD_AUTH_TOKEN", "01234567890123456789012345678901"),
                 ("REACHD_LOG_FORMAT", "json"),
                 ("REACHD_PUBLIC_URL", "https://reach.example.com/"),
             ]),
@@ -448,7 +457,7 @@ mod tests {
         assert_eq!(c.presence.session_ttl_ms, 90_000);
         assert_eq!(
             c.auth_token.as_ref().map(Secret::expose),
-            Some("0123456789")
+            Some("01234567890123456789012345678901")
         );
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.public_url.as_deref(), Some("https://reach.example.com"));
@@ -465,6 +474,18 @@ mod tests {
         assert!(err.to_string().contains("log_format"), "{err}");
         let err = Config::load_from(None, env(&[("REACHD_ACCOUNT_SID", "AC1")])).unwrap_err();
         assert!(err.to_string().contains("auth_token"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("REACHD_AUTH_TOKEN", "0123456789abcdef0123456789abcde"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: "auth_token", reason } if reason.contains("at least 32")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -487,10 +508,10 @@ mod tests {
             None,
             env(&[
                 ("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-                ("REACHD_AUTH_TOKEN", "supersecrettoken"),
+                ("REACHD_AUTH_TOKEN", "supersecrettoken-0123456789abcdef"),
             ]),
         )
         .expect("valid");
-        assert!(!format!("{c:?}").contains("supersecrettoken"));
+        assert!(!format!("{c:?}").contains("supersecrettoken-0123456789abcdef"));
     }
 }

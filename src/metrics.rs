@@ -115,6 +115,10 @@ fn describe() {
         "reachd_rate_limited_total",
         "Requests refused with 429 after too many failed authentications."
     );
+    describe_counter!(
+        "reachd_client_writes_limited_total",
+        "Client writes (sessions, push bindings) refused with 429 by the per-identity limit."
+    );
     describe_gauge!(
         "reachd_info",
         "Always 1; the `version` label carries the server version."

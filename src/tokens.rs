@@ -12,7 +12,7 @@
 //! [`MAX_TTL_SECS`].
 //!
 //! May depend on: jsonwebtoken, serde, serde_json, thiserror, base64 (to read the header and the
-//! unverified payload before the key is known).
+//! unverified payload before the key is known), domain::chars (what an identity may hold).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -73,6 +73,13 @@ pub enum TokenError {
     /// 20106: `grants.identity` or `grants.chat.service_sid` missing or invalid.
     #[error("Invalid Access Token grants")]
     InvalidGrants,
+    /// 20106 too: `grants.identity` is a string but empty, too long, or holds control or
+    /// invisible format characters (bidi overrides, zero-width spaces).
+    #[error(
+        "Invalid Access Token grants: identity must be 1 to 256 bytes without control or \
+         invisible formatting characters"
+    )]
+    InvalidIdentity,
     /// 20107: the signature does not verify.
     #[error("Invalid Access Token signature")]
     InvalidSignature,
@@ -90,7 +97,7 @@ impl TokenError {
             TokenError::InvalidIssuer => 20103,
             TokenError::Expired => 20104,
             TokenError::NotYetValid => 20105,
-            TokenError::InvalidGrants => 20106,
+            TokenError::InvalidGrants | TokenError::InvalidIdentity => 20106,
             TokenError::InvalidSignature => 20107,
             TokenError::TtlExceeded => 20157,
         }
@@ -113,7 +120,7 @@ fn is_sid(s: &str, prefix: &str) -> bool {
 fn is_valid_identity(identity: &str) -> bool {
     !identity.is_empty()
         && identity.len() <= MAX_IDENTITY_LEN
-        && !identity.chars().any(char::is_control)
+        && crate::domain::chars::first_hidden(identity).is_none()
 }
 
 /// Base64url-decodes one JWT part into a JSON object.
@@ -264,6 +271,7 @@ pub fn verify(
     };
     let identity = match grants.get("identity") {
         Some(Value::String(id)) if is_valid_identity(id) => id.clone(),
+        Some(Value::String(_)) => return Err(TokenError::InvalidIdentity),
         _ => return Err(TokenError::InvalidGrants),
     };
     let chat = match grants.get("chat") {
@@ -337,8 +345,11 @@ pub fn mint(
     if !is_sid(key_sid, "SK") || !is_sid(account_sid, "AC") {
         return Err(TokenError::InvalidIssuer);
     }
-    if !is_sid(service_sid, "IS") || !is_valid_identity(identity) {
+    if !is_sid(service_sid, "IS") {
         return Err(TokenError::InvalidGrants);
+    }
+    if !is_valid_identity(identity) {
+        return Err(TokenError::InvalidIdentity);
     }
     if ttl_secs > MAX_TTL_SECS {
         return Err(TokenError::TtlExceeded);
@@ -466,6 +477,7 @@ mod tests {
             (TokenError::Expired, 20104),
             (TokenError::NotYetValid, 20105),
             (TokenError::InvalidGrants, 20106),
+            (TokenError::InvalidIdentity, 20106),
             (TokenError::InvalidSignature, 20107),
             (TokenError::TtlExceeded, 20157),
         ];
@@ -594,6 +606,10 @@ mod tests {
     #[test]
     fn mint_refuses_what_verify_would() {
         assert_eq!(
+            mint(AC, SK, SECRET, IS, "admin\u{202E}", 60, None, NOW),
+            Err(TokenError::InvalidIdentity)
+        );
+        assert_eq!(
             mint(AC, SK, SECRET, IS, "a", MAX_TTL_SECS + 1, None, NOW),
             Err(TokenError::TtlExceeded)
         );
@@ -604,7 +620,7 @@ mod tests {
         );
         assert_eq!(
             mint(AC, SK, SECRET, IS, "", 60, None, NOW),
-            Err(TokenError::InvalidGrants)
+            Err(TokenError::InvalidIdentity)
         );
         assert_eq!(
             mint(AC, SK, SECRET, "IS123", "a", 60, None, NOW),
@@ -878,20 +894,25 @@ mod tests {
     fn invalid_identity() {
         let long = "x".repeat(257);
         for bad in [
-            json!(""),
-            json!(long),
-            json!("a\nb"),
-            json!("a\u{7f}"),
-            json!(42),
+            "",
+            &long,
+            "a\nb",
+            "a\u{7f}",
+            "admin\u{202E}nimda",
+            "ali\u{200B}ce",
+            "\u{FEFF}bob",
         ] {
             let mut c = claims(NOW);
-            c["grants"]["identity"] = bad.clone();
+            c["grants"]["identity"] = json!(bad);
             assert_eq!(
                 verify_claims(&c, NOW),
-                Err(TokenError::InvalidGrants),
-                "{bad}"
+                Err(TokenError::InvalidIdentity),
+                "{bad:?}"
             );
         }
+        let mut c = claims(NOW);
+        c["grants"]["identity"] = json!(42);
+        assert_eq!(verify_claims(&c, NOW), Err(TokenError::InvalidGrants));
         let mut c = claims(NOW);
         c["grants"]["identity"] = json!("x".repeat(256));
         assert!(verify_claims(&c, NOW).is_ok());

@@ -154,7 +154,7 @@ fn check_config_and_migrate_report_without_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = reachd(dir.path())
         .env("REACHD_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef")
-        .env("REACHD_AUTH_TOKEN", "very-secret-token")
+        .env("REACHD_AUTH_TOKEN", "very-secret-token-0123456789abcdef")
         .arg("check-config")
         .output()
         .expect("check-config");
@@ -165,7 +165,7 @@ fn check_config_and_migrate_report_without_secrets() {
         "{printed}"
     );
     assert!(
-        !printed.contains("very-secret-token"),
+        !printed.contains("very-secret-token-0123456789abcdef"),
         "secrets are redacted"
     );
     let bad = reachd(dir.path())

@@ -10,7 +10,7 @@ use common::process::{Server, reachd};
 use serde_json::{Value, json};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "restart-test-token";
+const TOKEN: &str = "restart-test-token-0123456789abcd";
 
 fn start(dir: &std::path::Path) -> Server {
     let mut cmd = reachd(dir);

@@ -12,7 +12,7 @@ use common::receiver::Receiver;
 use serde_json::{Value, json};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "crash-test-token";
+const TOKEN: &str = "crash-test-token-0123456789abcdef";
 
 fn start(dir: &std::path::Path) -> Server {
     let config = dir.join("reachd.toml");

@@ -18,9 +18,13 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .content_type(content_type)
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
+        // No other page may frame the dashboard (clickjacking): CSP for current browsers,
+        // X-Frame-Options for older ones.
+        .insert_header(("X-Frame-Options", "DENY"))
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
+            "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+             frame-ancestors 'none'",
         ))
         .body(body)
 }

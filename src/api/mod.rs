@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod request_span;
 pub mod request_timeout;
 pub mod state;
+pub mod token_bucket;
 
 use actix_web::web;
 

@@ -2,6 +2,10 @@
 //! keys for lists, dotted keys for nested settings, `+` as space) or a JSON object (for the
 //! native API). Typed getters name the parameter in their 400 errors.
 //!
+//! Decoding is bounded by the body: a request's parameters hold at most [`MAX_PAIRS`] pairs,
+//! and a JSON body flattens to at most [`FLAT_BYTES_PER_BODY_BYTE`] times its own size (an
+//! array under a long nested key would otherwise copy that key once per element).
+//!
 //! May depend on: actix-web, serde_html_form, serde_json, futures-util, api::errors.
 
 use std::future::Future;
@@ -17,6 +21,12 @@ use super::state::AppState;
 
 /// Most values one repeated parameter may carry.
 pub const MAX_LIST_VALUES: usize = 1000;
+/// Most `(key, value)` pairs one request's query plus body may decode to.
+pub const MAX_PAIRS: usize = 10 * MAX_LIST_VALUES;
+/// Bytes of keys and values a JSON body may flatten to, per byte of body.
+pub const FLAT_BYTES_PER_BODY_BYTE: usize = 4;
+/// Flattened bytes always allowed, however small the body.
+const MIN_FLAT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct Params {
@@ -132,33 +142,98 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 pub fn parse_form(input: &[u8], what: &str) -> Result<Vec<(String, String)>, ApiError> {
     let invalid =
         || ApiError::bad_param(what, "is not valid form encoding (UTF-8, percent-encoded)");
+    if input.iter().filter(|&&b| b == b'&').count() >= MAX_PAIRS {
+        return Err(too_many_pairs(what));
+    }
     let decoded: Vec<u8> = percent_encoding::percent_decode(input).collect();
     std::str::from_utf8(&decoded).map_err(|_| invalid())?;
     serde_html_form::from_bytes::<Vec<(String, String)>>(input).map_err(|_| invalid())
 }
 
+fn too_many_pairs(what: &str) -> ApiError {
+    ApiError::bad_param(
+        what,
+        &format!("holds more than {MAX_PAIRS} parameters (counting each list value)"),
+    )
+}
+
+/// What flattening one JSON body may still produce: pairs, and bytes over every key built
+/// (nested ones included, even when they lead nowhere) and every value copied.
+#[derive(Debug)]
+struct FlatBudget {
+    pairs: usize,
+    bytes: usize,
+}
+
+impl FlatBudget {
+    /// The budget of a body of `body_len` bytes, when `used` pairs are already decoded.
+    fn for_body(body_len: usize, used: usize) -> Self {
+        FlatBudget {
+            pairs: MAX_PAIRS.saturating_sub(used),
+            bytes: body_len
+                .saturating_mul(FLAT_BYTES_PER_BODY_BYTE)
+                .max(MIN_FLAT_BYTES),
+        }
+    }
+
+    /// Takes `bytes` and `pairs` from the budget, or refuses the body.
+    fn spend(&mut self, bytes: usize, pairs: usize) -> Result<(), ApiError> {
+        if pairs > self.pairs {
+            return Err(too_many_pairs("body"));
+        }
+        if bytes > self.bytes {
+            return Err(ApiError::bad_param(
+                "body",
+                &format!(
+                    "expands to too many bytes of parameters (at most \
+                     {FLAT_BYTES_PER_BODY_BYTE} per byte of body): repeat shorter keys"
+                ),
+            ));
+        }
+        self.pairs -= pairs;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
+
 /// Flattens a JSON object into pairs: scalars become strings, arrays repeat their key (an
-/// empty one, like `null`, gives one empty value), nested objects use dotted keys.
-fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+/// empty one, like `null`, gives one empty value), nested objects use dotted keys. Every key
+/// built and pair pushed is paid for from `budget` before it is allocated.
+fn flatten_json(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut Vec<(String, String)>,
+    budget: &mut FlatBudget,
+) -> Result<(), ApiError> {
     use serde_json::Value;
+    let mut push = |text: std::borrow::Cow<'_, str>, budget: &mut FlatBudget| {
+        budget.spend(prefix.len() + text.len(), 1)?;
+        out.push((prefix.to_string(), text.into_owned()));
+        Ok(())
+    };
     match value {
         Value::Object(map) => {
             for (k, v) in map {
                 let key = if prefix.is_empty() {
+                    budget.spend(k.len(), 0)?;
                     k.clone()
                 } else {
+                    budget.spend(prefix.len() + 1 + k.len(), 0)?;
                     format!("{prefix}.{k}")
                 };
-                flatten_json(&key, v, out);
+                flatten_json(&key, v, out, budget)?;
             }
+            Ok(())
         }
         // An empty array clears a list, like one empty form value.
-        Value::Array(items) if items.is_empty() => out.push((prefix.to_string(), String::new())),
-        Value::Array(items) => items.iter().for_each(|v| flatten_json(prefix, v, out)),
+        Value::Array(items) if items.is_empty() => push("".into(), budget),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| flatten_json(prefix, v, out, budget)),
         // null clears a value, like an empty form field.
-        Value::Null => out.push((prefix.to_string(), String::new())),
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
+        Value::Null => push("".into(), budget),
+        Value::String(s) => push(s.as_str().into(), budget),
+        other => push(other.to_string().into(), budget),
     }
 }
 
@@ -215,7 +290,8 @@ impl FromRequest for Params {
                 if !value.is_object() {
                     return Err(ApiError::bad_param("body", "must be a JSON object"));
                 }
-                flatten_json("", &value, &mut pairs);
+                let mut budget = FlatBudget::for_body(body.len(), pairs.len());
+                flatten_json("", &value, &mut pairs, &mut budget)?;
             } else if !body.is_empty() {
                 pairs.extend(parse_form(&body, "body")?);
             }
@@ -270,7 +346,9 @@ mod tests {
             "",
             &serde_json::json!({"a": 1, "b": [true, "x"], "c": {"d": null, "e": "f"}, "g": []}),
             &mut out,
-        );
+            &mut FlatBudget::for_body(100, 0),
+        )
+        .expect("within the budget");
         assert_eq!(
             out,
             vec![
@@ -281,6 +359,75 @@ mod tests {
                 ("c.e".to_string(), "f".to_string()),
                 ("g".to_string(), String::new()),
             ]
+        );
+    }
+
+    /// `{"k…": {"k…": [0, 0, …]}}`: a long nested key over a big array, as JSON text.
+    fn nested_key_over_array(key_len: usize, depth: usize, items: usize) -> String {
+        let key = "k".repeat(key_len);
+        let array = vec!["0"; items].join(",");
+        let open = format!("{{\"{key}\":").repeat(depth);
+        format!("{open}[{array}]{}", "}".repeat(depth))
+    }
+
+    fn flatten_text(text: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let value: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let mut out = Vec::new();
+        let mut budget = FlatBudget::for_body(text.len(), 0);
+        flatten_json("", &value, &mut out, &mut budget).map(|()| out)
+    }
+
+    #[test]
+    fn a_long_key_over_a_big_array_exceeds_the_byte_budget() {
+        let body = nested_key_over_array(1000, 4, 5000);
+        let err = flatten_text(&body).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (400, 20001));
+        assert!(err.message.contains("body"), "{}", err.message);
+        assert!(err.message.contains("bytes"), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_long_keys_are_charged_even_without_values() {
+        // 100 levels of 2 KB keys: each level's key holds every key above it.
+        let body = format!(
+            "{}{{}}{}",
+            format!("{{\"{}\":", "k".repeat(2000)).repeat(100),
+            "}".repeat(100)
+        );
+        let value: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+        let mut budget = FlatBudget::for_body(body.len(), 0);
+        let err = flatten_json("", &value, &mut Vec::new(), &mut budget).unwrap_err();
+        assert!(err.message.contains("bytes"), "{}", err.message);
+    }
+
+    #[test]
+    fn more_pairs_than_the_limit_are_refused_in_json_and_forms() {
+        let err = flatten_text(&nested_key_over_array(1, 1, MAX_PAIRS + 1)).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (400, 20001));
+        assert!(err.message.contains("10000 parameters"), "{}", err.message);
+        let ok = flatten_text(&nested_key_over_array(1, 1, MAX_PAIRS)).expect("at the limit");
+        assert_eq!(ok.len(), MAX_PAIRS);
+        let form = vec!["a=1"; MAX_PAIRS + 1].join("&");
+        let err = parse_form(form.as_bytes(), "body").unwrap_err();
+        assert!(err.message.contains("body"), "{}", err.message);
+        let form = vec!["a=1"; MAX_PAIRS].join("&");
+        assert_eq!(
+            parse_form(form.as_bytes(), "body").expect("ok").len(),
+            MAX_PAIRS
+        );
+    }
+
+    #[test]
+    fn ordinary_bodies_fit_the_budget() {
+        let filters: Vec<String> = (0..MAX_LIST_VALUES).map(|i| format!("f{i}")).collect();
+        let body = serde_json::json!({
+            "WebhookFilters": filters,
+            "Notifications": {"NewMessage": {"Enabled": true, "Template": "x".repeat(500)}},
+        })
+        .to_string();
+        assert_eq!(
+            flatten_text(&body).expect("fits").len(),
+            MAX_LIST_VALUES + 2
         );
     }
 

@@ -7,17 +7,12 @@
 //! a challenge, not a failure: it costs nothing, is not counted in
 //! `reachd_auth_failures_total` and logs no warning.
 //!
-//! Concurrency: one mutex around the bucket map, held only for a lookup or an update (no I/O,
-//! no await). The map is bounded: when it reaches [`MAX_TRACKED`] addresses, buckets that
-//! have refilled completely (equivalent to absent) are dropped; if every tracked address is
-//! still limited, new addresses are not tracked until some refill (fail open rather than let
-//! an attacker grow memory without bound).
+//! The buckets are [`super::token_bucket::Buckets`] (bounded: at most [`MAX_TRACKED`]
+//! addresses).
 //!
-//! May depend on: actix-web, metrics, url, api::errors.
+//! May depend on: actix-web, metrics, url, api::{errors, token_bucket}.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -27,67 +22,35 @@ use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
 
 use super::errors::ApiError;
+use super::token_bucket::Buckets;
 
 /// Most addresses tracked at once.
 const MAX_TRACKED: usize = 100_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
 /// Failed-authentication budgets per client address.
 #[derive(Debug)]
 pub struct AuthLimiter {
-    burst: f64,
-    per_second: f64,
     /// Take the client address from the last `X-Forwarded-For` entry (set by a trusted proxy).
     trust_forwarded_for: bool,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Buckets<IpAddr>,
 }
 
 impl AuthLimiter {
     pub fn new(burst: u32, per_minute: u32, trust_forwarded_for: bool) -> Self {
         AuthLimiter {
-            burst: f64::from(burst.max(1)),
-            per_second: f64::from(per_minute.max(1)) / 60.0,
             trust_forwarded_for,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Buckets::new(burst, f64::from(per_minute.max(1)) / 60.0, MAX_TRACKED),
         }
-    }
-
-    fn buckets(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        (bucket.tokens + elapsed * self.per_second).min(self.burst)
     }
 
     /// How long `ip` must wait before it may try again, if it is limited now.
     pub fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let bucket = *self.buckets().get(&ip)?;
-        let tokens = self.refilled(bucket, now);
-        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        self.buckets.wait(&ip, now)
     }
 
     /// Spends one token of `ip`'s budget.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
-        let mut buckets = self.buckets();
-        if !buckets.contains_key(&ip) && buckets.len() >= MAX_TRACKED {
-            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
-            if buckets.len() >= MAX_TRACKED {
-                return;
-            }
-        }
-        let bucket = buckets.entry(ip).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        bucket.tokens = (self.refilled(*bucket, now) - 1.0).max(0.0);
-        bucket.updated = now;
+        self.buckets.spend(&ip, now);
     }
 
     /// The address a request's failures are charged to: the peer, or behind a trusted proxy
@@ -251,15 +214,5 @@ mod tests {
             direct.client_ip(&v6),
             Some("2001:db8:1:2::".parse().expect("ip"))
         );
-    }
-
-    #[test]
-    fn buckets_refill_to_the_burst_and_no_further() {
-        let limiter = AuthLimiter::new(2, 60, false);
-        let t0 = Instant::now();
-        limiter.record_failure(IP, t0);
-        assert_eq!(limiter.buckets().len(), 1);
-        let refilled = t0 + Duration::from_secs(5);
-        assert_eq!(limiter.refilled(limiter.buckets()[&IP], refilled), 2.0);
     }
 }

@@ -51,4 +51,6 @@ pub struct AppState {
     pub key_watch: super::client::KeyWatch,
     /// The last `/readyz` verdict, reused for a second.
     pub readiness: super::ops::ReadinessCache,
+    /// Client writes (sessions, push bindings) per identity.
+    pub client_writes: super::client::WriteLimiter,
 }

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use super::{Config, ConfigError, LogFormat};
 use crate::domain::ids::{self, Prefix};
 
+/// Shortest auth token accepted: it is the account's password.
+pub const MIN_AUTH_TOKEN_CHARS: usize = 32;
+
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| ConfigError::Invalid {
@@ -54,6 +57,17 @@ impl Config {
                 "must be between 100 and 3600000",
             ));
         }
+        if let Some(token) = &self.auth_token
+            && token.expose().chars().count() < MIN_AUTH_TOKEN_CHARS
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth_token",
+                reason: format!(
+                    "must be at least {MIN_AUTH_TOKEN_CHARS} characters (32 random hex digits, \
+                     as `reachd init` writes, will do)"
+                ),
+            });
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -90,6 +104,8 @@ impl Config {
             || l.sessions_per_identity == 0
             || l.subscriptions_per_socket == 0
             || l.subscriptions_per_identity == 0
+            || l.client_write_burst == 0
+            || l.client_writes_per_second == 0
         {
             return Err(invalid("limits", "every limit must be positive"));
         }

@@ -11,7 +11,7 @@ use super::paging::{fetch_page, text};
 use super::writer::{StoredTransition, Tx};
 use super::{services, users};
 use crate::domain::Result;
-use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding};
+use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding, check_replace};
 use crate::domain::event::{EventType, REASON_NOTIFIABLE};
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
@@ -101,7 +101,8 @@ pub fn list(
 }
 
 /// Registers a binding for an existing user; an endpoint already registered in the service is
-/// replaced in place (keeping its SID), even if it belonged to another user.
+/// replaced in place (keeping its SID), even if it belonged to another user — unless a client
+/// asks (see [`check_replace`]).
 pub fn register(
     tx: &mut Tx<'_>,
     service_sid: &str,
@@ -125,6 +126,7 @@ pub fn register(
     let mut binding = new.into_binding(service_sid, &user.sid, &user.identity, now);
     let mut touched = vec![user.sid.clone()];
     if let Some(old) = existing {
+        check_replace(&old, &user.sid, origin)?;
         binding.sid = old.sid;
         binding.date_created = old.date_created;
         if old.user_sid != user.sid {

@@ -1,12 +1,13 @@
 //! Push bindings: a user's registration for notifications on one device endpoint.
 //!
-//! May depend on: sha2, domain::{ids, time, errors, service, user}.
+//! May depend on: sha2, domain::{ids, time, errors, service, store (`Origin`), user}.
 
 use sha2::{Digest, Sha256};
 
 use super::errors::{Error, Result};
 use super::ids::{self, Prefix};
 use super::service::validate_sid;
+use super::store::Origin;
 use super::time::Millis;
 
 /// Longest device address (push token) and endpoint accepted, in bytes.
@@ -137,6 +138,21 @@ impl NewBinding {
     }
 }
 
+/// Whether a registration by `user_sid` may replace `existing`, the binding that holds its
+/// endpoint. The REST API (the account) may move an endpoint to another user; a client may
+/// only replace its own identity's endpoints, or naming a victim's endpoint would move the
+/// victim's binding to the caller and leave the victim silently unnotifiable.
+pub fn check_replace(existing: &Binding, user_sid: &str, origin: Origin) -> Result<()> {
+    if origin == Origin::Client && existing.user_sid != user_sid {
+        return Err(Error::Conflict(format!(
+            "Invalid parameter endpoint: {} is registered to another identity; a client may \
+             only replace its own endpoints",
+            existing.endpoint
+        )));
+    }
+    Ok(())
+}
+
 /// List filters: values of one filter are OR-ed, different filters AND-ed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BindingFilter {
@@ -196,6 +212,19 @@ mod tests {
                 .to_string()
                 .contains("credential_sid")
         );
+    }
+
+    #[test]
+    fn clients_may_replace_only_their_own_endpoints() {
+        let existing = reg(Some("shared")).into_binding("IS1", "USvictim", "victim", 0);
+        let err = check_replace(&existing, "USthief", Origin::Client).unwrap_err();
+        assert!(
+            matches!(&err, Error::Conflict(m) if m.contains("endpoint")),
+            "{err}"
+        );
+        assert!(check_replace(&existing, "USvictim", Origin::Client).is_ok());
+        let rest = Origin::Rest { webhooks: false };
+        assert!(check_replace(&existing, "USthief", rest).is_ok());
     }
 
     #[test]

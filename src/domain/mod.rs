@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod binding;
+pub mod chars;
 pub mod credential;
 pub mod errors;
 pub mod event;

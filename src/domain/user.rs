@@ -1,6 +1,6 @@
 //! A chat user of one service: identity, profile, and the stored reachability state.
 //!
-//! May depend on: serde_json, domain::{ids, time, errors, service}.
+//! May depend on: serde_json, domain::{chars, ids, time, errors, service}.
 
 use super::errors::{Error, Result};
 use super::ids::{self, Prefix};
@@ -125,10 +125,13 @@ pub fn validate_identity(identity: &str) -> Result<()> {
             format!("must be at most {MAX_IDENTITY} bytes"),
         ));
     }
-    if identity.chars().any(char::is_control) {
+    if let Some(c) = super::chars::first_hidden(identity) {
         return Err(Error::invalid(
             "Identity",
-            "must not contain control characters",
+            format!(
+                "must not contain control or invisible formatting characters (found U+{:04X})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(())
@@ -219,6 +222,16 @@ mod tests {
                 .to_string()
                 .contains("Identity")
         );
+    }
+
+    #[test]
+    fn identities_with_bidi_zero_width_or_control_characters_are_refused() {
+        for bad in ["admin\u{202E}nimda", "ali\u{200B}ce", "bob\u{2066}", "a\tb"] {
+            let err = validate_identity(bad).unwrap_err().to_string();
+            assert!(err.contains("Identity"), "{bad:?}: {err}");
+            assert!(err.contains("U+"), "{bad:?}: {err}");
+        }
+        assert!(validate_identity("Zoë +1 (555) ☎").is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use reachd::config::{Config, Secret};
 use serde_json::Value;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
-pub const AUTH_TOKEN: &str = "test-auth-token-0123456789";
+pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 
 pub struct TestServer {
     pub base: String,
@@ -46,6 +46,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.http.workers = 2;
     // Stored `/metrics` gauges follow changes within a tenth of a second.
     config.metrics.refresh_interval_ms = 100;
+    // Many suites open and close one identity's sessions hundreds of times as fast as they
+    // can; the tests of the per-identity write limit set their own.
+    config.limits.client_write_burst = 1_000_000;
     config
 }
 

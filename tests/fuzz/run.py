@@ -84,6 +84,9 @@ def free_port() -> int:
 
 def server_env(workdir: Path) -> dict[str, str]:
     env = reachd_env(workdir, ACCOUNT_SID, AUTH_TOKEN, log="error")
+    # One token makes every client request: without room for its writes, most would only
+    # meet the per-identity write limit (429) instead of the handlers.
+    env["REACHD_LIMITS__CLIENT_WRITE_BURST"] = "1000000"
     # Every webhook delivery goes to a closed port on this machine, whatever URL was fuzzed.
     trap = f"http://127.0.0.1:{free_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -1,7 +1,9 @@
 //! `ClientCtx`: the extractor of every client request. It reads the access token
-//! (`Authorization: Bearer`, `X-Twilio-Token`, or `?token=` for WebSocket upgrades), verifies
-//! it (TWILIO-COMPAT.md §7) and loads the token's service — the only service the caller can
-//! touch.
+//! (`Authorization: Bearer` or `X-Twilio-Token`), verifies it (Twilio's access token format)
+//! and loads the token's service — the only service the caller can touch.
+//!
+//! `?token=` is read only by the WebSocket upgrade (browsers cannot set headers there): in
+//! any other URL a token would end up in proxy logs, browser history and `Referer` headers.
 //!
 //! May depend on: actix-web, tokens, domain, api::{errors, state}.
 
@@ -32,6 +34,14 @@ impl ClientCtx {
     pub fn identity(&self) -> &str {
         &self.grant.identity
     }
+    /// Charges one write to the caller's identity, or refuses it with 429/20429.
+    pub fn charge_write(&self) -> Result<(), ApiError> {
+        self.state.client_writes.charge(
+            &self.service.sid,
+            self.identity(),
+            std::time::Instant::now(),
+        )
+    }
 }
 
 /// API key secrets from the store (revoked keys are absent).
@@ -47,8 +57,8 @@ pub fn token_error(e: TokenError) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
 }
 
-/// The raw token of a request, from the headers or the query string.
-pub fn token_of(req: &HttpRequest) -> Option<String> {
+/// The raw token of a request's `Authorization: Bearer` or `X-Twilio-Token` header.
+pub fn header_token(req: &HttpRequest) -> Option<String> {
     let headers = req.headers();
     if let Some(bearer) = headers
         .get(AUTHORIZATION)
@@ -63,9 +73,25 @@ pub fn token_of(req: &HttpRequest) -> Option<String> {
     if let Some(token) = headers.get("X-Twilio-Token").and_then(|v| v.to_str().ok()) {
         return Some(token.trim().to_string());
     }
+    None
+}
+
+/// The `?token=` of a request's query string.
+pub fn query_token(req: &HttpRequest) -> Option<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
+}
+
+/// 401/20101: no token where one is read; a token in the query is named as the reason.
+fn token_required(req: &HttpRequest) -> ApiError {
+    let message = if query_token(req).is_some() {
+        "Access Token required: send it in the Authorization (Bearer) or X-Twilio-Token header; \
+         ?token= is accepted only on the WebSocket upgrade /client/v1/socket"
+    } else {
+        "Access Token required"
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, 20101, message)
 }
 
 /// Verifies a token and loads its service.
@@ -98,9 +124,7 @@ impl FromRequest for ClientCtx {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready((|| {
             let state = app_state(req)?;
-            let token = token_of(req).ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, 20101, "Access Token required")
-            })?;
+            let token = header_token(req).ok_or_else(|| token_required(req))?;
             let (grant, service) = authenticate(&state, &token)?;
             Ok(ClientCtx {
                 state,

@@ -17,6 +17,7 @@ use crate::domain::user::UserKey;
 /// `POST /client/v1/bindings`: `binding_type`, `address`, optional `credential_sid` (default:
 /// the grant's `push_credential_sid`) and `endpoint` (default: the grant's `endpoint_id`).
 pub async fn register_push(ctx: ClientCtx, params: Params) -> ApiResult {
+    ctx.charge_write()?;
     let binding = new_binding(
         &params,
         ctx.grant.push_credential_sid.as_deref(),
@@ -35,6 +36,7 @@ pub async fn register_push(ctx: ClientCtx, params: Params) -> ApiResult {
 
 /// `DELETE /client/v1/bindings/{sid or endpoint}`: only the caller's own bindings.
 pub async fn unregister_push(ctx: ClientCtx, target: web::Path<String>) -> ApiResult {
+    ctx.charge_write()?;
     let filter = BindingFilter {
         identities: vec![ctx.identity().to_string()],
         ..Default::default()

@@ -1,8 +1,9 @@
 //! The client API (`/client/v1`) for apps and devices, authenticated by Twilio-format access
-//! tokens: sessions kept alive by pings, push registration, user descriptors.
+//! tokens: sessions kept alive by pings, push registration, user descriptors. Writes are
+//! rate-limited per identity ([`WriteLimiter`]).
 //!
-//! May depend on: actix-web, serde_json, tokens, presence, domain,
-//! api::{common, errors, openapi, params}.
+//! May depend on: actix-web, serde_json, metrics, tokens, presence, domain,
+//! api::{common, errors, openapi, params, token_bucket}.
 
 mod auth;
 mod bindings;
@@ -10,9 +11,11 @@ pub mod revocation;
 mod sessions;
 mod socket;
 mod users;
+mod write_limit;
 
 pub use auth::ClientCtx;
 pub use revocation::KeyWatch;
+pub use write_limit::WriteLimiter;
 
 /// The JS SDK (`sdk/reachd.js`), embedded in the binary.
 const SDK: &str = include_str!("../../../sdk/reachd.js");
@@ -45,8 +48,8 @@ pub(crate) static API: Api = Api {
 };
 
 /// Mounts the client API; with `cors_origins` non-empty, browsers on those origins (`*`: any)
-/// may load the SDK and call it. Tokens travel in a header or the query, never in cookies, so
-/// credentials are not allowed and a wildcard is safe.
+/// may load the SDK and call it. Tokens travel in a header (or, on the socket upgrade, the
+/// query), never in cookies, so credentials are not allowed and a wildcard is safe.
 pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
     if cors_origins.is_empty() {
         cfg.service(API.scope());

@@ -32,6 +32,7 @@ fn session_id(segment: &str) -> ApiResult<u64> {
 
 /// `POST /client/v1/sessions` (optional `resume`, `endpoint`).
 pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
+    ctx.charge_write()?;
     let resume = params.get("resume").and_then(parse_session_id);
     let endpoint = params
         .string("endpoint")
@@ -66,7 +67,7 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
     })))
 }
 
-/// `POST /client/v1/sessions/{id}/ping`: memory only.
+/// `POST /client/v1/sessions/{id}/ping`: memory only, so never charged to the write limit.
 pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     let id = session_id(&id)?;
     ctx.state
@@ -79,6 +80,7 @@ pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
 /// `DELETE /client/v1/sessions/{id}`: answered once the session's end is committed, so an
 /// acknowledged close survives a crash right after it (as an acknowledged open does).
 pub async fn close_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
+    ctx.charge_write()?;
     let id = session_id(&id)?;
     let committed = ctx
         .state

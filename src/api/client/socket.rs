@@ -19,7 +19,7 @@ use actix_ws::{CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::auth::{authenticate, token_error, token_of};
+use super::auth::{authenticate, header_token, query_token, token_error};
 use super::revocation::{CLOSE_REVOKED, Watched};
 use crate::api::common::bindings::new_binding;
 use crate::api::errors::ApiError;
@@ -50,9 +50,15 @@ pub async fn open_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token =
-        token_of(&req).ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
+    // The one route that reads `?token=`: browsers cannot set headers on an upgrade.
+    let token = header_token(&req)
+        .or_else(|| query_token(&req))
+        .ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
     let (grant, service) = authenticate(&state, &token)?;
+    // The socket opens a session: one write, charged before the upgrade.
+    state
+        .client_writes
+        .charge(&service.sid, &grant.identity, std::time::Instant::now())?;
     let resume = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "resume")
         .and_then(|(_, v)| parse_session_id(&v));
@@ -406,6 +412,13 @@ impl Socket {
     }
 
     async fn register_push(&mut self, id: &Value, message: &Value) -> bool {
+        if let Err(e) = self.state.client_writes.charge(
+            &self.service.sid,
+            &self.grant.identity,
+            std::time::Instant::now(),
+        ) {
+            return self.error(id, e.code, &e.message).await;
+        }
         let pairs: Vec<(String, String)> =
             ["binding_type", "address", "credential_sid", "endpoint"]
                 .iter()

@@ -26,7 +26,7 @@ use reachd::config::{Config, Secret};
 use reachd::domain::account::ApiKey;
 
 const ACCOUNT_SID: &str = "ACbe0c4bebe0c4bebe0c4bebe0c4bebe0c";
-const AUTH_TOKEN: &str = "bench-token";
+const AUTH_TOKEN: &str = "bench-token-0123456789abcdef0123";
 
 #[derive(Parser)]
 #[command(about = "reachd benchmarks (ratios against a baseline in the same run)")]
