@@ -1,7 +1,7 @@
 //! `ClientCtx`: the extractor of every client request. It reads the access token
-//! (`Authorization: Bearer`, `X-Twilio-Token`, or `?token=` for WebSocket upgrades), verifies
-//! it (TWILIO-COMPAT.md §7) and loads the token's service — the only service the caller can
-//! touch.
+//! (`Authorization: Bearer`, `X-Twilio-Token`, or `?token=`, which WebSocket upgrades from
+//! browsers need), verifies it (docs/twilio-compatibility.md §9) and loads the token's
+//! service — the only service the caller can touch.
 //!
 //! May depend on: actix-web, tokens, domain, api::{errors, state}.
 
