@@ -190,7 +190,8 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A leased delivery with what sending it needs.
+/// A delivery taken for an attempt (held in the dispatcher's in-flight set, nothing stored),
+/// with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery: Delivery,
