@@ -15,10 +15,11 @@
  * ```
  *
  * Transport: one WebSocket to `/client/v1/socket?token=<JWT>[&resume=<session_id>]` carrying
- * `type`-tagged JSON text frames (see API.md §5). The socket *is* the presence session: while
- * it is open the user is online. The client pings every `ping_interval`, reconnects with
- * exponential backoff after an unexpected close (resuming the previous session id so a quick
- * reconnect is not seen as going offline), and re-subscribes every subscribed identity.
+ * `type`-tagged JSON text frames (see docs/ARCHITECTURE.md §3.4). The socket *is* the presence
+ * session: while it is open the user is online. The client pings every `ping_interval`,
+ * reconnects with exponential backoff after an unexpected close (resuming the previous session
+ * id so a quick reconnect is not seen as going offline), and re-subscribes every subscribed
+ * identity.
  *
  * @module reachd
  */

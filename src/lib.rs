@@ -1,8 +1,9 @@
 //! reachd: a self-hosted reachability server, wire-compatible with Twilio's Reachability
 //! Indicator (Programmable Chat v1/v2 and Conversations v1), on an embedded SQLite file.
 //!
-//! Layers (DESIGN.md §3): `domain` (model, rules, storage port) ← `db` (SQLite) and `api`
-//! (actix-web); `app` wires them; `main` is the CLI.
+//! Layers (docs/ARCHITECTURE.md §2): `domain` (model, rules, storage port) ← `db` (SQLite),
+//! `presence`, `webhooks`, `realtime` and `api` (actix-web); `app` wires them; `main` and `cli`
+//! are the command line.
 
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //! An Access Token is an HS256 JWT signed with the secret of an API key. Its `iss` is the key
 //! SID (`SK…`), `sub` the account SID (`AC…`), and `grants` carries `identity` plus a `chat`
 //! grant with `service_sid` (`IS…`) and optional `endpoint_id` / `push_credential_sid`
-//! (TWILIO-COMPAT.md §7, API.md §5). Tokens minted by twilio-python (header `alg, cty, typ`;
+//! (docs/twilio-compatibility.md §9). Tokens minted by twilio-python (header `alg, cty, typ`;
 //! payload with `nbf`) and by twilio-node (header `alg, typ, cty`; payload with `iat` and no
 //! `nbf`) both verify. Failures map to Twilio's auth error codes 20101–20107 and 20157.
 //!

@@ -1,5 +1,5 @@
-//! Restarts don't flap (DESIGN.md §2): a client pinging across a restart — `kill -9` or
-//! SIGTERM — never shows an offline transition, and a session that expired while reachd was
+//! Restarts don't flap (docs/ARCHITECTURE.md §4): a client pinging across a restart — `kill -9`
+//! or SIGTERM — never shows an offline transition, and a session that expired while reachd was
 //! down ends with exactly one `session_timeout`.
 
 mod common;

@@ -43,7 +43,7 @@ use crate::domain::{Error, Result};
 const COLUMNS: &str = "id, event_id, service_sid, user_sid, target, format, url, method, max_attempts, attempts, \
      status, next_attempt_at, idempotency_token, last_status, last_error, created_at, updated_at";
 
-/// Conversations targets retry once (API.md §3).
+/// Conversations targets retry once (docs/twilio-compatibility.md §8.5).
 const CONVERSATIONS_ATTEMPTS: i64 = 2;
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::service::{PresenceOverrides, Service};
 use super::time::Millis;
 
-/// Why a user's reachability changed (DESIGN.md §2).
+/// Why a user's reachability changed (docs/ARCHITECTURE.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cause {
     SessionOpened,

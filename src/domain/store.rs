@@ -1,5 +1,6 @@
 //! The storage port: what the API and the engines need from durable storage. `db` implements it
-//! on SQLite; a future backend (PostgreSQL, DESIGN.md §7) implements the same trait.
+//! on SQLite; another backend (PostgreSQL, say) would implement the same traits
+//! (docs/ARCHITECTURE.md §7.3 lists the contracts it must keep).
 //!
 //! Reads are synchronous and short (point lookups and bounded pages). Writes return a future
 //! that resolves once the change is committed, so that callers can answer only after a

@@ -1,5 +1,5 @@
 //! Webhooks: native endpoints, deliveries (the outbox) and their attempts, and the pure retry
-//! rules of each target format (API.md §3).
+//! rules of each target format (docs/twilio-compatibility.md §8.5 for Twilio targets).
 //!
 //! May depend on: serde_json, domain::{errors, ids, service, time, event}.
 
@@ -190,7 +190,8 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A leased delivery with what sending it needs.
+/// A delivery taken for an attempt (held in the dispatcher's in-flight set, nothing stored),
+/// with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery: Delivery,
@@ -228,7 +229,10 @@ pub enum Next {
     DisableEndpoint,
 }
 
-/// Retry rules (API.md §3).
+/// Retry rules: Twilio targets retry only timeouts, connection failures, 429, 503 and 504, up to
+/// their attempt limit, with a doubling delay (docs/twilio-compatibility.md §8.5); native
+/// targets retry any failure on the schedule with jitter, honour a bounded `Retry-After`, and
+/// are disabled by a 410.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Native schedule: delay before retry n (seconds); attempts = 1 + its length.

@@ -229,8 +229,9 @@ impl Dispatcher {
         }
     }
 
-    /// Stops the tasks; attempts in flight are abandoned (their leases expire and they are
-    /// retried after a restart).
+    /// Stops the tasks; attempts in flight are abandoned. Nothing was written when they
+    /// started, so their deliveries are still pending and are attempted again after a restart
+    /// (with the same idempotency token).
     pub async fn shutdown(&self, tasks: DispatcherTasks) {
         self.inner.stop.cancel();
         for task in tasks.tasks {
@@ -252,7 +253,8 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let running = inner.options.concurrency.max(1) - free;
         let worth_claiming = free >= (inner.options.concurrency / 4).max(1) || running == 0;
         let mut claimed = 0;
-        // Claiming is a write: only when a (cheap, indexed) read says a queue head is due.
+        // Claiming reads due heads and joins their events: only when a cheaper indexed read
+        // says a queue head is due.
         let due = inner.store.next_delivery_due().unwrap_or(None);
         if free > 0 && worth_claiming && due.is_some_and(|d| d <= now_ms()) {
             let taken = {
@@ -290,8 +292,8 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             Some(due) if due > now_ms() => {
                 Duration::from_millis((due - now_ms()).min(MAX_IDLE.as_millis() as i64) as u64)
             }
-            // Due heads that could not be claimed are leased or waiting for a slot: a finished
-            // attempt wakes the loop.
+            // Due heads that could not be claimed are in flight or waiting for a slot: a
+            // finished attempt wakes the loop.
             _ => MAX_IDLE,
         };
         tokio::select! {

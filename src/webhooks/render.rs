@@ -1,5 +1,6 @@
 //! Webhook requests from stored events: Twilio form parameters (Chat and Conversations
-//! flavours, API.md §3) and reachd's native JSON, with their signing headers.
+//! flavours, docs/twilio-compatibility.md §8) and reachd's native JSON, with their signing
+//! headers.
 //!
 //! May depend on: serde_json, url, domain, webhooks::sign.
 

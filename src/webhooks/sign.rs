@@ -1,6 +1,7 @@
 //! Webhook signatures: Twilio's `X-Twilio-Signature` (HMAC-SHA1 over the URL and the sorted
-//! parameters, keyed by the account auth token; TWILIO-COMPAT.md §6.5) and the Standard
-//! Webhooks `v1` signature (HMAC-SHA256 over `id.timestamp.body`, keyed by the `whsec_` secret).
+//! parameters, keyed by the account auth token; docs/twilio-compatibility.md §8.4) and the
+//! Standard Webhooks `v1` signature (HMAC-SHA256 over `id.timestamp.body`, keyed by the
+//! `whsec_` secret).
 //!
 //! May depend on: hmac, sha1, sha2, base64.
 

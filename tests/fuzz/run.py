@@ -42,7 +42,8 @@ CHECKS = os.environ.get("FUZZ_CHECKS", "not_a_server_error,response_schema_confo
 # answers are held to those too (Twilio's files list only the success answers).
 OWN_CHECKS = CHECKS + ",status_code_conformance,content_type_conformance"
 
-# The Twilio resources reachd serves (API.md §1), as path templates of Twilio's OAI files.
+# The Twilio resources reachd serves (docs/twilio-compatibility.md §6), as path templates
+# of Twilio's OAI files.
 ID = r"\{[A-Za-z]+\}"
 SERVED = {
     "chat_v1": [

@@ -1,6 +1,7 @@
 //! `ClientCtx`: the extractor of every client request. It reads the access token
-//! (`Authorization: Bearer` or `X-Twilio-Token`), verifies it (Twilio's access token format)
-//! and loads the token's service — the only service the caller can touch.
+//! (`Authorization: Bearer` or `X-Twilio-Token`), verifies it (Twilio's access token format,
+//! docs/twilio-compatibility.md §9) and loads the token's service — the only service the
+//! caller can touch.
 //!
 //! `?token=` is read only by the WebSocket upgrade (browsers cannot set headers there): in
 //! any other URL a token would end up in proxy logs, browser history and `Referer` headers.

@@ -1,6 +1,6 @@
 //! The client WebSocket (`GET /client/v1/socket`): a session (open = online, close = offline
 //! after the grace) kept alive by WebSocket pings and `ping` messages, with subscriptions to
-//! other users' reachability (API.md §5).
+//! other users' reachability (protocol: docs/ARCHITECTURE.md §3.4).
 //!
 //! The token is checked before the upgrade. Every client message may carry an `id`, echoed in
 //! the answer. Bad messages get an `error` (never a silent drop); a frame over the size limit

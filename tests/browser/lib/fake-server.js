@@ -1,7 +1,7 @@
 'use strict';
-// A small fake of reachd's client socket (API.md §5), for testing the SDK's logic in Node:
-// token check before the upgrade, `ready`, subscribe/user, ping/pong, register_push,
-// updateToken, id echo, and hooks to drop or close connections from the test.
+// A small fake of reachd's client socket (docs/ARCHITECTURE.md §3.4), for testing the SDK's
+// logic in Node: token check before the upgrade, `ready`, subscribe/user, ping/pong,
+// register_push, updateToken, id echo, and hooks to drop or close connections from the test.
 const http = require('node:http');
 const { WebSocketServer } = require('ws');
 

@@ -105,7 +105,7 @@ async function startReachd() {
 }
 
 /**
- * A Twilio-format access token (TWILIO-COMPAT.md §7), HS256 with the API key secret.
+ * A Twilio-format access token (docs/twilio-compatibility.md §9), HS256 with the API key secret.
  * @param {{accountSid: string, key: {sid: string, secret: string}, serviceSid: string, identity: string, ttl?: number}} o
  */
 function mintToken({ accountSid, key, serviceSid, identity, ttl = 3600 }) {

@@ -119,7 +119,7 @@ class Server:
     def client(self, auth_token: str = AUTH_TOKEN) -> Client:
         client = Client(ACCOUNT_SID, auth_token,
                         http_client=RecordingHttpClient(self.base, timeout=30))
-        # TWILIO-COMPAT.md §8
+        # one base URL per product (docs/twilio-compatibility.md §2)
         client.chat.base_url = self.chat
         client.conversations.base_url = self.conversations
         return client
@@ -134,7 +134,8 @@ class Server:
     def register_binding(self, service_sid: str, user: str, binding_type: str,
                          address: str | None = None, endpoint: str | None = None,
                          credential_sid: str | None = None) -> dict:
-        """reachd's native server-side push registration (API.md §4); Twilio has none."""
+        """reachd's native server-side push registration
+        (`POST /api/v1/services/{sid}/users/{user}/bindings`); Twilio has none."""
         body = {"binding_type": binding_type, "address": address or secrets.token_hex(16)}
         if endpoint is not None:
             body["endpoint"] = endpoint

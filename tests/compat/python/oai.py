@@ -5,14 +5,15 @@ operation of the right OAI file and checks the body:
 
 * 2xx: the status must be one the operation documents; 204 must have an empty body; any
   other body must validate against the operation's response schema (OpenAPI 3.0 rules,
-  `nullable` honoured) plus the wire conventions of TWILIO-COMPAT.md §1.5/§1.7 that the
-  OAI cannot express (date format, absolute URLs on the server's own base, `meta.key`).
-* 4xx/5xx: the body must be Twilio's legacy four-key error JSON (TWILIO-COMPAT.md §1.8).
+  `nullable` honoured) plus the wire conventions the OAI cannot express (date format,
+  absolute URLs on the server's own base, `meta.key`; docs/twilio-compatibility.md §2-§4).
+* 4xx/5xx: the body must be Twilio's legacy four-key error JSON
+  (docs/twilio-compatibility.md §5).
 
-Documented deviation from the OAI text (TWILIO-COMPAT.md §1.5 "every property is
-nullable"): properties that are a bare `$ref` to an `*_enum_*` schema are treated as
-nullable, because OpenAPI 3.0 cannot put `nullable` beside a `$ref` and Twilio's own
-fixtures return null there (e.g. Conversations webhook `method` before it is set, §4.3).
+Documented deviation from the OAI text (docs/twilio-compatibility.md §3.4): properties that
+are a bare `$ref` to an `*_enum_*` schema are treated as nullable, because OpenAPI 3.0 cannot
+put `nullable` beside a `$ref` and Twilio's own fixtures return null there (e.g. the
+Conversations webhook `method` before it is set, docs/twilio-compatibility.md §6.3).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from urllib.parse import unquote, urlsplit
 from jsonschema import FormatChecker
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-# shared/ sits beside the repository checkout (…/main and …/shared)
+# Twilio's OAI files, copied into the repository (tests/compat/twilio-oai); TWILIO_OAI_DIR
+# points elsewhere.
 OAI_DIR = Path(os.environ.get(
     "TWILIO_OAI_DIR",
     str(Path(__file__).resolve().parents[1] / "twilio-oai")))
@@ -59,7 +61,7 @@ for _name in oas30_format_checker.checkers:
 
 
 @_format_checker.checks("date-time")
-def _is_twilio_date(value) -> bool:  # TWILIO-COMPAT.md §1.5: exactly YYYY-MM-DDTHH:MM:SSZ
+def _is_twilio_date(value) -> bool:  # exactly YYYY-MM-DDTHH:MM:SSZ (twilio-compatibility.md §3.4)
     return not isinstance(value, str) or bool(TWILIO_DATE.match(value))
 
 
@@ -131,7 +133,7 @@ def split_product(url_path: str):
 
 
 def _convention_errors(body, public_base: str, list_key_expected: bool) -> list[str]:
-    """TWILIO-COMPAT.md §1.1/§1.7: links and urls are absolute, on the server's own base."""
+    """Links and urls are absolute, on the server's own base (docs/twilio-compatibility.md §2)."""
     errors = []
 
     def check_url(where, value, nullable=False):

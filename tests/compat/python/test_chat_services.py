@@ -51,7 +51,8 @@ def test_chat_v2_service_create_fetch_list_delete(client, server):
 
 
 def test_chat_v2_service_update_full_parameter_set(client, chat_service):
-    """The exact update call of TWILIO-COMPAT.md §8, read back through update and fetch."""
+    """The update call twilio-python was observed making (docs/twilio-compatibility.md §6.1),
+    read back through update and fetch."""
     updated = client.chat.v2.services(chat_service.sid).update(
         reachability_enabled=True,
         read_status_enabled=False,

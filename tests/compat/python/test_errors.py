@@ -1,4 +1,4 @@
-"""Error statuses and codes as twilio-python surfaces them (TWILIO-COMPAT.md §1.8)."""
+"""Error statuses and codes as twilio-python surfaces them (docs/twilio-compatibility.md §5)."""
 
 import json
 

@@ -1,7 +1,7 @@
 """End-to-end presence: client sessions opened with twilio-minted access tokens, observed
 through twilio-python's Chat v2 / Conversations fetches and reachd's native reads.
 
-Semantics under test (DESIGN.md §2, API.md §4-§5, TWILIO-COMPAT.md §5 and §7): a user is
+Semantics under test (docs/ARCHITECTURE.md §4, docs/twilio-compatibility.md §7 and §9): a user is
 online iff a session lives; offline is reported after the last session ends plus the
 service's offline grace, i.e. no earlier than TTL + grace after the last ping and no later
 than TTL + grace + 1 s. Every test sets small per-service timings through
@@ -36,7 +36,7 @@ MAX_TOKEN_TTL = 24 * 3600
 
 # small per-service timings (ms)
 PING_MS, TTL_MS, GRACE_MS = 1000, 2000, 500
-SWEEP_MS = 1000  # DESIGN.md §2: offline is detected at most TTL + grace + 1 s after the last ping
+SWEEP_MS = 1000  # offline is detected at most TTL + grace + 1 s after the last ping
 SWEEP_STEP_MS = 250  # the sweeper rounds its wake-ups up to this step
 # Upper bounds on when offline is *observed* also allow for the observer's own latency on a
 # loaded machine (slow fetches, late polls); lower bounds get no such allowance.
@@ -70,7 +70,8 @@ def api_key(server) -> dict:
 
 
 def mint(key: dict, service_sid: str, identity: str = "alice", **kwargs) -> str:
-    """An access token minted exactly as a twilio-python backend does (TWILIO-COMPAT.md §7)."""
+    """An access token minted exactly as a twilio-python backend does
+    (docs/twilio-compatibility.md §9)."""
     token = AccessToken(ACCOUNT_SID, key["sid"], key["secret"], identity=identity, **kwargs)
     token.add_grant(ChatGrant(service_sid=service_sid))
     return token.to_jwt()
@@ -226,7 +227,7 @@ def test_session_online_then_ttl_expiry_offline(client, server, presence_service
     assert conv.sid == user.sid and conv.is_online is True and conv.is_notifiable is None
     v1 = client.chat.v1.services(IS).users("alice").fetch()
     assert v1.sid == user.sid and v1.is_online is True and v1.is_notifiable is None
-    # lists always show null (TWILIO-COMPAT.md §5)
+    # lists always show null (docs/twilio-compatibility.md §7)
     [listed] = client.chat.v2.services(IS).users.list()
     assert listed.sid == user.sid and listed.is_online is None and listed.is_notifiable is None
 
@@ -317,7 +318,8 @@ def test_explicit_close_goes_offline_after_grace(client, server, chat_service, a
 
 
 def test_reconnect_inside_grace_is_not_a_transition(client, server, chat_service, api_key):
-    """DESIGN.md §2: a reconnect inside the grace produces no offline/online transition."""
+    """A reconnect inside the grace produces no offline/online transition
+    (docs/ARCHITECTURE.md §4)."""
     IS = chat_service.sid
     client.chat.v2.services(IS).update(reachability_enabled=True)
     set_timings(server, IS, ping=1000, ttl=5000, grace=1500)
@@ -337,9 +339,9 @@ def test_reconnect_inside_grace_is_not_a_transition(client, server, chat_service
 
 
 def test_reconnect_after_user_deleted_is_online(client, server, presence_service, api_key):
-    """Invariant 4 (DESIGN.md §4): a user with a live session is online. Deleting a user
+    """A user with a live session is online (docs/ARCHITECTURE.md §5.6). Deleting a user
     while its client is connected, then the client reconnecting (which re-creates the user,
-    DESIGN.md §2), must leave the re-created user online."""
+    docs/ARCHITECTURE.md §4), must leave the re-created user online."""
     IS = presence_service.sid
     set_timings(server, IS, ping=1000, ttl=30000, grace=GRACE_MS)
     device = Device(server, mint(api_key, IS, identity="zed"))
@@ -447,7 +449,7 @@ def test_reachability_disabled_hides_state_until_enabled(client, server, chat_se
 
 
 def test_token_for_one_service_cannot_touch_another(client, server, presence_service, api_key):
-    """6. Service isolation (DESIGN.md §4 invariant 5) and a grant naming no service."""
+    """6. Service isolation (docs/ARCHITECTURE.md §5.7) and a grant naming no service."""
     A = presence_service.sid
     B = client.chat.v2.services.create(friendly_name=unique("svc-b")).sid
     try:
@@ -519,7 +521,7 @@ def _payload(token: str) -> dict:
 
 
 def test_token_errors(client, server, presence_service, api_key):
-    """7. Each token failure → 401 with its Twilio code (TWILIO-COMPAT.md §7)."""
+    """7. Each token failure → 401 with its Twilio code (docs/twilio-compatibility.md §9)."""
     IS = presence_service.sid
     now = int(time.time())
 

@@ -1,6 +1,6 @@
 """Outbound webhooks and the event feed, observed by a real HTTP receiver.
 
-Twilio-format targets (API.md §3, TWILIO-COMPAT.md §6): the Chat service post-event webhook,
+Twilio-format targets (docs/twilio-compatibility.md §8): the Chat service post-event webhook,
 the Conversations service webhook configuration and the Conversations account webhook get
 `onUserAdded` / `onUserUpdated` as form parameters, signed with `X-Twilio-Signature`, which
 twilio-python's own `RequestValidator` must accept. Native endpoints
