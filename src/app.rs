@@ -27,7 +27,7 @@ use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
-use crate::domain::store::Store;
+use crate::domain::store::{PresenceStore, Store};
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
@@ -53,6 +53,8 @@ pub struct Running {
     pub first_run: Option<FirstRun>,
     pub account: AccountCredentials,
     pub store: Arc<dyn Store>,
+    /// The same storage as the presence runtime sees it (stored sessions, for tests).
+    pub presence_store: Arc<dyn PresenceStore>,
     pub presence: Presence,
     pub writer_stats: Arc<WriterStats>,
     /// The `/metrics` gauges read from storage (tests count its refreshes).
@@ -402,6 +404,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let writer_handle = writer.clone();
     let sqlite = Arc::new(SqliteStore::new(reads, writer, services));
     let store: Arc<dyn Store> = sqlite.clone();
+    let presence_store: Arc<dyn PresenceStore> = sqlite.clone();
     let (presence, presence_tasks) = Presence::start(sqlite.clone(), presence_options(&config))
         .await
         .context("resuming presence")?;
@@ -469,6 +472,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         first_run,
         account,
         store,
+        presence_store,
         presence,
         presence_tasks,
         writer_stats,

@@ -129,6 +129,7 @@ async fn proxy_environment_variables_are_ignored() {
         base: server.base(),
         dir,
         running: None,
+        store: None,
         http: reqwest::Client::builder()
             .no_proxy()
             .build()

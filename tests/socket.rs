@@ -379,14 +379,7 @@ async fn a_graceful_stop_closes_sockets_with_1001_and_reports_no_one_offline() {
             .all(|e| !(e.identity == "alice" && e.is_online == Some(false))),
         "no offline event from the shutdown: {events:?}"
     );
-    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
-    let kept: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE identity = 'alice'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let kept = s.stored_sessions("alice");
     assert_eq!(
         kept, 1,
         "the session is kept for a resume after the restart"

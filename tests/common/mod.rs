@@ -9,7 +9,9 @@ use std::net::TcpListener;
 
 use reachd::app::{self, Running};
 use reachd::config::{Config, Secret};
+use reachd::domain::store::{PresenceStore, Store};
 use serde_json::Value;
+use std::sync::Arc;
 
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
@@ -19,6 +21,10 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
     pub http: reqwest::Client,
+    /// The in-process server's storage port (None for a server in another process): tests
+    /// observe stored state through it, never by opening the database file — also after the
+    /// server stopped.
+    pub store: Option<(Arc<dyn Store>, Arc<dyn PresenceStore>)>,
 }
 
 /// A response: status and JSON body (Null when empty or not JSON).
@@ -63,9 +69,11 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let running = app::start(config, listener).await.expect("server starts");
     let base = format!("http://{}", running.addr);
+    let store = Some((running.store.clone(), running.presence_store.clone()));
     TestServer {
         base,
         dir,
+        store,
         running: Some(running),
         http: reqwest::Client::new(),
     }
@@ -206,9 +214,40 @@ impl TestServer {
         self.dir.path().join("reachd.db")
     }
 
-    /// Events so far, oldest first.
+    fn port(&self) -> &(Arc<dyn Store>, Arc<dyn PresenceStore>) {
+        self.store
+            .as_ref()
+            .expect("the server runs in this process")
+    }
+
+    /// Events so far, oldest first, read through the storage port.
     pub fn events(&self) -> Vec<EventRow> {
-        events_at(&self.db_path())
+        self.port()
+            .0
+            .events_since(0, 1_000_000)
+            .expect("read events")
+            .into_iter()
+            .map(|e| EventRow {
+                identity: e.identity,
+                kind: e.kind.as_str().to_string(),
+                cause: e.cause.map(|c| c.as_str().to_string()),
+                sequence: e.sequence,
+                is_online: e.is_online,
+                is_notifiable: e.is_notifiable,
+            })
+            .collect()
+    }
+
+    /// Stored (resumable) sessions of `identity`, read through the storage port.
+    pub fn stored_sessions(&self, identity: &str) -> usize {
+        self.port()
+            .1
+            .load_presence()
+            .expect("read sessions")
+            .sessions
+            .iter()
+            .filter(|s| s.identity == identity)
+            .count()
     }
 
     /// Creates an API key in the server's database.
