@@ -17,6 +17,8 @@ use anyhow::Context;
 use crate::api::gauges::StoredGauges;
 use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
+pub use crate::db::admin::Opening as AdminOpening;
+use crate::db::admin::SqliteAdmin;
 use crate::db::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
 use crate::db::endpoints::{self, ConfigEndpoint};
@@ -24,6 +26,7 @@ use crate::db::events;
 use crate::db::server_lock::{ServerLock, lock_for_server};
 use crate::db::writer::{CommitHook, Effects, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
+use crate::domain::admin::AdminStore;
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
@@ -281,6 +284,24 @@ pub fn presence_options(config: &Config) -> PresenceOptions {
         flush_interval: Duration::from_millis(p.flush_interval_ms()),
         max_sessions_per_identity: config.limits.sessions_per_identity,
     }
+}
+
+/// Opens the configured database for a maintenance command of the command line (never
+/// taking the server's lock: these work beside a running server).
+pub fn open_admin(config: &Config, opening: AdminOpening) -> anyhow::Result<Box<dyn AdminStore>> {
+    let options = open_options(config);
+    Ok(Box::new(SqliteAdmin::open(
+        &options.path,
+        options.busy_timeout,
+        opening,
+    )?))
+}
+
+/// The account SID of the database the configuration names, if one exists there (read only:
+/// nothing is created or migrated).
+pub fn stored_account_sid(config: &Config) -> Option<String> {
+    let options = open_options(config);
+    SqliteAdmin::peek_account_sid(&options.path, options.busy_timeout)
 }
 
 pub fn open_options(config: &Config) -> OpenOptions {

@@ -10,11 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use reachd::app::{self, FirstRun};
+use reachd::app::{self, AdminOpening, FirstRun};
 use reachd::cli::{Cli, Command, KeysCommand};
 use reachd::config::Config;
 use reachd::console::Console;
-use reachd::db::{keys, open};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,14 +46,16 @@ fn main() -> ExitCode {
                 print!("{text}");
             })
             .map_err(anyhow::Error::from),
-        Command::Migrate => open_database(&config).and_then(|conn| {
-            let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            println!(
-                "database {} is at schema version {version}",
-                config.database.display()
-            );
-            Ok(())
-        }),
+        Command::Migrate => {
+            app::open_admin(&config, AdminOpening::CreateOrMigrate).and_then(|db| {
+                println!(
+                    "database {} is at schema version {}",
+                    db.describe(),
+                    db.schema_version()?
+                );
+                Ok(())
+            })
+        }
         Command::Init { .. } => Ok(()),
         Command::Backup { file } => run_backup(&config, &file),
         Command::Token {
@@ -187,10 +188,7 @@ fn warn_if_database_has_an_account(config: &Config, new_sid: &str) {
     if !config.database.exists() {
         return;
     }
-    let busy = std::time::Duration::from_millis(config.storage.busy_timeout_ms);
-    let stored = open::open_connection(&config.database, busy)
-        .and_then(|conn| open::account_credentials(&conn));
-    if let Ok(Some((stored_sid, _))) = stored
+    if let Some(stored_sid) = app::stored_account_sid(config)
         && stored_sid != new_sid
     {
         println!(
@@ -205,11 +203,11 @@ fn warn_if_database_has_an_account(config: &Config, new_sid: &str) {
 
 /// `reachd backup FILE`: an online copy of the configured database.
 fn run_backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    let busy = std::time::Duration::from_millis(config.storage.busy_timeout_ms);
-    let report = reachd::db::backup::backup(&config.database, file, busy)?;
+    let db = app::open_admin(config, AdminOpening::Existing)?;
+    let report = db.backup(file)?;
     println!(
         "backed up {} to {}: {} bytes, schema version {}, {} users, {} events",
-        config.database.display(),
+        db.describe(),
         file.display(),
         report.bytes,
         report.schema_version,
@@ -217,30 +215,6 @@ fn run_backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
         report.events
     );
     Ok(())
-}
-
-/// Opens the configured database for a command that acts on a server's data (`keys`,
-/// `token`): a missing file means the configuration points elsewhere than the server's, so
-/// it is an error rather than a fresh, empty database.
-fn open_existing_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
-    if !config.database.exists() {
-        anyhow::bail!(
-            "no database at {} (is this the server's configuration? start the server once or run `reachd migrate` to create it)",
-            config.database.display()
-        );
-    }
-    open_database(config)
-}
-
-/// Opens (creating and migrating if needed) the configured database for a CLI command.
-fn open_database(config: &Config) -> anyhow::Result<rusqlite::Connection> {
-    let options = app::open_options(config);
-    for tightened in open::prepare_files(&options.path)? {
-        eprintln!("reachd: warning: {tightened}");
-    }
-    let mut conn = open::open_connection(&options.path, options.busy_timeout)?;
-    open::migrate(&mut conn)?;
-    Ok(conn)
 }
 
 fn run_token(
@@ -251,18 +225,20 @@ fn run_token(
     key: Option<&str>,
     endpoint: Option<&str>,
 ) -> anyhow::Result<()> {
-    let conn = open_existing_database(config)?;
+    let db = app::open_admin(config, AdminOpening::Existing)?;
     let account_sid = match &config.account_sid {
         Some(sid) => sid.clone(),
-        None => open::account_credentials(&conn)?
-            .map(|(sid, _)| sid)
+        None => db
+            .account_sid()?
             .context("no account yet: start the server once or set REACHD_ACCOUNT_SID")?,
     };
     let key = match key {
-        Some(sid) => {
-            keys::get_live(&conn, sid)?.with_context(|| format!("no live API key {sid}"))?
-        }
-        None => keys::first_live(&conn)?.context("no live API key: run `reachd keys create`")?,
+        Some(sid) => db
+            .live_api_key(sid)?
+            .with_context(|| format!("no live API key {sid}"))?,
+        None => db
+            .first_live_api_key()?
+            .context("no live API key: run `reachd keys create`")?,
     };
     let now = chrono::Utc::now().timestamp();
     let token = reachd::tokens::mint(
@@ -281,17 +257,17 @@ fn run_token(
 }
 
 fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let conn = open_existing_database(config)?;
+    let db = app::open_admin(config, AdminOpening::Existing)?;
     match command {
         KeysCommand::Create { friendly_name } => {
-            let key = keys::create(&conn, friendly_name.as_deref())?;
+            let key = db.create_api_key(friendly_name.as_deref())?;
             println!(
                 "{}",
                 serde_json::json!({"sid": key.sid, "secret": key.secret})
             );
         }
         KeysCommand::List => {
-            for (key, revoked) in keys::list(&conn)? {
+            for (key, revoked) in db.list_api_keys()? {
                 let line = serde_json::json!({
                     "sid": key.sid,
                     "friendly_name": key.friendly_name,
@@ -302,7 +278,7 @@ fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { sid } => {
-            if !keys::revoke(&conn, &sid)? {
+            if !db.revoke_api_key(&sid)? {
                 anyhow::bail!("no live API key {sid}");
             }
             // Running servers trust a live key for at most API_KEY_TTL: once this returns, the

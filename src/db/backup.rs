@@ -8,7 +8,7 @@
 //! with mode 0600, and SQLite opens it without following symlinks, so another local user who
 //! can write FILE's folder can neither prepare nor capture it.
 //!
-//! May depend on: rusqlite, rand, std, db::files (modes).
+//! May depend on: rusqlite, rand, std, domain::admin (the report), db::files (modes).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,14 +17,7 @@ use anyhow::{Context, bail};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-/// What a finished backup holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupReport {
-    pub bytes: u64,
-    pub schema_version: u32,
-    pub users: i64,
-    pub events: i64,
-}
+pub use crate::domain::admin::BackupReport;
 
 /// Copies the database at `source` to `dest` (which must not exist).
 pub fn backup(source: &Path, dest: &Path, busy_timeout: Duration) -> anyhow::Result<BackupReport> {

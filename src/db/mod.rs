@@ -4,6 +4,7 @@
 //! May depend on: rusqlite, r2d2, r2d2_sqlite, tokio (channels), domain. Never on actix.
 
 mod account;
+pub mod admin;
 pub mod backup;
 mod bindings;
 pub mod cache;

@@ -6,6 +6,7 @@
 //! a database driver (rusqlite) or an HTTP client (reqwest): everything else depends on this.
 
 pub mod account;
+pub mod admin;
 pub mod binding;
 pub mod chars;
 pub mod credential;
