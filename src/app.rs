@@ -31,6 +31,7 @@ use crate::domain::store::Store;
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
+use crate::usecases::Reachability;
 use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
 use tokio::sync::{Notify, mpsc, watch};
@@ -439,6 +440,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         shutdown.clone(),
     ));
     let state = web::Data::new(AppState {
+        reachability: Reachability::new(store.clone(), presence.clone(), hub.clone()),
         store: store.clone(),
         account: account.clone(),
         public_url: config.public_url.clone(),
