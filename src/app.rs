@@ -34,6 +34,7 @@ use crate::domain::store::{PresenceStore, Store};
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
+use crate::usecases::Reachability;
 use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
 use tokio::sync::{Notify, mpsc, watch};
@@ -463,6 +464,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         shutdown.clone(),
     ));
     let state = web::Data::new(AppState {
+        reachability: Reachability::new(store.clone(), presence.clone(), hub.clone()),
         store: store.clone(),
         account: account.clone(),
         public_url: config.public_url.clone(),

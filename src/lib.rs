@@ -2,8 +2,8 @@
 //! Indicator (Programmable Chat v1/v2 and Conversations v1), on an embedded SQLite file.
 //!
 //! Layers (docs/ARCHITECTURE.md §2): `domain` (model, rules, storage port) ← `db` (SQLite),
-//! `presence`, `webhooks`, `realtime` and `api` (actix-web); `app` wires them; `main` and `cli`
-//! are the command line.
+//! `presence`, `webhooks`, `realtime` ← `usecases` (one operation per use case) ← `api`
+//! (actix-web); `app` wires them; `main` and `cli` are the command line.
 
 #![forbid(unsafe_code)]
 
@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod presence;
 pub mod realtime;
 pub mod tokens;
+pub mod usecases;
 pub mod webhooks;

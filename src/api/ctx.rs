@@ -1,7 +1,7 @@
 //! `Ctx`, the extractor every authenticated REST handler takes: it authenticates the request
 //! and knows the public base URL (with the dialect's mount prefix) for `url`/`links`.
 //!
-//! May depend on: actix-web, domain, api::{auth, errors, state}.
+//! May depend on: actix-web, domain, usecases, api::{auth, errors, state}.
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use super::state::{AppState, app_state};
 use crate::domain::ids::{self, Prefix};
 use crate::domain::service::Service;
 use crate::domain::store::{Origin, Store};
+use crate::usecases::Reachability;
 
 pub struct Ctx {
     pub state: web::Data<AppState>,
@@ -28,6 +29,11 @@ pub struct Ctx {
 impl Ctx {
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
+    }
+
+    /// The use cases (any write that also touches presence or the hub).
+    pub fn reachability(&self) -> &Reachability {
+        &self.state.reachability
     }
 
     pub fn account_sid(&self) -> &str {

@@ -1,6 +1,7 @@
-//! Shared state of the HTTP layer: the store port and the few settings handlers need.
+//! Shared state of the HTTP layer: the use cases, the store port (for reads and single-step
+//! writes) and the few settings handlers need.
 //!
-//! May depend on: domain.
+//! May depend on: domain, presence, realtime, usecases.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use crate::domain::secret::Secret;
 use crate::domain::store::Store;
 use crate::presence::Presence;
 use crate::realtime::Hub;
+use crate::usecases::Reachability;
 
 /// The account's Basic-auth credentials, held in memory.
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub fn app_state(
 }
 
 pub struct AppState {
+    /// Every use case that spans storage, presence and the hub: handlers call these, never
+    /// the steps they are made of.
+    pub reachability: Reachability,
     pub store: Arc<dyn Store>,
     pub account: AccountCredentials,
     /// Configured public base URL (no trailing slash); derived from the request when `None`.

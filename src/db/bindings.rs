@@ -1,21 +1,23 @@
-//! SQL for push bindings, and the notifiable state they decide.
+//! SQL for push bindings, and persisting the notifiable state they decide (the decisions —
+//! endpoint takeover, notifiable recompute — are `domain::binding::plan_registration` and
+//! `domain::reachability::plan_notifiable`).
 //!
-//! May depend on: rusqlite, domain.
+//! May depend on: rusqlite, domain, db::{events, paging, services, users, writer}.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
-use super::events::{EventSpec, emit};
+use super::events::emit_reachability_change;
 use super::paging::{fetch_page, text};
-use super::writer::{StoredTransition, Tx};
+use super::writer::Tx;
 use super::{services, users};
 use crate::domain::Result;
-use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding, check_replace};
-use crate::domain::event::{EventType, REASON_NOTIFIABLE};
+use crate::domain::binding::{Binding, BindingFilter, BindingType, NewBinding, plan_registration};
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::Cause;
+use crate::domain::reachability::plan_notifiable;
 use crate::domain::service::Service;
 use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
@@ -102,7 +104,7 @@ pub fn list(
 
 /// Registers a binding for an existing user; an endpoint already registered in the service is
 /// replaced in place (keeping its SID), even if it belonged to another user — unless a client
-/// asks (see [`check_replace`]).
+/// asks (see `domain::binding::plan_registration`).
 pub fn register(
     tx: &mut Tx<'_>,
     service_sid: &str,
@@ -113,7 +115,6 @@ pub fn register(
     new.validate()?;
     let service = services::require(tx, service_sid)?;
     let user = users::require(tx, service_sid, key)?;
-    let now = now_ms();
     let endpoint = new.endpoint_for(&user.identity);
     let existing: Option<Binding> = tx
         .prepare_cached(&format!(
@@ -123,15 +124,9 @@ pub fn register(
         .query_row(params![service_sid, endpoint], from_row)
         .optional()
         .db()?;
-    let mut binding = new.into_binding(service_sid, &user.sid, &user.identity, now);
-    let mut touched = vec![user.sid.clone()];
-    if let Some(old) = existing {
-        check_replace(&old, &user.sid, origin)?;
-        binding.sid = old.sid;
-        binding.date_created = old.date_created;
-        if old.user_sid != user.sid {
-            touched.push(old.user_sid);
-        }
+    let plan = plan_registration(new, &user, existing.as_ref(), origin, now_ms())?;
+    let binding = plan.binding;
+    if plan.replaces {
         tx.prepare_cached(
             "UPDATE bindings SET user_sid = ?2, identity = ?3, credential_sid = ?4, address = ?5, \
              binding_type = ?6, date_updated = ?7 WHERE sid = ?1",
@@ -144,7 +139,7 @@ pub fn register(
             binding.credential_sid,
             binding.address,
             binding.binding_type.as_str(),
-            now,
+            binding.date_updated,
         ])
         .db()?;
     } else {
@@ -167,7 +162,13 @@ pub fn register(
         ])
         .db()?;
     }
-    refresh_notifiable(tx, &service, &touched, Cause::BindingAdded, origin)?;
+    refresh_notifiable(
+        tx,
+        &service,
+        &plan.touched_users,
+        Cause::BindingAdded,
+        origin,
+    )?;
     Ok(binding)
 }
 
@@ -207,8 +208,8 @@ pub fn delete(
     Ok(Some(binding))
 }
 
-/// Recomputes `is_notifiable` for these users (while reachability is enabled); each change is
-/// a reachability event with `cause`.
+/// Recomputes `is_notifiable` for these users as `plan_notifiable` decides (only while
+/// reachability is enabled); each change is a reachability event with `cause`.
 fn refresh_notifiable(
     tx: &mut Tx<'_>,
     service: &Service,
@@ -217,35 +218,34 @@ fn refresh_notifiable(
     origin: Origin,
 ) -> Result<()> {
     if !service.reachability_enabled {
+        // `plan_notifiable` would refuse every user: skip reading them.
         return Ok(());
     }
     for user_sid in user_sids {
-        let mut user = users::require(tx, &service.sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
-        let push_count: i64 = tx
-            .prepare_cached(
-                "SELECT count(*) FROM bindings WHERE user_sid = ?1 AND binding_type != 'twilsock'",
-            )
+        let user = users::require(tx, &service.sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
+        let types = binding_types_of(tx, user_sid)?;
+        let Some(change) =
+            plan_notifiable(service.reachability_enabled, &user, &types, cause, origin)
+        else {
+            continue;
+        };
+        tx.prepare_cached("UPDATE users SET is_notifiable = ?2 WHERE sid = ?1")
             .db()?
-            .query_row([user_sid], |r| r.get(0))
+            .execute(params![user_sid, change.user.reachability.is_notifiable])
             .db()?;
-        let notifiable = push_count > 0;
-        if user.reachability.is_notifiable != Some(notifiable) {
-            tx.prepare_cached("UPDATE users SET is_notifiable = ?2 WHERE sid = ?1")
-                .db()?
-                .execute(params![user_sid, notifiable])
-                .db()?;
-            user.reachability.is_notifiable = Some(notifiable);
-            let spec = EventSpec {
-                reasons: &[REASON_NOTIFIABLE],
-                cause: Some(cause),
-                ..EventSpec::new(EventType::ReachabilityUpdated, origin)
-            };
-            emit(tx, &mut user, spec)?;
-            tx.record_transition(StoredTransition {
-                cause: cause.as_str(),
-                offline_since: None,
-            });
-        }
+        emit_reachability_change(tx, change)?;
     }
     Ok(())
+}
+
+/// The types of a user's bindings (unknown stored types are skipped).
+fn binding_types_of(tx: &Tx<'_>, user_sid: &str) -> Result<Vec<BindingType>> {
+    let kinds = tx
+        .prepare_cached("SELECT binding_type FROM bindings WHERE user_sid = ?1")
+        .db()?
+        .query_map([user_sid], |r| r.get::<_, String>(0))
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    Ok(kinds.iter().filter_map(|k| BindingType::parse(k)).collect())
 }

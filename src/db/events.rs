@@ -1,53 +1,25 @@
 //! Writing events: each bumps the user's sequence and inserts one row in the same transaction
-//! as the change it describes, and registers the row for the post-commit hooks.
+//! as the change it describes, and registers the row for the post-commit hooks. What an event
+//! says is decided in `domain` ([`EventDraft`]); this module persists it.
 //!
 //! May depend on: rusqlite, serde_json, domain, db::writer.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::SqlResultExt;
 use super::outbox::{self, OutboxEvent};
-use super::writer::Tx;
+use super::writer::{StoredTransition, Tx};
 use crate::domain::Result;
-use crate::domain::event::{Event, EventType, Source};
+use crate::domain::event::{Event, EventDraft, EventType, Source, profile_json};
 use crate::domain::presence::Cause;
-use crate::domain::store::Origin;
+use crate::domain::reachability::ReachabilityChange;
 use crate::domain::time::now_ms;
 use crate::domain::user::User;
 
-/// What happened to a user (whose `reachability` already holds the new state).
-pub struct EventSpec<'a> {
-    pub kind: EventType,
-    pub reasons: &'a [&'a str],
-    pub cause: Option<Cause>,
-    pub origin: Origin,
-    pub session_count: Option<u32>,
-}
-
-impl<'a> EventSpec<'a> {
-    pub fn new(kind: EventType, origin: Origin) -> Self {
-        EventSpec {
-            kind,
-            reasons: &[],
-            cause: None,
-            origin,
-            session_count: None,
-        }
-    }
-}
-
-/// Source and webhook flag of a change's origin.
-fn source_of(origin: Origin) -> (Source, bool) {
-    match origin {
-        Origin::Rest { webhooks } => (Source::Api, webhooks),
-        Origin::Client => (Source::Sdk, false),
-    }
-}
-
-/// Bumps the user's sequence (stored and in `user`) and records the event; the user row must
-/// still exist (record a deletion before deleting).
-pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64> {
+/// Bumps the user's sequence (stored and in `user`, whose `reachability` already holds the new
+/// state) and records the event; the user row must still exist (record a deletion before
+/// deleting).
+pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: &EventDraft) -> Result<i64> {
     let sequence: i64 = tx
         .prepare_cached(
             "UPDATE users SET sequence = sequence + 1 WHERE sid = ?1 RETURNING sequence",
@@ -57,14 +29,7 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
         .db()?;
     user.reachability.sequence = sequence;
     let u = &*user;
-    let (source, rest_webhooks) = source_of(spec.origin);
-    let profile = json!({
-        "friendly_name": u.friendly_name,
-        "attributes": u.attributes,
-        "role_sid": u.role_sid,
-        "date_created": u.date_created,
-        "date_updated": u.date_updated,
-    });
+    let (source, rest_webhooks) = spec.origin.source();
     let id = tx
         .prepare_cached(
             "INSERT INTO events (service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, \
@@ -78,7 +43,7 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
                 u.sid,
                 u.identity,
                 spec.kind.as_str(),
-                serde_json::Value::from(spec.reasons.to_vec()).to_string(),
+                serde_json::Value::from(spec.reasons.clone()).to_string(),
                 spec.cause.map(Cause::as_str),
                 sequence,
                 u.reachability.is_online,
@@ -87,7 +52,7 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
                 u.reachability.last_seen,
                 source.as_str(),
                 rest_webhooks,
-                profile.to_string(),
+                profile_json(u),
                 now_ms(),
             ],
             |r| r.get(0),
@@ -104,6 +69,23 @@ pub fn emit(tx: &mut Tx<'_>, user: &mut User, spec: EventSpec<'_>) -> Result<i64
     };
     outbox::enqueue(tx, &outbox)?;
     Ok(id)
+}
+
+/// Records a reachability change the domain decided: its event (the caller has written the
+/// user's new state), and the stored transition for the post-commit hooks (metrics).
+pub fn emit_reachability_change(tx: &mut Tx<'_>, change: ReachabilityChange) -> Result<()> {
+    let ReachabilityChange {
+        mut user,
+        event,
+        cause,
+        offline_since,
+    } = change;
+    emit(tx, &mut user, &event)?;
+    tx.record_transition(StoredTransition {
+        cause: cause.as_str(),
+        offline_since,
+    });
+    Ok(())
 }
 
 pub(super) const COLUMNS: &str = "id, service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, is_notifiable, \

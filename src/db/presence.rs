@@ -6,15 +6,14 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqlResultExt;
-use super::events::{EventSpec, emit};
+use super::events::emit_reachability_change;
 use super::users;
-use super::writer::{StoredTransition, Tx};
+use super::writer::Tx;
 use crate::domain::Result;
-use crate::domain::event::{EventType, REASON_ONLINE};
 use crate::domain::presence::{
     Cause, PersistedSession, PresenceBatch, PresenceSnapshot, SessionEnd, Transition, Transport,
 };
-use crate::domain::store::Origin;
+use crate::domain::reachability::{TransitionPlan, plan_transition};
 use crate::domain::user::UserKey;
 
 /// Applies a batch: the session-table changes, then the transitions in order (an offline
@@ -65,12 +64,13 @@ pub fn commit(tx: &mut Tx<'_>, batch: &PresenceBatch) -> Result<()> {
     Ok(())
 }
 
-/// Stores a transition if it changes the user's stored state in a service with reachability
-/// enabled (otherwise it is a no-op: disabled services are silent, repeats are idempotent).
+/// Stores a transition as [`plan_transition`] decides: only if it changes the user's stored
+/// state in a service with reachability enabled (disabled services are silent, repeats are
+/// idempotent).
 ///
-/// A session opening is a client's contact: a user that does not exist yet is created first
-/// (with its `user.added` event), in the same transaction — so a burst of first contacts costs
-/// one batched write, not one write per user.
+/// A session opening is a client's first contact: a user that does not exist yet is created
+/// first (with its `user.added` event), in the same transaction — so a burst of first contacts
+/// costs one batched write, not one write per user.
 fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
     let enabled: Option<bool> = tx
         .prepare_cached("SELECT reachability_enabled FROM services WHERE sid = ?1")
@@ -78,46 +78,32 @@ fn apply_transition(tx: &mut Tx<'_>, t: &Transition) -> Result<()> {
         .query_row([&*t.service_sid], |r| r.get(0))
         .optional()
         .db()?;
-    let Some(enabled) = enabled else {
-        return Ok(());
-    };
     let key = UserKey::Identity(t.identity.to_string());
-    let found = users::get(tx, &t.service_sid, &key)?;
-    let mut user = match found {
-        Some(user) => user,
-        None if t.online && t.cause == Cause::SessionOpened => {
-            users::ensure(tx, &t.service_sid, &t.identity)?.0
+    let mut user = users::get(tx, &t.service_sid, &key)?;
+    let change = loop {
+        match plan_transition(enabled, user.as_ref(), t) {
+            TransitionPlan::Skip => return Ok(()),
+            TransitionPlan::Apply(change) => break *change,
+            TransitionPlan::CreateUser if user.is_none() => {
+                user = Some(users::ensure(tx, &t.service_sid, &t.identity)?.0);
+            }
+            // Unreachable (the plan asks for a user only when there is none); never loop.
+            TransitionPlan::CreateUser => return Ok(()),
         }
-        None => return Ok(()),
     };
-    if !enabled {
-        return Ok(());
-    }
-    if user.reachability.is_online == Some(t.online) {
-        return Ok(());
-    }
-    let online_since = if t.online { Some(t.at) } else { None };
+    let state = &change.user.reachability;
     tx.prepare_cached(
         "UPDATE users SET is_online = ?2, last_seen = ?3, online_since = ?4 WHERE sid = ?1",
     )
     .db()?
-    .execute(params![user.sid, t.online, t.last_seen, online_since])
+    .execute(params![
+        change.user.sid,
+        state.is_online,
+        state.last_seen,
+        state.online_since
+    ])
     .db()?;
-    user.reachability.is_online = Some(t.online);
-    user.reachability.last_seen = Some(t.last_seen);
-    user.reachability.online_since = online_since;
-    let spec = EventSpec {
-        reasons: &[REASON_ONLINE],
-        cause: Some(t.cause),
-        session_count: Some(t.session_count),
-        ..EventSpec::new(EventType::ReachabilityUpdated, Origin::Client)
-    };
-    emit(tx, &mut user, spec)?;
-    tx.record_transition(StoredTransition {
-        cause: t.cause.as_str(),
-        offline_since: (!t.online).then_some(t.last_seen),
-    });
-    Ok(())
+    emit_reachability_change(tx, change)
 }
 
 pub fn snapshot(conn: &Connection) -> Result<PresenceSnapshot> {

@@ -5,11 +5,11 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
-use super::events::{EventSpec, emit};
+use super::events::emit;
 use super::paging::fetch_page;
 use super::users;
 use super::writer::Tx;
-use crate::domain::event::{EventType, REASON_NOTIFIABLE};
+use crate::domain::event::{EventDraft, EventType, REASON_NOTIFIABLE};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::Cause;
 use crate::domain::service::{PresenceOverrides, ReachabilityToggle, Service, ServicePatch};
@@ -154,15 +154,15 @@ pub fn update(
                 .execute([&user_sid])
                 .db()?;
             user.reachability.is_notifiable = Some(true);
-            let spec = EventSpec {
-                reasons: &[REASON_NOTIFIABLE],
+            let spec = EventDraft {
+                reasons: vec![REASON_NOTIFIABLE],
                 cause: Some(Cause::ReachabilityEnabled),
-                ..EventSpec::new(
+                ..EventDraft::new(
                     EventType::ReachabilityUpdated,
                     Origin::Rest { webhooks: false },
                 )
             };
-            emit(tx, &mut user, spec)?;
+            emit(tx, &mut user, &spec)?;
         }
     }
     Ok((service, toggle))

@@ -6,13 +6,14 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
-use super::events::{EventSpec, emit};
+use super::events::emit;
 use super::paging::{fetch_page, text};
 use super::services;
 use super::writer::Tx;
-use crate::domain::event::EventType;
+use crate::domain::event::{EventDraft, EventType, profile_update_reasons};
 use crate::domain::ids;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::reachability::first_contact;
 use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, Reachability, User, UserKey, UserPatch};
@@ -139,7 +140,11 @@ pub fn insert(tx: &mut Tx<'_>, service_sid: &str, new: NewUser, origin: Origin) 
         user.date_updated,
     ])
     .db()?;
-    emit(tx, &mut user, EventSpec::new(EventType::UserAdded, origin))?;
+    emit(
+        tx,
+        &mut user,
+        &EventDraft::new(EventType::UserAdded, origin),
+    )?;
     Ok(user)
 }
 
@@ -148,11 +153,8 @@ pub fn ensure(tx: &mut Tx<'_>, service_sid: &str, identity: &str) -> Result<(Use
     if let Some(user) = get(tx, service_sid, &UserKey::Identity(identity.to_string()))? {
         return Ok((user, false));
     }
-    let new = NewUser {
-        identity: identity.to_string(),
-        ..Default::default()
-    };
-    Ok((insert(tx, service_sid, new, Origin::Client)?, true))
+    let (new, origin) = first_contact(identity);
+    Ok((insert(tx, service_sid, new, origin)?, true))
 }
 
 pub fn update(
@@ -172,21 +174,11 @@ pub fn update(
     .db()?
     .execute(params![user.sid, user.friendly_name, user.attributes, user.role_sid, user.date_updated])
     .db()?;
-    let mut reasons = Vec::new();
-    if before.friendly_name != user.friendly_name {
-        reasons.push("friendlyName");
-    }
-    if before.attributes != user.attributes {
-        reasons.push("attributes");
-    }
-    if before.role_sid != user.role_sid {
-        reasons.push("roleSid");
-    }
-    let spec = EventSpec {
-        reasons: &reasons,
-        ..EventSpec::new(EventType::UserUpdated, origin)
+    let spec = EventDraft {
+        reasons: profile_update_reasons(&before, &user),
+        ..EventDraft::new(EventType::UserUpdated, origin)
     };
-    emit(tx, &mut user, spec)?;
+    emit(tx, &mut user, &spec)?;
     Ok(user)
 }
 
@@ -203,7 +195,7 @@ pub fn delete(
     emit(
         tx,
         &mut user,
-        EventSpec::new(EventType::UserDeleted, origin),
+        &EventDraft::new(EventType::UserDeleted, origin),
     )?;
     tx.prepare_cached("DELETE FROM users WHERE sid = ?1")
         .db()?

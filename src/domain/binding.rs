@@ -9,6 +9,7 @@ use super::ids::{self, Prefix};
 use super::service::validate_sid;
 use super::store::Origin;
 use super::time::Millis;
+use super::user::User;
 
 /// Longest device address (push token) and endpoint accepted, in bytes.
 pub const MAX_ADDRESS: usize = 4096;
@@ -153,6 +154,51 @@ pub fn check_replace(existing: &Binding, user_sid: &str, origin: Origin) -> Resu
     Ok(())
 }
 
+/// How a registration is stored, as [`plan_registration`] decides it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationPlan {
+    /// The binding to write.
+    pub binding: Binding,
+    /// The endpoint was registered already: the binding replaces that row in place (keeping
+    /// its SID and creation date) instead of being inserted.
+    pub replaces: bool,
+    /// Users whose notifiable state must be recomputed: the registering user, and the former
+    /// holder of an endpoint that moved to them.
+    pub touched_users: Vec<String>,
+}
+
+/// Decides a registration by `user`, given the binding that already holds its endpoint in
+/// the service (if any): a new row, or a takeover of that row — refused for a client naming
+/// another identity's endpoint (see [`check_replace`]).
+pub fn plan_registration(
+    new: NewBinding,
+    user: &User,
+    existing: Option<&Binding>,
+    origin: Origin,
+    now: Millis,
+) -> Result<RegistrationPlan> {
+    let mut binding = new.into_binding(&user.service_sid, &user.sid, &user.identity, now);
+    let mut touched_users = vec![user.sid.clone()];
+    let Some(old) = existing else {
+        return Ok(RegistrationPlan {
+            binding,
+            replaces: false,
+            touched_users,
+        });
+    };
+    check_replace(old, &user.sid, origin)?;
+    binding.sid = old.sid.clone();
+    binding.date_created = old.date_created;
+    if old.user_sid != user.sid {
+        touched_users.push(old.user_sid.clone());
+    }
+    Ok(RegistrationPlan {
+        binding,
+        replaces: true,
+        touched_users,
+    })
+}
+
 /// List filters: values of one filter are OR-ed, different filters AND-ed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BindingFilter {
@@ -225,6 +271,86 @@ mod tests {
         assert!(check_replace(&existing, "USvictim", Origin::Client).is_ok());
         let rest = Origin::Rest { webhooks: false };
         assert!(check_replace(&existing, "USthief", rest).is_ok());
+    }
+
+    fn user(sid: &str, identity: &str) -> User {
+        let mut user = crate::domain::user::NewUser {
+            identity: identity.into(),
+            ..Default::default()
+        }
+        .into_user("IS1", "RL1", 0);
+        user.sid = sid.into();
+        user
+    }
+
+    #[test]
+    fn a_new_endpoint_is_inserted_and_touches_only_its_user() {
+        let alice = user("USalice", "alice");
+        let plan =
+            plan_registration(reg(Some("d1")), &alice, None, Origin::Client, 5).expect("a plan");
+        assert!(!plan.replaces);
+        assert_eq!(plan.touched_users, ["USalice"]);
+        let b = &plan.binding;
+        assert_eq!(
+            (
+                b.user_sid.as_str(),
+                b.identity.as_str(),
+                b.endpoint.as_str()
+            ),
+            ("USalice", "alice", "d1")
+        );
+        assert_eq!((b.service_sid.as_str(), b.date_created), ("IS1", 5));
+    }
+
+    #[test]
+    fn re_registering_an_endpoint_replaces_it_in_place() {
+        let alice = user("USalice", "alice");
+        let old = reg(Some("d1")).into_binding("IS1", "USalice", "alice", 1);
+        let mut again = reg(Some("d1"));
+        again.address = "new-token".into();
+        let plan =
+            plan_registration(again, &alice, Some(&old), Origin::Client, 9).expect("own endpoint");
+        assert!(plan.replaces);
+        assert_eq!(plan.binding.sid, old.sid, "the SID is kept");
+        assert_eq!(
+            (plan.binding.date_created, plan.binding.date_updated),
+            (1, 9)
+        );
+        assert_eq!(plan.binding.address, "new-token");
+        assert_eq!(plan.touched_users, ["USalice"]);
+    }
+
+    #[test]
+    fn a_rest_takeover_moves_the_endpoint_and_touches_both_users() {
+        let bob = user("USbob", "bob");
+        let old = reg(Some("shared")).into_binding("IS1", "USalice", "alice", 1);
+        let rest = Origin::Rest { webhooks: false };
+        let plan = plan_registration(reg(Some("shared")), &bob, Some(&old), rest, 9)
+            .expect("the account may move endpoints");
+        assert!(plan.replaces);
+        assert_eq!(
+            (
+                plan.binding.user_sid.as_str(),
+                plan.binding.identity.as_str()
+            ),
+            ("USbob", "bob")
+        );
+        assert_eq!(plan.touched_users, ["USbob", "USalice"]);
+    }
+
+    #[test]
+    fn a_client_takeover_of_another_identity_is_refused() {
+        let mallory = user("USmallory", "mallory");
+        let old = reg(Some("bob-phone")).into_binding("IS1", "USbob", "bob", 1);
+        let err = plan_registration(
+            reg(Some("bob-phone")),
+            &mallory,
+            Some(&old),
+            Origin::Client,
+            9,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
     }
 
     #[test]

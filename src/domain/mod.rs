@@ -15,6 +15,7 @@ pub mod event;
 pub mod ids;
 pub mod page;
 pub mod presence;
+pub mod reachability;
 pub mod secret;
 pub mod service;
 pub mod store;

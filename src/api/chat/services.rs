@@ -1,6 +1,7 @@
 //! Chat v1 and v2 Services (`V` is the API version).
 //!
-//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain.
+//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain,
+//! usecases (through `Ctx`).
 
 use actix_web::web;
 use serde_json::{Value, json};
@@ -94,16 +95,13 @@ pub async fn update_service<const V: u8>(
 ) -> ApiResult {
     let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
-        .store()
+        .reachability()
         .update_service(&sid, chat_patch(&params, chat_version::<V>())?)
         .await?;
-    ctx.state.presence.configure(&service).wait().await;
     Ok(ok(service_json::<V>(&ctx, &service)))
 }
 
 pub async fn delete_service<const V: u8>(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
     let sid = path_sid(&sid, Prefix::Service)?;
-    let found = ctx.store().delete_service(&sid).await?;
-    ctx.state.presence.forget_service(&sid);
-    deleted(found)
+    deleted(ctx.reachability().delete_service(&sid).await?)
 }

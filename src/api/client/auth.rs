@@ -6,7 +6,7 @@
 //! `?token=` is read only by the WebSocket upgrade (browsers cannot set headers there): in
 //! any other URL a token would end up in proxy logs, browser history and `Referer` headers.
 //!
-//! May depend on: actix-web, tokens, domain, api::{errors, state}.
+//! May depend on: actix-web, tokens, domain, usecases, api::{errors, state}.
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::api::state::{AppState, app_state};
 use crate::domain::service::Service;
 use crate::domain::store::Store;
 use crate::tokens::{self, ClientGrant, KeySecrets, TokenError};
+use crate::usecases::Reachability;
 
 pub struct ClientCtx {
     pub state: web::Data<AppState>,
@@ -31,6 +32,10 @@ pub struct ClientCtx {
 impl ClientCtx {
     pub fn store(&self) -> &dyn Store {
         self.state.store.as_ref()
+    }
+    /// The use cases (any write that also touches presence or the hub).
+    pub fn reachability(&self) -> &Reachability {
+        &self.state.reachability
     }
     pub fn identity(&self) -> &str {
         &self.grant.identity

@@ -1,6 +1,7 @@
 //! Client push registration: register (defaults from the token's chat grant) and unregister.
 //!
-//! May depend on: actix-web, domain, api::{client::auth, common, errors, native::views, params}.
+//! May depend on: actix-web, domain, usecases, api::{client::auth, common, errors, native::views,
+//! params}.
 
 use actix_web::web;
 
@@ -12,7 +13,6 @@ use crate::api::native::views::binding_json;
 use crate::api::params::Params;
 use crate::domain::binding::BindingFilter;
 use crate::domain::store::Origin;
-use crate::domain::user::UserKey;
 
 /// `POST /client/v1/bindings`: `binding_type`, `address`, optional `credential_sid` (default:
 /// the grant's `push_credential_sid`) and `endpoint` (default: the grant's `endpoint_id`).
@@ -23,13 +23,9 @@ pub async fn register_push(ctx: ClientCtx, params: Params) -> ApiResult {
         ctx.grant.push_credential_sid.as_deref(),
         ctx.grant.endpoint_id.as_deref(),
     )?;
-    ctx.store()
-        .ensure_user(&ctx.service.sid, ctx.identity())
-        .await?;
-    let key = UserKey::Identity(ctx.identity().to_string());
     let binding = ctx
-        .store()
-        .register_binding(&ctx.service.sid, key, binding, Origin::Client)
+        .reachability()
+        .register_client_push(&ctx.service.sid, ctx.identity(), binding)
         .await?;
     Ok(created(binding_json(&binding)))
 }

@@ -1,8 +1,7 @@
 //! Client sessions over HTTP: open (creating the user on first contact), ping, close.
 //!
-//! May depend on: actix-web, serde_json, presence, domain, api::{client::auth, errors, params}.
-
-use std::time::Duration;
+//! May depend on: actix-web, serde_json, presence, domain, usecases, api::{client::auth, errors,
+//! params}.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -11,11 +10,8 @@ use serde_json::json;
 use super::ClientCtx;
 use crate::api::errors::{ApiError, ApiResult};
 use crate::api::params::Params;
-use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
-use crate::presence::HeldSession;
-
-/// How long an open or a close waits for its change to be committed.
-const COMMIT_WAIT: Duration = Duration::from_secs(10);
+use crate::domain::Error;
+use crate::domain::presence::{ServicePresence, format_session_id, parse_session_id};
 
 fn session_not_found() -> ApiError {
     ApiError::new(
@@ -41,21 +37,12 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
         return Err(ApiError::bad_param("endpoint", "must be at most 256 bytes"));
     }
     // The user is created with the session's online transition (one batched write).
-    let presence = &ctx.state.presence;
-    let (HeldSession { id, .. }, committed) = presence.open(
-        &ctx.service,
-        ctx.identity(),
-        Transport::Http,
-        endpoint.as_deref(),
-        resume,
-    )?;
-    if !matches!(
-        tokio::time::timeout(COMMIT_WAIT, committed.wait()).await,
-        Ok(true)
-    ) {
-        return Err(ApiError::unavailable());
-    }
-    let settings = ServicePresence::of(&ctx.service, presence.defaults());
+    let id = ctx
+        .reachability()
+        .open_session(&ctx.service, ctx.identity(), endpoint.as_deref(), resume)
+        .await?
+        .id;
+    let settings = ServicePresence::of(&ctx.service, ctx.state.presence.defaults());
     Ok(HttpResponse::Created().json(json!({
         "session_id": format_session_id(id),
         "identity": ctx.identity(),
@@ -82,16 +69,13 @@ pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
 pub async fn close_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     ctx.charge_write()?;
     let id = session_id(&id)?;
-    let committed = ctx
-        .state
-        .presence
-        .close(&ctx.service.sid, ctx.identity(), id)
-        .map_err(|_| session_not_found())?;
-    if !matches!(
-        tokio::time::timeout(COMMIT_WAIT, committed.wait()).await,
-        Ok(true)
-    ) {
-        return Err(ApiError::unavailable());
+    match ctx
+        .reachability()
+        .close_session(&ctx.service.sid, ctx.identity(), id)
+        .await
+    {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(Error::NotFound) => Err(session_not_found()),
+        Err(e) => Err(e.into()),
     }
-    Ok(HttpResponse::NoContent().finish())
 }

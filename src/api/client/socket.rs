@@ -9,7 +9,7 @@
 //! that signed the token) closes it with 4003 within about a second (`client::revocation`).
 //!
 //! May depend on: actix-web, actix-ws, tokio, serde_json, presence, realtime, tokens, domain,
-//! api::{client::auth, common, errors, native::views}.
+//! usecases, api::{client::auth, common, errors, native::views}.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +26,13 @@ use crate::api::errors::ApiError;
 use crate::api::native::views::{binding_json, descriptor_json};
 use crate::api::params::Params;
 use crate::api::state::AppState;
-use crate::domain::presence::{ServicePresence, Transport, format_session_id, parse_session_id};
+use crate::domain::presence::{ServicePresence, format_session_id, parse_session_id};
 use crate::domain::service::Service;
-use crate::domain::store::Origin;
 use crate::domain::user::UserKey;
 use crate::presence::HeldSession;
 use crate::realtime::hub::SubscribeRefused;
 use crate::tokens::ClientGrant;
+use crate::usecases::SocketConnection;
 
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -142,15 +142,18 @@ impl Socket {
 
     /// Opens (or resumes) the session, registers with the hub and sends `ready`.
     async fn start(&mut self, resume: Option<u64>) -> Started {
-        let presence = &self.state.presence;
-        let opened = presence.open(
-            &self.service,
-            &self.grant.identity,
-            Transport::WebSocket,
-            self.grant.endpoint_id.as_deref(),
-            resume,
-        );
-        let (held, committed) = match opened {
+        let connected = self
+            .state
+            .reachability
+            .connect_socket(
+                &self.service,
+                &self.grant.identity,
+                self.grant.endpoint_id.as_deref(),
+                resume,
+                QUEUE,
+            )
+            .await;
+        let SocketConnection { held, registration } = match connected {
             Ok(opened) => opened,
             Err(e) => {
                 // Another session took the last place after the check before the upgrade.
@@ -162,14 +165,10 @@ impl Socket {
                 return Started::Refused;
             }
         };
-        committed.wait().await;
         self.held = held;
         self.key = Some(self.state.key_watch.watch(&self.grant.key_sid));
-        let hub = &self.state.hub;
-        hub.note_service(&self.service.sid, self.service.reachability_enabled);
-        let registration = hub.register(&self.service.sid, &self.grant.identity, QUEUE);
         self.conn = registration.id;
-        let settings = ServicePresence::of(&self.service, presence.defaults());
+        let settings = ServicePresence::of(&self.service, self.state.presence.defaults());
         let ready = json!({
             "type": "ready",
             "session_id": format_session_id(held.id),
@@ -189,24 +188,26 @@ impl Socket {
 
     /// Leaves the hub, ends the session unless the server is stopping, and closes the socket.
     async fn finish(&mut self, end: End) {
-        self.state.hub.unregister(self.conn);
         if let Some(key) = self.key.take() {
             self.state.key_watch.unwatch(&key);
         }
+        // A restarting server keeps the session for the client to resume; otherwise it ends —
+        // released, not closed: if the client already reconnected and resumed this session,
+        // the session is the new connection's and stays live.
+        let keep_session = matches!(end, End::ServerShutdown);
+        self.state.reachability.disconnect_socket(
+            self.conn,
+            &self.service.sid,
+            &self.grant.identity,
+            self.held,
+            keep_session,
+        );
         let end = match end {
             End::ServerShutdown => End::Close(
                 CloseCode::Away,
                 "server restarting; reconnect with resume".into(),
             ),
-            other => {
-                // Not `close`: if the client already reconnected and resumed this session,
-                // the session is the new connection's and stays live.
-                let _ =
-                    self.state
-                        .presence
-                        .release(&self.service.sid, &self.grant.identity, self.held);
-                other
-            }
+            other => other,
         };
         if let End::Close(code, reason) = end {
             let _ = self
@@ -439,11 +440,10 @@ impl Socket {
             Ok(b) => b,
             Err(e) => return self.error(id, e.code, &e.message).await,
         };
-        let key = UserKey::Identity(grant.identity.clone());
         match self
             .state
-            .store
-            .register_binding(&self.service.sid, key, binding, Origin::Client)
+            .reachability
+            .register_client_push(&self.service.sid, &grant.identity, binding)
             .await
         {
             Ok(b) => {

@@ -1,6 +1,6 @@
 //! User parameters and lookups shared by every dialect.
 //!
-//! May depend on: domain::user, api::{ctx, errors, params}.
+//! May depend on: domain::user, usecases (through `Ctx`), api::{ctx, errors, params}.
 
 use crate::api::ctx::Ctx;
 use crate::api::errors::{ApiError, ApiResult};
@@ -41,12 +41,9 @@ pub fn find_user(ctx: &Ctx, service: &Service, segment: &str) -> ApiResult<User>
 /// Deletes the user a path segment names (204, or 404) and ends their live sessions.
 pub async fn remove_user(ctx: &Ctx, service: &Service, segment: &str) -> ApiResult {
     let removed = ctx
-        .store()
+        .reachability()
         .delete_user(&service.sid, UserKey::parse(segment), ctx.origin())
         .await?;
-    if let Some(user) = &removed {
-        ctx.state.presence.forget_user(&service.sid, &user.identity);
-    }
     super::deleted(removed.is_some())
 }
 

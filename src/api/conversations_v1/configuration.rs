@@ -1,7 +1,8 @@
 //! Conversations Configuration singletons: the service's (roles, reachability) and the
 //! account's (default service, messaging service, timers).
 //!
-//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params}, domain.
+//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params}, domain, usecases
+//! (through `Ctx`).
 
 use actix_web::web;
 use serde_json::{Value, json};
@@ -61,10 +62,9 @@ pub async fn update_service_configuration(
 ) -> ApiResult {
     let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
-        .store()
+        .reachability()
         .update_service(&sid, conversations_config_patch(&params)?)
         .await?;
-    ctx.state.presence.configure(&service).wait().await;
     Ok(ok(service_configuration_json(&ctx, &service)))
 }
 

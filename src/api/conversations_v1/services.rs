@@ -1,7 +1,8 @@
 //! Conversations Services: create, list, fetch, delete (there is no update; settings live in
 //! the Configuration singletons).
 //!
-//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain.
+//! May depend on: actix-web, serde_json, api::{common, ctx, errors, params, paging}, domain,
+//! usecases (through `Ctx`).
 
 use actix_web::web;
 use serde_json::{Value, json};
@@ -61,7 +62,5 @@ pub async fn fetch_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
 
 pub async fn delete_service(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
     let sid = path_sid(&sid, Prefix::Service)?;
-    let found = ctx.store().delete_service(&sid).await?;
-    ctx.state.presence.forget_service(&sid);
-    deleted(found)
+    deleted(ctx.reachability().delete_service(&sid).await?)
 }

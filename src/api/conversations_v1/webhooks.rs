@@ -51,7 +51,7 @@ pub async fn update_service_webhooks(
 ) -> ApiResult {
     let sid = ctx.service(&sid)?.sid.clone();
     let service = ctx
-        .store()
+        .reachability()
         .update_service(&sid, conversations_webhook_patch(&params)?)
         .await?;
     Ok(ok(service_webhooks_json(&ctx, &service)))

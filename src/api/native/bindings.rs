@@ -2,7 +2,7 @@
 //! (JSON or form: `binding_type`, `address`, `credential_sid`, `endpoint`); re-registering an
 //! endpoint replaces it.
 //!
-//! May depend on: actix-web, api::{common, ctx, errors, params}, domain.
+//! May depend on: actix-web, api::{common, ctx, errors, params}, domain, usecases.
 
 use actix_web::web;
 
@@ -22,7 +22,7 @@ pub async fn register_binding(
     let service = ctx.service(&path.0)?;
     let binding = new_binding(&params, None, None)?;
     let binding = ctx
-        .store()
+        .reachability()
         .register_binding(&service.sid, UserKey::parse(&path.1), binding, ctx.origin())
         .await?;
     Ok(created(binding_json(&binding)))

@@ -2,7 +2,7 @@
 //! `ping_interval_ms`, `session_ttl_ms`, `offline_grace_ms` (JSON `null` or an empty form value
 //! resets one to the server default).
 //!
-//! May depend on: actix-web, domain, presence, api::{common, ctx, errors, params}.
+//! May depend on: actix-web, domain, presence, usecases, api::{common, ctx, errors, params}.
 
 use actix_web::web;
 
@@ -60,9 +60,8 @@ pub async fn update_settings(ctx: Ctx, sid: web::Path<String>, params: Params) -
         ));
     }
     let updated = ctx
-        .store()
+        .reachability()
         .set_presence_settings(&service.sid, overrides)
         .await?;
-    ctx.state.presence.configure(&updated).wait().await;
     Ok(ok(settings_json(&updated, &effective)))
 }
