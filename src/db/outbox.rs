@@ -17,8 +17,8 @@
 
 mod fanout;
 
+use fanout::insert;
 pub use fanout::{OutboxEvent, enqueue};
-use fanout::{Target, insert};
 
 use std::collections::HashSet;
 
@@ -30,21 +30,18 @@ use super::events;
 use super::paging::text;
 use super::writer::Tx;
 use crate::domain::event::{EventType, Source};
+use crate::domain::fanout::NewDelivery;
 use crate::domain::ids;
-use crate::domain::service::{ChatSettings, WebhookDialect};
+use crate::domain::service::ChatSettings;
 use crate::domain::store::ServiceStats;
 use crate::domain::time::{Millis, now_ms};
 use crate::domain::webhook::{
-    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, Next,
-    twilio_event_name,
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, endpoint_target,
 };
 use crate::domain::{Error, Result};
 
 const COLUMNS: &str = "id, event_id, service_sid, user_sid, target, format, url, method, max_attempts, attempts, \
      status, next_attempt_at, idempotency_token, last_status, last_error, created_at, updated_at";
-
-/// Conversations targets retry once (docs/twilio-compatibility.md §8.5).
-const CONVERSATIONS_ATTEMPTS: i64 = 2;
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     delivery_at(row, 0)
@@ -144,12 +141,12 @@ fn due_sql() -> &'static str {
     })
 }
 
-/// Logs attempts and moves their deliveries on; a 410 disables the endpoint and fails what
-/// was still pending for it.
+/// Logs attempts and persists each outcome as its settlement says; a gone endpoint is
+/// disabled and what was still pending for it fails.
 pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
     let now = now_ms();
     for o in outcomes {
-        let a = &o.attempt;
+        let (a, s) = (&o.attempt, &o.settlement);
         tx.prepare_cached(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -157,40 +154,33 @@ pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
         .db()?
         .execute(params![o.delivery_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.response_body, a.error])
         .db()?;
-        let (status, next_at) = match o.next {
-            Next::Delivered => ("delivered", now),
-            Next::RetryAt(at) => ("pending", at),
-            Next::Failed | Next::DisableEndpoint => ("failed", now),
-        };
+        let status = s.status.as_str();
         tx.prepare_cached(
             "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, \
              last_status = ?5, last_error = ?6, updated_at = ?7, head = (?3 = 'pending') WHERE id = ?1",
         )
         .db()?
-        .execute(params![o.delivery_id, a.attempt, status, next_at, a.status_code, a.error, now])
+        .execute(params![o.delivery_id, a.attempt, status, s.next_attempt_at, a.status_code, a.error, now])
         .db()?;
-        if status != "pending" {
+        if s.status != DeliveryStatus::Pending {
             promote_next(tx, o.delivery_id)?;
         }
-        if o.next == Next::DisableEndpoint {
-            let target: String = tx
-                .prepare_cached("SELECT target FROM deliveries WHERE id = ?1")
+        if let Some(gone) = &s.disable_endpoint {
+            tx.prepare_cached("UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")
                 .db()?
-                .query_row([o.delivery_id], |r| r.get(0))
+                .execute(params![gone.endpoint_id, gone.reason, now])
                 .db()?;
-            if let Some(endpoint) = target.strip_prefix("endpoint:") {
-                tx.prepare_cached("UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")
-                    .db()?
-                    .execute(params![endpoint, "the endpoint answered 410 Gone", now])
-                    .db()?;
-                tx.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', head = 0, last_error = 'endpoint disabled (410 Gone)', \
-                     updated_at = ?2 WHERE target = ?1 AND status = 'pending'",
-                )
-                .db()?
-                .execute(params![target, now])
-                .db()?;
-            }
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = 'failed', head = 0, last_error = ?2, \
+                 updated_at = ?3 WHERE target = ?1 AND status = 'pending'",
+            )
+            .db()?
+            .execute(params![
+                endpoint_target(&gone.endpoint_id),
+                gone.pending_error,
+                now
+            ])
+            .db()?;
         }
     }
     tx.record_deliveries();
@@ -297,8 +287,8 @@ pub fn resend(tx: &mut Tx<'_>, id: i64) -> Result<Delivery> {
         tx.record_deliveries();
         return get(tx, id)?.ok_or(Error::NotFound);
     }
-    let target = Target {
-        key: old.target.clone(),
+    let target = NewDelivery {
+        target: old.target.clone(),
         format: old.format,
         url: old.url.clone(),
         method: old.method.clone(),

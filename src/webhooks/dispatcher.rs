@@ -29,7 +29,9 @@ use super::send::Sender;
 use crate::domain::secret::Secret;
 use crate::domain::store::OutboxStore;
 use crate::domain::time::now_ms;
-use crate::domain::webhook::{Attempt, AttemptOutcome, ClaimedDelivery, Format, Next, RetryPolicy};
+use crate::domain::webhook::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Format, Next, RetryPolicy, settle,
+};
 
 /// How often finished deliveries and old events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -186,6 +188,7 @@ impl Dispatcher {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         record_attempt_metrics(next, d.created_at);
+        let settlement = settle(&d.target, next, now_ms());
         let attempt = Attempt {
             attempt: number,
             started_at,
@@ -197,7 +200,7 @@ impl Dispatcher {
         AttemptOutcome {
             delivery_id: d.id,
             attempt,
-            next,
+            settlement,
         }
     }
 
