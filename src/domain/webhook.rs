@@ -1,8 +1,8 @@
-//! Webhooks: native endpoints, deliveries (the outbox) and their attempts, and the pure rules
-//! of what an attempt leads to: the retry rules of each target format
-//! (docs/twilio-compatibility.md §8.5 for Twilio targets) and the stored state an outcome
-//! settles into ([`settle`]: delivered, retry at a time, failed, or the endpoint disabled by a
-//! 410). Which targets an event goes to is in [`super::fanout`].
+//! Webhooks: native endpoints, deliveries (the outbox) and their attempts, the leases under
+//! which dispatchers attempt them, and the pure rules of what an attempt leads to: the retry
+//! rules of each target format (docs/twilio-compatibility.md §8.5 for Twilio targets) and the
+//! stored state an outcome settles into ([`settle`]: delivered, retry at a time, failed, or the
+//! endpoint disabled by a 410). Which targets an event goes to is in [`super::fanout`].
 //!
 //! May depend on: serde_json, domain::{errors, ids, service, time, event}.
 
@@ -213,8 +213,16 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A delivery taken for an attempt (held in the dispatcher's in-flight set, nothing stored),
-/// with what sending it needs.
+/// A dispatcher's claim on deliveries, held in storage: `owner` (one id per dispatcher start)
+/// may attempt them until `until`; after that another dispatcher may take them over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: Millis,
+}
+
+/// A delivery claimed for an attempt (leased to the claiming dispatcher in storage), with
+/// what sending it needs.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery: Delivery,
@@ -223,7 +231,7 @@ pub struct ClaimedDelivery {
     pub secret: Option<String>,
 }
 
-/// The result of one attempt, to be recorded.
+/// The result of one attempt, to be recorded (by the owner of the delivery's lease only).
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub delivery_id: i64,

@@ -98,7 +98,7 @@ pub fn enqueue(tx: &mut Tx<'_>, e: &OutboxEvent<'_>) -> Result<usize> {
     Ok(deliveries.len())
 }
 
-/// Inserts a pending delivery, the head of its (target, user) queue when the queue
+/// Inserts a pending, unleased delivery, the head of its (target, user) queue when the queue
 /// has no other pending delivery.
 pub(super) fn insert(
     conn: &Connection,
