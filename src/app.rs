@@ -210,6 +210,7 @@ pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> Disp
         account_sid: account.sid.clone(),
         auth_token: account.auth_token.clone(),
         retention: Duration::from_secs(w.retention_days * 86_400),
+        lease: crate::webhooks::lease_for(Duration::from_millis(w.native_timeout_ms)),
     }
 }
 

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/0002_presence_events.sql")),
     (3, include_str!("../../migrations/0003_webhooks.sql")),
     (4, include_str!("../../migrations/0004_session_ends.sql")),
+    (5, include_str!("../../migrations/0005_delivery_leases.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -1,5 +1,5 @@
-//! The transactional outbox: deliveries written in the same transaction as their event, taken
-//! by the dispatcher one queue head at a time, and their attempt log.
+//! The transactional outbox: deliveries written in the same transaction as their event,
+//! claimed by dispatchers under leases one queue head at a time, and their attempt log.
 //!
 //! Invariants:
 //! - An event and its deliveries commit together (`enqueue` runs inside `events::emit`).
@@ -8,19 +8,27 @@
 //!   delivered or has failed for good. That oldest one carries `head = 1`: set on insert when
 //!   the queue has no pending delivery, and handed to the next one when it finishes — so
 //!   finding due work is an index lookup, not a scan of every queue.
-//! - Nothing is written when an attempt starts: the dispatcher keeps its in-flight set in memory
-//!   and passes it to [`due`]. If reachd dies mid-attempt the delivery is still pending and due,
-//!   and is attempted again after the restart (at least once; the idempotency token stays the
-//!   same).
+//! - A claim is a lease held in the row (`lease_owner`, `lease_until`, both set or both NULL;
+//!   only pending heads carry one). [`claim`] runs in one write transaction: it picks due heads
+//!   whose lease is absent or expired and leases them to the claiming dispatcher. Because the
+//!   pick and the lease happen in one transaction (SQLite serialises write transactions, also
+//!   across processes), two dispatchers never hold a live lease on the same delivery, so they
+//!   never attempt it concurrently — unless an attempt outlives its lease.
+//! - [`record`] changes a delivery only while the recording dispatcher still owns its lease
+//!   (`WHERE id = ? AND lease_owner = ?`), and clears the lease. A dispatcher whose lease was
+//!   taken over records nothing: the new owner's outcome stands.
+//! - If a dispatcher dies mid-attempt, its deliveries stay pending and leased until the lease
+//!   expires; then any dispatcher claims them again (at least once; the idempotency token stays
+//!   the same). A graceful stop [`release`]s the leases at once.
+//! - A leased head is due again when its lease expires: its `next_attempt_at` was at most the
+//!   claim time, so [`next_due`] counts leased heads at `lease_until`.
 //!
 //! May depend on: rusqlite, serde_json, domain, db::{events, writer}.
 
 mod fanout;
 
+use fanout::insert;
 pub use fanout::{OutboxEvent, enqueue};
-use fanout::{Target, insert};
-
-use std::collections::HashSet;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -30,21 +38,19 @@ use super::events;
 use super::paging::text;
 use super::writer::Tx;
 use crate::domain::event::{EventType, Source};
+use crate::domain::fanout::NewDelivery;
 use crate::domain::ids;
-use crate::domain::service::{ChatSettings, WebhookDialect};
+use crate::domain::service::ChatSettings;
 use crate::domain::store::ServiceStats;
 use crate::domain::time::{Millis, now_ms};
 use crate::domain::webhook::{
-    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, Next,
-    twilio_event_name,
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, Lease,
+    endpoint_target,
 };
 use crate::domain::{Error, Result};
 
 const COLUMNS: &str = "id, event_id, service_sid, user_sid, target, format, url, method, max_attempts, attempts, \
      status, next_attempt_at, idempotency_token, last_status, last_error, created_at, updated_at";
-
-/// Conversations targets retry once (docs/twilio-compatibility.md §8.5).
-const CONVERSATIONS_ATTEMPTS: i64 = 2;
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     delivery_at(row, 0)
@@ -74,35 +80,43 @@ fn delivery_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// Up to `limit` due queue heads, oldest due first, leaving out `in_flight` (deliveries whose
-/// attempt is running or not yet recorded).
-pub fn due(
-    conn: &Connection,
+/// Claims up to `limit` due queue heads whose lease is absent or expired, oldest due first,
+/// leasing them to `lease.owner` until `lease.until`; returns them with their events. One
+/// write job: the pick and the lease commit together.
+pub fn claim(
+    tx: &mut Tx<'_>,
     now: Millis,
     limit: usize,
-    in_flight: &HashSet<i64>,
+    lease: &Lease,
 ) -> Result<Vec<ClaimedDelivery>> {
-    // The ids first, from the due index alone: the dispatcher claims again whenever a slot
-    // frees, and each time the heads still in flight come back first — skipping them before
-    // anything is joined or decoded keeps a claim's cost independent of the concurrency.
-    let ids: Vec<i64> = conn
+    // The ids first, from the due index alone (`deliveries_due`: head, status, lease_until,
+    // next_attempt_at): unleased due heads, and heads whose lease has expired. Leased heads
+    // (attempts running here or elsewhere) are skipped inside the index, before anything is
+    // joined or decoded, so a claim's cost does not grow with the attempts in flight.
+    let ids: Vec<i64> = tx
         .prepare_cached(
-            "SELECT id FROM deliveries WHERE head = 1 AND status = 'pending' \
-             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+            "SELECT id, next_attempt_at FROM deliveries \
+             WHERE head = 1 AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= ?1 \
+             UNION ALL \
+             SELECT id, next_attempt_at FROM deliveries \
+             WHERE head = 1 AND status = 'pending' AND lease_until <= ?1 AND next_attempt_at <= ?1 \
+             ORDER BY 2, 1 LIMIT ?2",
         )
         .db()?
-        .query_map(params![now, (limit + in_flight.len()) as i64], |r| r.get(0))
+        .query_map(params![now, limit as i64], |r| r.get(0))
         .db()?
-        .filter(|id| id.as_ref().map_or(true, |id| !in_flight.contains(id)))
-        .take(limit)
         .collect::<rusqlite::Result<_>>()
         .db()?;
-    // Then each head with its event and, for a native endpoint (`endpoint:<id>`), the
-    // endpoint's secret — if it is still a pending head (a resend or a 410 may have moved it).
-    let mut stmt = conn.prepare_cached(due_sql()).db()?;
+    // Then lease each and read it with its event and, for a native endpoint
+    // (`endpoint:<id>`), the endpoint's secret. Only claimed rows are joined.
+    let mut take = tx
+        .prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
+        .db()?;
+    let mut read = tx.prepare_cached(claimed_sql()).db()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let claimed = stmt
+        take.execute(params![id, lease.owner, lease.until]).db()?;
+        let claimed = read
             .query_row([id], |row| {
                 Ok(ClaimedDelivery {
                     delivery: delivery_at(row, 0)?,
@@ -118,11 +132,23 @@ pub fn due(
     Ok(out)
 }
 
-/// Columns of a delivery row and of an event row, as [`due_sql`] selects them.
+/// Releases every lease `owner` holds: its deliveries are due again at once (their
+/// `next_attempt_at` was at most their claim time). Returns how many.
+pub fn release(conn: &Connection, owner: &str) -> Result<usize> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
+         WHERE head = 1 AND status = 'pending' AND lease_until IS NOT NULL AND lease_owner = ?1",
+    )
+    .db()?
+    .execute([owner])
+    .db()
+}
+
+/// Columns of a delivery row and of an event row, as [`claimed_sql`] selects them.
 const DELIVERY_COLUMNS: usize = 17;
 const EVENT_COLUMNS: usize = 16;
 
-fn due_sql() -> &'static str {
+fn claimed_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         let prefixed = |alias: &str, columns: &str| {
@@ -137,19 +163,47 @@ fn due_sql() -> &'static str {
              JOIN events e ON e.id = d.event_id \
              LEFT JOIN webhook_endpoints w \
              ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
-             WHERE d.id = ?1 AND d.head = 1 AND d.status = 'pending'",
+             WHERE d.id = ?1",
             prefixed("d", COLUMNS),
             prefixed("e", events::COLUMNS),
         )
     })
 }
 
-/// Logs attempts and moves their deliveries on; a 410 disables the endpoint and fails what
-/// was still pending for it.
-pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
+/// Persists the outcomes of attempts made under `owner`'s leases, each as its settlement
+/// says: the attempt is logged, the delivery moves on and its lease is cleared; a finished head
+/// hands `head` to the next delivery of its queue; a gone endpoint is disabled and its other
+/// pending deliveries fail. An outcome whose delivery `owner` no longer leases (the lease
+/// expired and another dispatcher took it over, or an endpoint's 410 failed it) changes
+/// nothing; their ids are returned.
+pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
     let now = now_ms();
+    let mut lost = Vec::new();
     for o in outcomes {
-        let a = &o.attempt;
+        let (a, s) = (&o.attempt, &o.settlement);
+        let status = s.status.as_str();
+        let updated = tx
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = ?3, status = ?4, next_attempt_at = ?5, \
+                 last_status = ?6, last_error = ?7, updated_at = ?8, head = (?4 = 'pending'), \
+                 lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+            )
+            .db()?
+            .execute(params![
+                o.delivery_id,
+                owner,
+                a.attempt,
+                status,
+                s.next_attempt_at,
+                a.status_code,
+                a.error,
+                now
+            ])
+            .db()?;
+        if updated == 0 {
+            lost.push(o.delivery_id);
+            continue;
+        }
         tx.prepare_cached(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -157,44 +211,27 @@ pub fn record(tx: &mut Tx<'_>, outcomes: &[AttemptOutcome]) -> Result<()> {
         .db()?
         .execute(params![o.delivery_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.response_body, a.error])
         .db()?;
-        let (status, next_at) = match o.next {
-            Next::Delivered => ("delivered", now),
-            Next::RetryAt(at) => ("pending", at),
-            Next::Failed | Next::DisableEndpoint => ("failed", now),
-        };
-        tx.prepare_cached(
-            "UPDATE deliveries SET attempts = ?2, status = ?3, next_attempt_at = ?4, \
-             last_status = ?5, last_error = ?6, updated_at = ?7, head = (?3 = 'pending') WHERE id = ?1",
-        )
-        .db()?
-        .execute(params![o.delivery_id, a.attempt, status, next_at, a.status_code, a.error, now])
-        .db()?;
-        if status != "pending" {
+        if s.status != DeliveryStatus::Pending {
             promote_next(tx, o.delivery_id)?;
         }
-        if o.next == Next::DisableEndpoint {
-            let target: String = tx
-                .prepare_cached("SELECT target FROM deliveries WHERE id = ?1")
+        if let Some(gone) = &s.disable_endpoint {
+            tx.prepare_cached("UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")
                 .db()?
-                .query_row([o.delivery_id], |r| r.get(0))
+                .execute(params![gone.endpoint_id, gone.reason, now])
                 .db()?;
-            if let Some(endpoint) = target.strip_prefix("endpoint:") {
-                tx.prepare_cached("UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")
-                    .db()?
-                    .execute(params![endpoint, "the endpoint answered 410 Gone", now])
-                    .db()?;
-                tx.prepare_cached(
-                    "UPDATE deliveries SET status = 'failed', head = 0, last_error = 'endpoint disabled (410 Gone)', \
-                     updated_at = ?2 WHERE target = ?1 AND status = 'pending'",
-                )
-                .db()?
-                .execute(params![target, now])
-                .db()?;
-            }
+            // Leases are cleared too: an attempt still running elsewhere must not bring a
+            // delivery to a disabled endpoint back to pending.
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = 'failed', head = 0, last_error = ?2, updated_at = ?3, \
+                 lease_owner = NULL, lease_until = NULL WHERE target = ?1 AND status = 'pending'",
+            )
+            .db()?
+            .execute(params![endpoint_target(&gone.endpoint_id), gone.pending_error, now])
+            .db()?;
         }
     }
     tx.record_deliveries();
-    Ok(())
+    Ok(lost)
 }
 
 /// Makes the oldest pending delivery of a finished delivery's queue its new head.
@@ -210,11 +247,17 @@ fn promote_next(conn: &Connection, finished: i64) -> Result<()> {
     Ok(())
 }
 
-/// When the next queue head falls due, if any.
-/// Deliveries waiting behind a head do not count: they cannot be claimed before it.
+/// When the next queue head falls due, if any: an unleased head at its `next_attempt_at`, a
+/// leased one when its lease expires. Deliveries waiting behind a head do not count: they
+/// cannot be claimed before it. Two lookups at the ends of `deliveries_due` ranges.
 pub fn next_due(conn: &Connection) -> Result<Option<Millis>> {
     conn.prepare_cached(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE head = 1 AND status = 'pending'",
+        "SELECT min(due) FROM ( \
+         SELECT min(next_attempt_at) AS due FROM deliveries \
+         WHERE head = 1 AND status = 'pending' AND lease_until IS NULL \
+         UNION ALL \
+         SELECT min(lease_until) FROM deliveries \
+         WHERE head = 1 AND status = 'pending' AND lease_until IS NOT NULL)",
     )
     .db()?
     .query_row([], |r| r.get(0))
@@ -281,7 +324,7 @@ pub fn list(
 
 /// Resends a delivery. A pending one (waiting for its next retry, or behind its queue's head)
 /// is made due now: the same row, id and token, attempted as soon as it heads its queue — a
-/// copy would only wait behind it. A finished one (delivered or failed) gets a fresh pending
+/// copy would only wait behind it — and not leased (an attempt running now settles it first). A finished one (delivered or failed) gets a fresh pending
 /// copy (new id and token, attempts from zero).
 pub fn resend(tx: &mut Tx<'_>, id: i64) -> Result<Delivery> {
     let old = get(tx, id)?.ok_or(Error::NotFound)?;
@@ -297,8 +340,8 @@ pub fn resend(tx: &mut Tx<'_>, id: i64) -> Result<Delivery> {
         tx.record_deliveries();
         return get(tx, id)?.ok_or(Error::NotFound);
     }
-    let target = Target {
-        key: old.target.clone(),
+    let target = NewDelivery {
+        target: old.target.clone(),
         format: old.format,
         url: old.url.clone(),
         method: old.method.clone(),

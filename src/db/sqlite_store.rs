@@ -2,7 +2,6 @@
 //!
 //! May depend on: rusqlite, r2d2, domain, db submodules.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use r2d2::PooledConnection;
@@ -31,7 +30,7 @@ use crate::domain::time::now_ms;
 use crate::domain::user::{NewUser, User, UserKey, UserPatch};
 use crate::domain::webhook::{
     Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, EndpointPatch,
-    NewEndpoint,
+    Lease, NewEndpoint,
 };
 
 pub struct SqliteStore {
@@ -407,17 +406,25 @@ impl Store for SqliteStore {
 }
 
 impl OutboxStore for SqliteStore {
-    fn due_deliveries(
+    fn claim_deliveries(
         &self,
         now: Millis,
         limit: usize,
-        in_flight: &HashSet<i64>,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        outbox::due(&*self.read()?, now, limit, in_flight)
+        lease: Lease,
+    ) -> WriteFuture<Vec<ClaimedDelivery>> {
+        self.writer
+            .submit(move |tx| outbox::claim(tx, now, limit, &lease))
     }
 
-    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()> {
-        self.writer.submit(move |tx| outbox::record(tx, &outcomes))
+    fn record_attempts(&self, owner: &str, outcomes: Vec<AttemptOutcome>) -> WriteFuture<Vec<i64>> {
+        let owner = owner.to_string();
+        self.writer
+            .submit(move |tx| outbox::record(tx, &owner, &outcomes))
+    }
+
+    fn release_leases(&self, owner: &str) -> WriteFuture<usize> {
+        let owner = owner.to_string();
+        self.writer.submit(move |tx| outbox::release(tx, &owner))
     }
 
     fn next_delivery_due(&self) -> Result<Option<Millis>> {

@@ -12,6 +12,7 @@ pub mod chars;
 pub mod credential;
 pub mod errors;
 pub mod event;
+pub mod fanout;
 pub mod ids;
 pub mod page;
 pub mod presence;

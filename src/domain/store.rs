@@ -8,7 +8,6 @@
 //!
 //! May depend on: domain types only.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use super::time::Millis;
 use super::user::{NewUser, User, UserKey, UserPatch};
 use super::webhook::{
     Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, EndpointPatch,
-    NewEndpoint,
+    Lease, NewEndpoint,
 };
 
 /// A committed write's result.
@@ -200,18 +199,26 @@ pub struct ServiceStats {
     pub oldest_pending: Option<Millis>,
 }
 
-/// What the webhook dispatcher needs from storage.
+/// What the webhook dispatcher needs from storage. Claims are leases held in storage, so
+/// several dispatchers (one per node) may share one store: a delivery is leased to at most one
+/// dispatcher at a time, and only the lease's owner records its outcome.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Up to `limit` due queue heads, leaving out `in_flight` (a read: attempts in flight are
-    /// tracked by the dispatcher, not stored).
-    fn due_deliveries(
+    /// Claims up to `limit` due (target, user) queue heads whose lease is absent or expired
+    /// (oldest due first) and leases them to `lease.owner` until `lease.until`, in one write
+    /// (claim many at once: each claim is a commit).
+    fn claim_deliveries(
         &self,
         now: Millis,
         limit: usize,
-        in_flight: &HashSet<i64>,
-    ) -> Result<Vec<ClaimedDelivery>>;
-    fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> WriteFuture<()>;
-    /// When the next pending delivery falls due.
+        lease: Lease,
+    ) -> WriteFuture<Vec<ClaimedDelivery>>;
+    /// Records outcomes of attempts made under `owner`'s leases and clears those leases. An
+    /// outcome whose delivery `owner` no longer leases changes nothing (another dispatcher took
+    /// it over); their delivery ids are returned.
+    fn record_attempts(&self, owner: &str, outcomes: Vec<AttemptOutcome>) -> WriteFuture<Vec<i64>>;
+    /// Releases every lease `owner` holds (a graceful stop): those deliveries are due at once.
+    fn release_leases(&self, owner: &str) -> WriteFuture<usize>;
+    /// When the next queue head falls due (a leased one when its lease expires).
     fn next_delivery_due(&self) -> Result<Option<Millis>>;
     /// Drops finished deliveries and unreferenced events older than `before`.
     fn purge_before(&self, before: Millis) -> WriteFuture<usize>;

@@ -1,5 +1,8 @@
-//! Webhooks: native endpoints, deliveries (the outbox) and their attempts, and the pure retry
-//! rules of each target format (docs/twilio-compatibility.md §8.5 for Twilio targets).
+//! Webhooks: native endpoints, deliveries (the outbox) and their attempts, the leases under
+//! which dispatchers attempt them, and the pure rules of what an attempt leads to: the retry
+//! rules of each target format (docs/twilio-compatibility.md §8.5 for Twilio targets) and the
+//! stored state an outcome settles into ([`settle`]: delivered, retry at a time, failed, or the
+//! endpoint disabled by a 410). Which targets an event goes to is in [`super::fanout`].
 //!
 //! May depend on: serde_json, domain::{errors, ids, service, time, event}.
 
@@ -66,6 +69,26 @@ impl DeliveryStatus {
         }
     }
 }
+
+/// The target key of a service's post-event webhook.
+pub fn service_target(service_sid: &str) -> String {
+    format!("service:{service_sid}")
+}
+
+/// The target key of the account's Conversations webhook.
+pub const ACCOUNT_TARGET: &str = "account";
+
+/// The target key of a native endpoint.
+pub fn endpoint_target(endpoint_id: &str) -> String {
+    format!("{ENDPOINT_PREFIX}{endpoint_id}")
+}
+
+/// The native endpoint a target key names, if it names one.
+pub fn endpoint_of(target: &str) -> Option<&str> {
+    target.strip_prefix(ENDPOINT_PREFIX)
+}
+
+const ENDPOINT_PREFIX: &str = "endpoint:";
 
 /// A native webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,8 +213,16 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A delivery taken for an attempt (held in the dispatcher's in-flight set, nothing stored),
-/// with what sending it needs.
+/// A dispatcher's claim on deliveries, held in storage: `owner` (one id per dispatcher start)
+/// may attempt them until `until`; after that another dispatcher may take them over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: Millis,
+}
+
+/// A delivery claimed for an attempt (leased to the claiming dispatcher in storage), with
+/// what sending it needs.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery: Delivery,
@@ -200,12 +231,58 @@ pub struct ClaimedDelivery {
     pub secret: Option<String>,
 }
 
-/// The result of one attempt, to be recorded.
+/// The result of one attempt, to be recorded (by the owner of the delivery's lease only).
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub delivery_id: i64,
     pub attempt: Attempt,
-    pub next: Next,
+    pub settlement: Settlement,
+}
+
+/// What an attempt's outcome does to stored state: decided by [`settle`], written as is by
+/// storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub status: DeliveryStatus,
+    /// Pending: when to attempt again. Delivered or failed: when that was decided.
+    pub next_attempt_at: Millis,
+    /// The delivery's native endpoint answered 410 Gone: disable it.
+    pub disable_endpoint: Option<EndpointGone>,
+}
+
+/// A native endpoint to disable, and what to say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointGone {
+    pub endpoint_id: String,
+    /// The endpoint's `disabled_reason`.
+    pub reason: &'static str,
+    /// The `last_error` of its other pending deliveries, which fail with it.
+    pub pending_error: &'static str,
+}
+
+/// The stored state a delivery to `target` settles into after an attempt whose policy
+/// decision was `next`, at `now`. A 410 from a native endpoint fails the delivery and disables
+/// the endpoint (which fails its other pending deliveries); on any other target it only fails
+/// the delivery.
+pub fn settle(target: &str, next: Next, now: Millis) -> Settlement {
+    let (status, next_attempt_at) = match next {
+        Next::Delivered => (DeliveryStatus::Delivered, now),
+        Next::RetryAt(at) => (DeliveryStatus::Pending, at),
+        Next::Failed | Next::DisableEndpoint => (DeliveryStatus::Failed, now),
+    };
+    let disable_endpoint = match next {
+        Next::DisableEndpoint => endpoint_of(target).map(|id| EndpointGone {
+            endpoint_id: id.to_string(),
+            reason: "the endpoint answered 410 Gone",
+            pending_error: "endpoint disabled (410 Gone)",
+        }),
+        _ => None,
+    };
+    Settlement {
+        status,
+        next_attempt_at,
+        disable_endpoint,
+    }
 }
 
 /// What came back from one HTTP attempt.
@@ -400,6 +477,55 @@ mod tests {
             Next::RetryAt(3_600_000),
             "bounded"
         );
+    }
+
+    #[test]
+    fn outcomes_settle_into_delivered_retry_failed_or_a_disabled_endpoint() {
+        let at = |next| settle("endpoint:WH1", next, 7);
+        assert_eq!(
+            at(Next::Delivered),
+            Settlement {
+                status: DeliveryStatus::Delivered,
+                next_attempt_at: 7,
+                disable_endpoint: None
+            }
+        );
+        assert_eq!(
+            at(Next::RetryAt(5_000)),
+            Settlement {
+                status: DeliveryStatus::Pending,
+                next_attempt_at: 5_000,
+                disable_endpoint: None
+            }
+        );
+        assert_eq!(at(Next::Failed).status, DeliveryStatus::Failed);
+        assert_eq!(at(Next::Failed).disable_endpoint, None);
+        let gone = at(Next::DisableEndpoint);
+        assert_eq!(gone.status, DeliveryStatus::Failed);
+        assert_eq!(gone.next_attempt_at, 7);
+        assert_eq!(
+            gone.disable_endpoint.map(|g| g.endpoint_id),
+            Some("WH1".to_string())
+        );
+        let twilio = settle(&service_target("IS1"), Next::DisableEndpoint, 7);
+        assert_eq!(twilio.status, DeliveryStatus::Failed);
+        assert_eq!(
+            twilio.disable_endpoint, None,
+            "only native endpoints are disabled"
+        );
+        assert_eq!(
+            settle(ACCOUNT_TARGET, Next::DisableEndpoint, 7).disable_endpoint,
+            None
+        );
+    }
+
+    #[test]
+    fn target_keys_name_services_the_account_and_endpoints() {
+        assert_eq!(service_target("IS1"), "service:IS1");
+        assert_eq!(endpoint_target("WH1"), "endpoint:WH1");
+        assert_eq!(endpoint_of("endpoint:WH1"), Some("WH1"));
+        assert_eq!(endpoint_of("service:IS1"), None);
+        assert_eq!(endpoint_of(ACCOUNT_TARGET), None);
     }
 
     #[test]

@@ -1,21 +1,38 @@
-//! The webhook dispatcher: takes due deliveries from the outbox, sends them with a concurrency
-//! cap, records every attempt, and schedules retries.
+//! The webhook dispatcher: claims due deliveries from the outbox under leases held in storage,
+//! sends them with a concurrency cap, records every attempt, and schedules retries.
 //!
 //! Invariants:
-//! - A delivery is in the in-flight set from the moment it is taken until its outcome is
-//!   committed, and taking skips that set, so two attempts of one delivery never overlap.
-//!   The set is memory only: after a crash the delivery is still pending, hence retried.
-//! - Storage hands out only queue heads (see `db::outbox`), so per (target, user) order holds
-//!   even with many attempts in flight.
+//! - Each dispatcher start has its own owner id. A delivery is attempted only after this
+//!   dispatcher's claim has committed a lease on it (owner, expiry) in storage, and storage
+//!   leases only deliveries whose lease is absent or expired. So two dispatchers — in this
+//!   process or in another one on the same database — never attempt one delivery at the same
+//!   time, as long as an attempt is sent and recorded within its lease: the lease
+//!   (`DispatcherOptions::lease`, by default [`lease_for`]) is the longest send timeout plus a
+//!   margin for recording. An attempt that outlives its lease may overlap with another
+//!   dispatcher's (at least once, same idempotency token), and its outcome is then dropped.
+//! - An outcome is recorded only while this dispatcher still owns the delivery's lease;
+//!   recording clears the lease. A late outcome after a takeover changes nothing (logged at
+//!   debug, counted in `DispatcherStats::leases_lost`).
+//! - No in-memory set of deliveries in flight is needed: a leased delivery is not claimable,
+//!   by this dispatcher either, until its outcome is recorded or its lease expires.
+//! - On a graceful stop running attempts are abandoned, outcomes already in hand are recorded
+//!   once, then every lease this dispatcher still holds is released: those deliveries are due
+//!   again at once. After a crash the leases expire and any dispatcher (the restarted one
+//!   included) takes the deliveries over.
+//! - Storage hands out only queue heads, so per (target, user) order holds even with many
+//!   attempts in flight, here and in other dispatchers.
+//! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
+//!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
+//!   is due, and claims many at once — up to the free slots, and while attempts run only once
+//!   a quarter of the slots is free.
 //! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
 //! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries) or a
 //!   finished attempt; it never spins.
 //!
 //! May depend on: tokio, tokio-util, rand, domain, webhooks::{render, send}.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -25,11 +42,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::network::NetworkPolicy;
 use super::render;
-use super::send::Sender;
+use super::send::{Sender, TWILIO_TIMEOUT};
+use crate::domain::ids;
 use crate::domain::secret::Secret;
 use crate::domain::store::OutboxStore;
 use crate::domain::time::now_ms;
-use crate::domain::webhook::{Attempt, AttemptOutcome, ClaimedDelivery, Format, Next, RetryPolicy};
+use crate::domain::webhook::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Format, Lease, Next, RetryPolicy, settle,
+};
 
 /// How often finished deliveries and old events are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -39,6 +59,19 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const RECORD_LINGER: Duration = Duration::from_millis(2);
 /// Most outcomes recorded in one write.
 const MAX_RECORD_BATCH: usize = 512;
+/// Most deliveries [`Dispatcher::run_once`] claims.
+const RUN_ONCE_LIMIT: usize = 1_000;
+/// What a lease allows beyond the longest send: the outcome's trip through the recorder and
+/// the writer, and clock differences between nodes.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
+/// The longest a graceful stop waits for its leases to be released (they expire anyway).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lease a dispatcher takes on the deliveries it claims: the longest send (the native
+/// timeout or Twilio's) plus [`LEASE_MARGIN`].
+pub fn lease_for(native_timeout: Duration) -> Duration {
+    native_timeout.max(TWILIO_TIMEOUT) + LEASE_MARGIN
+}
 
 #[derive(Debug, Clone)]
 pub struct DispatcherOptions {
@@ -49,6 +82,8 @@ pub struct DispatcherOptions {
     pub account_sid: String,
     pub auth_token: Secret,
     pub retention: Duration,
+    /// How long a claim holds a delivery (see [`lease_for`]); must exceed the longest send.
+    pub lease: Duration,
 }
 
 /// Counters for tests, benchmarks and metrics.
@@ -58,10 +93,14 @@ pub struct DispatcherStats {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub failed: AtomicU64,
+    /// Outcomes not recorded because another dispatcher had taken the delivery over.
+    pub leases_lost: AtomicU64,
 }
 
 struct Inner {
     store: Arc<dyn OutboxStore>,
+    /// This dispatcher start's lease owner id.
+    owner: String,
     sender: Sender,
     options: DispatcherOptions,
     wake: Arc<Notify>,
@@ -69,7 +108,8 @@ struct Inner {
     slot_freed: Notify,
     stop: CancellationToken,
     stats: DispatcherStats,
-    in_flight: std::sync::Mutex<HashSet<i64>>,
+    /// Deliveries claimed and not yet recorded (only a hint for the recorder's batching).
+    unrecorded: AtomicUsize,
     /// Background loops that have ended (returned or panicked); `/readyz` reports the
     /// dispatcher dead when any has ended before a stop was asked for.
     ended_loops: Arc<AtomicU64>,
@@ -97,8 +137,29 @@ fn spawn_watched(
 }
 
 impl Inner {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    /// A lease for a claim made now.
+    fn lease(&self) -> Lease {
+        let millis = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX);
+        Lease {
+            owner: self.owner.clone(),
+            until: now_ms().saturating_add(millis),
+        }
+    }
+
+    /// Records outcomes under this dispatcher's leases; counts and logs those it lost.
+    async fn record(&self, outcomes: Vec<AttemptOutcome>) -> crate::domain::Result<()> {
+        let lost = self.store.record_attempts(&self.owner, outcomes).await?;
+        for id in &lost {
+            tracing::debug!(
+                delivery = id,
+                owner = %self.owner,
+                "webhook outcome not recorded: the delivery's lease was taken over"
+            );
+        }
+        self.stats
+            .leases_lost
+            .fetch_add(lost.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -123,13 +184,14 @@ impl Dispatcher {
         let sender = Sender::new(options.native_timeout, options.network.clone())?;
         let inner = Arc::new(Inner {
             store,
+            owner: ids::random_hex(16),
             sender,
             options,
             wake,
             slot_freed: Notify::new(),
             stop: CancellationToken::new(),
             stats: DispatcherStats::default(),
-            in_flight: Default::default(),
+            unrecorded: AtomicUsize::new(0),
             ended_loops: Arc::default(),
         });
         let dispatcher = Dispatcher { inner };
@@ -152,6 +214,11 @@ impl Dispatcher {
 
     pub fn stats(&self) -> &DispatcherStats {
         &self.inner.stats
+    }
+
+    /// The owner id of this dispatcher's leases.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     /// False once a background loop has ended without a stop being asked for (a bug: it
@@ -186,6 +253,7 @@ impl Dispatcher {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         record_attempt_metrics(next, d.created_at);
+        let settlement = settle(&d.target, next, now_ms());
         let attempt = Attempt {
             attempt: number,
             started_at,
@@ -197,7 +265,7 @@ impl Dispatcher {
         AttemptOutcome {
             delivery_id: d.id,
             attempt,
-            next,
+            settlement,
         }
     }
 
@@ -207,12 +275,13 @@ impl Dispatcher {
         let claimed = self
             .inner
             .store
-            .due_deliveries(now_ms(), 1_000, &HashSet::new())?;
+            .claim_deliveries(now_ms(), RUN_ONCE_LIMIT, self.inner.lease())
+            .await?;
         let n = claimed.len();
         let outcomes =
             futures_util::future::join_all(claimed.into_iter().map(|c| self.attempt(c))).await;
         if !outcomes.is_empty() {
-            self.inner.store.record_attempts(outcomes).await?;
+            self.inner.record(outcomes).await?;
         }
         Ok(n)
     }
@@ -229,13 +298,26 @@ impl Dispatcher {
         }
     }
 
-    /// Stops the tasks; attempts in flight are abandoned. Nothing was written when they
-    /// started, so their deliveries are still pending and are attempted again after a restart
-    /// (with the same idempotency token).
+    /// Stops the tasks (attempts in flight are abandoned; outcomes already in hand are
+    /// recorded), then releases this dispatcher's remaining leases: those deliveries are still
+    /// pending and due at once, for a restart or another dispatcher (with the same idempotency
+    /// token). Storage must still accept writes: the composition root stops the dispatcher
+    /// before the writer.
     pub async fn shutdown(&self, tasks: DispatcherTasks) {
         self.inner.stop.cancel();
         for task in tasks.tasks {
             let _ = task.await;
+        }
+        let release = self.inner.store.release_leases(&self.inner.owner);
+        match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deliveries = n, "released webhook delivery leases"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "releasing webhook delivery leases failed; they will expire")
+            }
+            Err(_) => {
+                tracing::warn!("releasing webhook delivery leases timed out; they will expire")
+            }
         }
     }
 }
@@ -257,24 +339,29 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         // says a queue head is due.
         let due = inner.store.next_delivery_due().unwrap_or(None);
         if free > 0 && worth_claiming && due.is_some_and(|d| d <= now_ms()) {
-            let taken = {
-                let mut in_flight = inner.in_flight();
-                let taken = inner.store.due_deliveries(now_ms(), free, &in_flight);
-                if let Ok(batch) = &taken {
-                    in_flight.extend(batch.iter().map(|c| c.delivery.id));
-                }
-                taken
-            };
+            // One commit leases the whole batch; nothing else claims it until the outcomes are
+            // recorded or the leases expire.
+            let taken = inner
+                .store
+                .claim_deliveries(now_ms(), free, inner.lease())
+                .await;
             match taken {
                 Ok(batch) => {
                     claimed = batch.len();
+                    inner.unrecorded.fetch_add(claimed, Ordering::Relaxed);
                     for delivery in batch {
+                        // At most `free` were claimed and only this loop takes permits: this
+                        // never waits.
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             return;
                         };
                         let (dispatcher, outcomes) = (dispatcher.clone(), outcomes.clone());
                         tokio::spawn(async move {
-                            let outcome = dispatcher.attempt(delivery).await;
+                            let outcome = tokio::select! {
+                                outcome = dispatcher.attempt(delivery) => outcome,
+                                // A stop abandons the attempt; `shutdown` releases its lease.
+                                _ = dispatcher.inner.stop.cancelled() => return,
+                            };
                             let _ = outcomes.send(outcome);
                             drop(permit);
                             // Other queues' heads need not wait for this outcome's record.
@@ -282,7 +369,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                         });
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "reading due webhook deliveries failed"),
+                Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
             }
         }
         if free > 0 && claimed == free {
@@ -292,8 +379,8 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             Some(due) if due > now_ms() => {
                 Duration::from_millis((due - now_ms()).min(MAX_IDLE.as_millis() as i64) as u64)
             }
-            // Due heads that could not be claimed are in flight or waiting for a slot: a
-            // finished attempt wakes the loop.
+            // Due heads that were not claimed wait for free slots (a finished attempt wakes
+            // the loop) or were just claimed by another dispatcher.
             _ => MAX_IDLE,
         };
         tokio::select! {
@@ -322,19 +409,31 @@ fn record_attempt_metrics(next: Next, created_at: crate::domain::time::Millis) {
 }
 
 /// Records outcomes in batches (retrying storage errors) and wakes the claim loop: a finished
-/// delivery may have unblocked the next one of its queue.
+/// delivery may have unblocked the next one of its queue. On a stop, records what has already
+/// arrived once and ends.
 async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<AttemptOutcome>) {
     loop {
         let first = tokio::select! {
             o = receiver.recv() => match o { Some(o) => o, None => return },
-            _ = inner.stop.cancelled() => return,
+            _ = inner.stop.cancelled() => {
+                let mut rest = Vec::new();
+                while let Ok(o) = receiver.try_recv() {
+                    rest.push(o);
+                }
+                if !rest.is_empty()
+                    && let Err(e) = inner.record(rest).await
+                {
+                    tracing::warn!(error = %e, "recording webhook attempts at stop failed");
+                }
+                return;
+            }
         };
         let mut batch = vec![first];
         // While other attempts are still running, wait a moment for them: one commit for
         // many outcomes. With nothing else in flight, record at once.
         let linger_until = tokio::time::Instant::now() + RECORD_LINGER;
         while batch.len() < MAX_RECORD_BATCH {
-            if inner.in_flight().len() <= batch.len() {
+            if inner.unrecorded.load(Ordering::Relaxed) <= batch.len() {
                 while let Ok(more) = receiver.try_recv() {
                     batch.push(more);
                 }
@@ -345,8 +444,9 @@ async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<At
                 _ => break,
             }
         }
+        let recorded = batch.len();
         let mut backoff = Duration::from_millis(50);
-        while let Err(e) = inner.store.record_attempts(batch.clone()).await {
+        while let Err(e) = inner.record(batch.clone()).await {
             if inner.stop.is_cancelled() {
                 return;
             }
@@ -354,12 +454,7 @@ async fn record_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<At
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        {
-            let mut in_flight = inner.in_flight();
-            for outcome in &batch {
-                in_flight.remove(&outcome.delivery_id);
-            }
-        }
+        inner.unrecorded.fetch_sub(recorded, Ordering::Relaxed);
         inner.wake.notify_one();
     }
 }
@@ -391,16 +486,23 @@ mod tests {
     struct PanickingStore;
 
     impl OutboxStore for PanickingStore {
-        fn due_deliveries(
+        fn claim_deliveries(
             &self,
             _now: Millis,
             _limit: usize,
-            _in_flight: &HashSet<i64>,
-        ) -> crate::domain::Result<Vec<ClaimedDelivery>> {
-            Ok(Vec::new())
+            _lease: Lease,
+        ) -> WriteFuture<Vec<ClaimedDelivery>> {
+            Box::pin(async { Ok(Vec::new()) })
         }
-        fn record_attempts(&self, _outcomes: Vec<AttemptOutcome>) -> WriteFuture<()> {
-            Box::pin(async { Ok(()) })
+        fn record_attempts(
+            &self,
+            _owner: &str,
+            _outcomes: Vec<AttemptOutcome>,
+        ) -> WriteFuture<Vec<i64>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn release_leases(&self, _owner: &str) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
         }
         fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
             panic!("a bug in the claim path")
@@ -422,6 +524,7 @@ mod tests {
             account_sid: "AC0123456789abcdef0123456789abcdef".into(),
             auth_token: Secret::new("token"),
             retention: Duration::from_secs(3600),
+            lease: lease_for(Duration::from_secs(1)),
         }
     }
 

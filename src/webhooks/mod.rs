@@ -9,4 +9,6 @@ pub mod render;
 pub mod send;
 pub mod sign;
 
-pub use dispatcher::{Dispatcher, DispatcherOptions, DispatcherStats, DispatcherTasks};
+pub use dispatcher::{
+    Dispatcher, DispatcherOptions, DispatcherStats, DispatcherTasks, LEASE_MARGIN, lease_for,
+};

@@ -1,5 +1,5 @@
 //! A webhook receiver on a random port: records every request and answers as told (a status,
-//! a status with `Retry-After`, hang, or close the connection).
+//! a status with `Retry-After`, a status after a delay, hang, or close the connection).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Behavior {
     Status(u16),
     RetryAfter(u16, u64),
+    /// The status after this many milliseconds (a slow receiver).
+    Slow(u16, u64),
     Hang,
     Close,
 }
@@ -182,6 +184,10 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
         let (status, extra) = match behavior {
             Behavior::Status(s) => (s, String::new()),
             Behavior::RetryAfter(s, secs) => (s, format!("retry-after: {secs}\r\n")),
+            Behavior::Slow(s, ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                (s, String::new())
+            }
             Behavior::Hang => {
                 tokio::time::sleep(Duration::from_secs(120)).await;
                 return;

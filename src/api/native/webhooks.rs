@@ -13,7 +13,7 @@ use crate::api::ctx::Ctx;
 use crate::api::errors::{ApiError, ApiResult};
 use crate::api::params::Params;
 use crate::domain::time::parse_rfc3339;
-use crate::domain::webhook::{DeliveryStatus, EndpointPatch, NewEndpoint};
+use crate::domain::webhook::{DeliveryStatus, EndpointPatch, NewEndpoint, endpoint_target};
 
 const MAX_LIMIT: i64 = 200;
 
@@ -117,7 +117,7 @@ pub async fn list_deliveries(
         return Err(ApiError::bad_param("limit", "must be between 1 and 200"));
     }
     let before = params.int("before")?;
-    let target = format!("endpoint:{}", endpoint.id);
+    let target = endpoint_target(&endpoint.id);
     let page = ctx
         .store()
         .list_deliveries(&target, status, before, limit as usize)?;
@@ -153,7 +153,7 @@ pub async fn recover_deliveries(
         .ok_or_else(|| ApiError::bad_param("since", "must be an RFC 3339 time"))?;
     let resent = ctx
         .store()
-        .recover_deliveries(&format!("endpoint:{}", endpoint.id), since)
+        .recover_deliveries(&endpoint_target(&endpoint.id), since)
         .await?;
     Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({"resent": resent})))
 }
