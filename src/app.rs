@@ -211,8 +211,14 @@ pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> Disp
         auth_token: account.auth_token.clone(),
         retention: Duration::from_secs(w.retention_days * 86_400),
         lease: crate::webhooks::lease_for(Duration::from_millis(w.native_timeout_ms)),
+        stable_owner: None,
     }
 }
+
+/// The lease owner of the server's own dispatcher. Stable across restarts, and safe: the
+/// server's exclusive lock on the database means at most one live server uses it, so leases
+/// under it after a crash belong to nobody and are released at start.
+const SERVER_LEASE_OWNER: &str = "reachd-server";
 
 fn config_endpoints(config: &Config) -> Vec<ConfigEndpoint> {
     config
@@ -431,8 +437,15 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (presence, presence_tasks) = Presence::start(sqlite.clone(), presence_options(&config))
         .await
         .context("resuming presence")?;
-    let (dispatcher, dispatcher_tasks) =
-        Dispatcher::start(sqlite, dispatcher_options(&config, &account), wake, true)?;
+    let (dispatcher, dispatcher_tasks) = Dispatcher::start(
+        sqlite,
+        DispatcherOptions {
+            stable_owner: Some(SERVER_LEASE_OWNER.to_string()),
+            ..dispatcher_options(&config, &account)
+        },
+        wake,
+        true,
+    )?;
     let shutdown = CancellationToken::new();
     let hub = Hub::new(
         config.limits.subscriptions_per_socket as usize,

@@ -195,3 +195,60 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
     }
     drop(server);
 }
+
+/// A delivery in flight when reachd is killed is attempted again as soon as it restarts, not
+/// after its lease (native timeout + 15 s): the server's dispatcher owns its leases under a
+/// stable id and releases what a crashed run left.
+#[tokio::test]
+async fn a_delivery_in_flight_at_a_kill_is_retried_at_once_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    receiver.plan(&[common::receiver::Behavior::Hang]);
+    receiver.set_default(common::receiver::Behavior::Status(200));
+    let server = start(dir.path());
+    let base = server.base();
+    let http = reqwest::Client::new();
+    let svc = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/chat/v2/Services"),
+        None,
+        json!({"FriendlyName": "in flight"}),
+    )
+    .await;
+    let svc = svc["sid"].as_str().unwrap_or_default().to_string();
+    let endpoint = json!({"url": receiver.url("/hook"), "event_types": ["user.added"]});
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/services/{svc}/webhooks"),
+        None,
+        endpoint,
+    )
+    .await;
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/chat/v2/Services/{svc}/Users"),
+        None,
+        json!({"Identity": "alice"}),
+    )
+    .await;
+    // The first attempt hangs (the native timeout is 10 s, so its lease is 25 s): kill now.
+    let first = receiver.wait_for(1, Duration::from_secs(20)).await;
+    server.kill();
+    let restarted = std::time::Instant::now();
+    let server = start(dir.path());
+    let again = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let waited = restarted.elapsed();
+    assert_eq!(
+        again[1].header("webhook-id"),
+        first[0].header("webhook-id"),
+        "the same delivery, attempted again"
+    );
+    assert!(
+        waited < Duration::from_secs(12),
+        "retried {waited:?} after the restart: it waited for the crashed run's lease"
+    );
+    drop(server);
+}

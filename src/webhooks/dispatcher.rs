@@ -84,6 +84,12 @@ pub struct DispatcherOptions {
     pub retention: Duration,
     /// How long a claim holds a delivery (see [`lease_for`]); must exceed the longest send.
     pub lease: Duration,
+    /// A lease owner id that stays the same across restarts of this node, when the caller can
+    /// guarantee that no other live dispatcher uses it (the SQLite server's exclusive lock
+    /// does). Leases a crashed predecessor held under it are released when the dispatcher
+    /// starts, so its in-flight deliveries are retried at once instead of after their lease.
+    /// None: a fresh random owner per start (a crashed predecessor's leases then expire).
+    pub stable_owner: Option<String>,
 }
 
 /// Counters for tests, benchmarks and metrics.
@@ -184,7 +190,10 @@ impl Dispatcher {
         let sender = Sender::new(options.native_timeout, options.network.clone())?;
         let inner = Arc::new(Inner {
             store,
-            owner: ids::random_hex(16),
+            owner: options
+                .stable_owner
+                .clone()
+                .unwrap_or_else(|| ids::random_hex(16)),
             sender,
             options,
             wake,
@@ -325,6 +334,14 @@ impl Dispatcher {
 async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<AttemptOutcome>) {
     let inner = dispatcher.inner.clone();
     let slots = Arc::new(Semaphore::new(inner.options.concurrency.max(1)));
+    if inner.options.stable_owner.is_some() {
+        // Whatever this owner leased before a crash is not being attempted by anyone now.
+        match inner.store.release_leases(&inner.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "released leases left by a crash; retrying"),
+            Err(e) => tracing::warn!(error = %e, "could not release leases left by a crash"),
+        }
+    }
     loop {
         if inner.stop.is_cancelled() {
             return;
@@ -525,6 +542,7 @@ mod tests {
             auth_token: Secret::new("token"),
             retention: Duration::from_secs(3600),
             lease: lease_for(Duration::from_secs(1)),
+            stable_owner: None,
         }
     }
 
