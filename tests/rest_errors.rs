@@ -308,9 +308,8 @@ async fn authentication_accepts_the_account_and_live_api_keys_only() {
 
     // An API key created in the server's database works at once; revoked, it stops.
     let db_path = s.dir.path().join("reachd.db");
-    let conn = reachd::db::open::open_connection(&db_path, std::time::Duration::from_secs(5))
-        .expect("open");
-    let key = reachd::db::keys::create(&conn, Some("test")).expect("create key");
+    let admin = common::admin(&db_path);
+    let key = admin.create_api_key(Some("test")).expect("create key");
     let with_key = s
         .send(s.http.get(&url).basic_auth(&key.sid, Some(&key.secret)))
         .await;
@@ -319,7 +318,7 @@ async fn authentication_accepts_the_account_and_live_api_keys_only() {
         .send(s.http.get(&url).basic_auth(&key.sid, Some("nope")))
         .await;
     assert_eq!(bad_secret.status, 401);
-    assert!(reachd::db::keys::revoke(&conn, &key.sid).expect("revoke"));
+    assert!(admin.revoke_api_key(&key.sid).expect("revoke"));
     // As `reachd keys revoke` does: wait until no server can still trust its cached copy.
     tokio::time::sleep(reachd::db::cache::API_KEY_TTL + std::time::Duration::from_millis(100))
         .await;

@@ -105,29 +105,7 @@ fn api(server: &Server) -> Api {
 }
 
 fn token(db: &std::path::Path, service: &str, identity: &str) -> String {
-    let conn = reachd::db::open::open_connection(db, Duration::from_secs(5)).expect("open db");
-    let key = reachd::db::keys::first_live(&conn)
-        .expect("keys")
-        .unwrap_or_else(|| reachd::db::keys::create(&conn, None).expect("create"));
-    reachd::tokens::mint(
-        SID,
-        &key.sid,
-        &key.secret,
-        service,
-        identity,
-        3600,
-        None,
-        chrono::Utc::now().timestamp(),
-    )
-    .expect("mint")
-}
-
-fn reachability_events(db: &std::path::Path, identity: &str) -> Vec<(bool, String)> {
-    common::events_at(db)
-        .into_iter()
-        .filter(|e| e.identity == identity && e.kind == "user.reachability_updated")
-        .map(|e| (e.is_online.unwrap_or(false), e.cause.unwrap_or_default()))
-        .collect()
+    common::mint_token(db, SID, service, identity)
 }
 
 /// Pings every 200 ms for `millis`.
@@ -166,13 +144,13 @@ fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
     keep_pinging(&a, &pinger, &pinger_token, 1_000);
     assert_eq!(a.is_online(&steady, "pinger"), true);
     assert_eq!(
-        reachability_events(&db, "pinger"),
+        a.reachability_feed(&steady, "pinger"),
         vec![(true, "session_opened".to_string())],
         "no flap across kill -9"
     );
     assert_eq!(a.is_online(&brief, "sleeper"), false);
     assert_eq!(
-        reachability_events(&db, "sleeper"),
+        a.reachability_feed(&brief, "sleeper"),
         vec![
             (true, "session_opened".into()),
             (false, "session_timeout".into())
@@ -193,12 +171,12 @@ fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
     keep_pinging(&a, &pinger, &pinger_token, 1_000);
     assert_eq!(a.is_online(&steady, "pinger"), true);
     assert_eq!(
-        reachability_events(&db, "pinger").len(),
+        a.reachability_feed(&steady, "pinger").len(),
         1,
         "no flap across SIGTERM"
     );
     // A second restart does not time the sleeper out again.
-    assert_eq!(reachability_events(&db, "sleeper").len(), 2);
+    assert_eq!(a.reachability_feed(&brief, "sleeper").len(), 2);
     drop(server);
 }
 

@@ -4,43 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(s: &common::TestServer, token: &str) -> Ws {
-    let url = format!(
-        "{}/client/v1/socket?token={token}",
-        s.base.replace("http://", "ws://")
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    ws
-}
-
-/// The next JSON message (skipping control frames), or None on close or after 5 s.
-async fn next(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
+use common::ws::{connect, next, send};
 
 #[tokio::test]
 async fn the_dashboard_refuses_to_be_framed() {

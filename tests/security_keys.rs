@@ -10,29 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(s: &common::TestServer, token: &str) -> Ws {
-    let url = format!(
-        "{}/client/v1/socket?token={token}",
-        s.base.replace("http://", "ws://")
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    ws
-}
+use common::ws::{Ws, connect, next_within};
 
 /// The next text message, skipping control frames; `None` on close or after 10 s.
 async fn next_text(ws: &mut Ws) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
+    next_within(ws, Duration::from_secs(10)).await
 }
 
 /// Reads until the server's close frame; its code and reason (panics after 10 s).

@@ -100,8 +100,7 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
     )
     .await;
 
-    let conn = reachd::db::open::open_connection(&db, Duration::from_secs(5)).expect("db");
-    let key = reachd::db::keys::create(&conn, None).expect("key");
+    let key = common::admin(&db).create_api_key(None).expect("key");
     let now = chrono::Utc::now().timestamp();
     for user in 0..20 {
         let token = reachd::tokens::mint(
@@ -138,19 +137,25 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
         }
     }
     // Wait until the 200 transitions are committed, then crash.
-    let committed = || {
-        common::events_at(&db)
-            .iter()
-            .filter(|e| e.kind == "user.reachability_updated")
-            .count()
+    let feed = format!("{base}/api/v1/services/{svc}/events?limit=1000");
+    let committed = || async {
+        let events = call(&http, reqwest::Method::GET, feed.clone(), None, Value::Null).await;
+        events["events"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|e| e["type"] == "user.reachability_updated")
+                    .count()
+            })
+            .unwrap_or(0)
     };
     for _ in 0..100 {
-        if committed() >= 200 {
+        if committed().await >= 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(committed(), 200);
+    assert_eq!(committed().await, 200);
     server.kill();
 
     let server = start(dir.path());

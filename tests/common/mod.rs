@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod receiver;
+pub mod ws;
 
 use std::net::TcpListener;
 
@@ -188,25 +189,37 @@ pub struct EventRow {
     pub is_notifiable: Option<bool>,
 }
 
-/// Every event of the database at `path`, in commit order.
-pub fn events_at(path: &std::path::Path) -> Vec<EventRow> {
-    let conn = rusqlite::Connection::open(path).expect("open db");
-    let mut stmt = conn
-        .prepare("SELECT identity, type, cause, sequence, is_online, is_notifiable FROM events ORDER BY id")
-        .expect("prepare");
-    stmt.query_map([], |r| {
-        Ok(EventRow {
-            identity: r.get(0)?,
-            kind: r.get(1)?,
-            cause: r.get(2)?,
-            sequence: r.get(3)?,
-            is_online: r.get(4)?,
-            is_notifiable: r.get(5)?,
-        })
-    })
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
+/// The maintenance port (what `reachd keys` uses) on the database at `path`.
+pub fn admin(path: &std::path::Path) -> Box<dyn reachd::domain::admin::AdminStore> {
+    let mut config = Config::load_from(None, Vec::new()).expect("default config");
+    config.database = path.to_path_buf();
+    app::open_admin(&config, app::AdminOpening::Existing).expect("open the database")
+}
+
+/// A one-hour access token for `identity` in `service`, signed by the oldest live key of the
+/// database at `path` (created if there is none).
+pub fn mint_token(
+    path: &std::path::Path,
+    account_sid: &str,
+    service: &str,
+    identity: &str,
+) -> String {
+    let admin = admin(path);
+    let key = match admin.first_live_api_key().expect("keys") {
+        Some(key) => key,
+        None => admin.create_api_key(None).expect("create a key"),
+    };
+    reachd::tokens::mint(
+        account_sid,
+        &key.sid,
+        &key.secret,
+        service,
+        identity,
+        3600,
+        None,
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("mint")
 }
 
 impl TestServer {
@@ -252,10 +265,9 @@ impl TestServer {
 
     /// Creates an API key in the server's database.
     pub fn api_key(&self) -> reachd::domain::account::ApiKey {
-        let conn =
-            reachd::db::open::open_connection(&self.db_path(), std::time::Duration::from_secs(5))
-                .expect("open");
-        reachd::db::keys::create(&conn, Some("test")).expect("key")
+        admin(&self.db_path())
+            .create_api_key(Some("test"))
+            .expect("key")
     }
 
     /// A valid access token for `identity` in `service`.
