@@ -45,9 +45,24 @@ impl Reply {
     }
 }
 
+/// The database a test's server uses, picked by `REACHD_TEST_DATABASE` (the same variable the
+/// Python and Node suites read): unset or `sqlite` is a fresh SQLite file in the test's
+/// temporary folder. This build has no other backend, so any other value stops the suite with
+/// a message naming it rather than testing something else than was asked for.
+pub fn test_database(dir: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var("REACHD_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => dir.join("reachd.db"),
+        Ok(other) => panic!(
+            "REACHD_TEST_DATABASE={}: this build of reachd serves SQLite only (unset it or set \
+             it to `sqlite`)",
+            other.split("://").next().unwrap_or(other)
+        ),
+    }
+}
+
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::load_from(None, Vec::new()).expect("default config");
-    config.database = dir.join("reachd.db");
+    config.database = test_database(dir);
     config.account_sid = Some(ACCOUNT_SID.to_string());
     config.auth_token = Some(Secret::new(AUTH_TOKEN));
     config.http.workers = 2;

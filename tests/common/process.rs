@@ -13,7 +13,7 @@ pub fn reachd(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .env_remove("REACHD_ACCOUNT_SID")
         .env_remove("REACHD_AUTH_TOKEN")
-        .env("REACHD_DATABASE", dir.join("data/reachd.db"))
+        .env("REACHD_DATABASE", super::test_database(&dir.join("data")))
         .env("REACHD_LISTEN", "127.0.0.1:0")
         .env("REACHD_LOG", "warn");
     cmd

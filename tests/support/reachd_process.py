@@ -14,13 +14,24 @@ import time
 from pathlib import Path
 
 
+def test_database(workdir: Path) -> str:
+    """The database a suite's server uses, picked by REACHD_TEST_DATABASE (shared with the Rust
+    and Node suites): unset or `sqlite` is a fresh SQLite file in `workdir`. This build has no
+    other backend: any other value stops the suite, naming it."""
+    chosen = os.environ.get("REACHD_TEST_DATABASE", "")
+    if chosen in ("", "sqlite"):
+        return str(workdir / "reachd.db")
+    raise SystemExit(f"REACHD_TEST_DATABASE={chosen.split('://')[0]}: this build of reachd "
+                     "serves SQLite only (unset it or set it to `sqlite`)")
+
+
 def reachd_env(workdir: Path, account_sid: str, auth_token: str, log: str) -> dict[str, str]:
     """This process's environment for reachd: its database in `workdir`, fixed credentials, and
     no failed-auth limit (the suites send bad credentials on purpose; the limit has tests of its
     own). Other REACHD_* variables (e.g. REACHD_BIN) are dropped: reachd refuses unknown ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACHD_")}
     env.update(
-        REACHD_DATABASE=str(workdir / "reachd.db"),
+        REACHD_DATABASE=test_database(workdir),
         REACHD_ACCOUNT_SID=account_sid,
         REACHD_AUTH_TOKEN=auth_token,
         REACHD_LOG=log,

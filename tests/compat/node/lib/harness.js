@@ -10,6 +10,17 @@ const twilio = require('twilio');
 const RequestClient = require('twilio/lib/base/RequestClient');
 const { SchemaRegistry, REPO_ROOT } = require('./schema');
 
+/**
+ * The database a suite's server uses, picked by REACHD_TEST_DATABASE (shared with the Rust and
+ * Python suites): unset or `sqlite` is a fresh SQLite file in `dir`. This build has no other
+ * backend: any other value stops the suite, naming it.
+ */
+function testDatabase(dir) {
+  const chosen = process.env.REACHD_TEST_DATABASE || '';
+  if (chosen === '' || chosen === 'sqlite') return path.join(dir, 'reachd.db');
+  throw new Error(`REACHD_TEST_DATABASE=${chosen.split('://')[0]}: this build of reachd serves SQLite only (unset it or set it to \`sqlite\`)`);
+}
+
 const RequestClientClass = RequestClient.default || RequestClient;
 
 function reachdBin() {
@@ -34,7 +45,7 @@ async function startServer() {
     env: {
       ...inherited,
       REACHD_LISTEN: '127.0.0.1:0',
-      REACHD_DATABASE: path.join(dir, 'reachd.db'),
+      REACHD_DATABASE: testDatabase(dir),
       REACHD_ACCOUNT_SID: accountSid,
       REACHD_AUTH_TOKEN: authToken,
       REACHD_LOG: 'warn',
