@@ -340,7 +340,13 @@ impl Hub {
                     }
                     loop {
                         let after = self.lock().published;
-                        match store.events_since(after, 500) {
+                        // A batch of up to 500 rows: read on the blocking pool, never on a
+                        // runtime worker.
+                        let reader = store.clone();
+                        let read = tokio::task::spawn_blocking(move || reader.events_since(after, 500))
+                            .await
+                            .unwrap_or_else(|e| Err(crate::domain::Error::Internal(e.into())));
+                        match read {
                             Ok(batch) if !batch.is_empty() => {
                                 for event in &batch {
                                     self.publish_event(event);

@@ -126,7 +126,12 @@ impl Feed {
                 let frame = self.frame(&event);
                 return Some((Ok(frame), self));
             }
-            match self.store.events_after(&self.service_sid, self.after, 200) {
+            // Up to 200 rows: read on the blocking pool, never on an HTTP worker thread.
+            let (store, sid, after) = (self.store.clone(), self.service_sid.clone(), self.after);
+            let read = tokio::task::spawn_blocking(move || store.events_after(&sid, after, 200))
+                .await
+                .unwrap_or_else(|e| Err(crate::domain::Error::Internal(e.into())));
+            match read {
                 Ok(events) if !events.is_empty() => {
                     self.pending.extend(events);
                     continue;
