@@ -4,8 +4,8 @@
 //!
 //! Handlers parse input, call one operation of [`Reachability`] and render its result. Plain
 //! reads and single-step writes stay on the storage port; any write that must be followed by
-//! a presence or hub step lives here (`tests/architecture.rs` keeps `src/api` from calling
-//! those steps itself).
+//! a presence or hub step lives here (the test `handlers_never_take_a_step_of_a_use_case`
+//! below keeps `src/api` from calling those steps itself).
 //!
 //! May depend on: domain (model, rules, the `Store` port), presence, realtime. Never on a web
 //! framework (actix) or a database driver (rusqlite).
