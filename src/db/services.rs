@@ -9,9 +9,11 @@ use super::events::emit;
 use super::paging::fetch_page;
 use super::users;
 use super::writer::Tx;
+use crate::domain::binding::BindingType;
 use crate::domain::event::{EventDraft, EventType, REASON_NOTIFIABLE};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::presence::Cause;
+use crate::domain::reachability;
 use crate::domain::service::{PresenceOverrides, ReachabilityToggle, Service, ServicePatch};
 use crate::domain::store::Origin;
 use crate::domain::time::now_ms;
@@ -137,17 +139,30 @@ pub fn update(
             .db()?
             .execute([sid])
             .db()?;
-        let with_bindings: Vec<String> = tx
+        // Every user's binding types; the domain says which make a user notifiable.
+        let typed: Vec<(String, String)> = tx
             .prepare_cached(
-                "SELECT DISTINCT u.sid FROM users u JOIN bindings b ON b.user_sid = u.sid \
-                 WHERE u.service_sid = ?1 AND b.binding_type != 'twilsock' ORDER BY u.id",
+                "SELECT u.sid, b.binding_type FROM users u JOIN bindings b ON b.user_sid = u.sid \
+                 WHERE u.service_sid = ?1 ORDER BY u.id",
             )
             .db()?
-            .query_map([sid], |r| r.get(0))
+            .query_map([sid], |r| Ok((r.get(0)?, r.get(1)?)))
             .db()?
             .collect::<rusqlite::Result<_>>()
             .db()?;
-        for user_sid in with_bindings {
+        let mut with_bindings: Vec<(String, Vec<BindingType>)> = Vec::new();
+        for (user_sid, kind) in typed {
+            let kind = BindingType::parse(&kind).into_iter();
+            match with_bindings.last_mut() {
+                Some((last, kinds)) if *last == user_sid => kinds.extend(kind),
+                _ => with_bindings.push((user_sid, kind.collect())),
+            }
+        }
+        let notifiable = with_bindings
+            .into_iter()
+            .filter(|(_, kinds)| reachability::is_notifiable(kinds))
+            .map(|(user_sid, _)| user_sid);
+        for user_sid in notifiable {
             let mut user = users::require(tx, sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
             tx.prepare_cached("UPDATE users SET is_notifiable = 1 WHERE sid = ?1")
                 .db()?

@@ -167,6 +167,25 @@ pub struct ServicePresence {
 }
 
 impl ServicePresence {
+    /// The timings `service` would have with `overrides`, if they are consistent: a session's
+    /// TTL must exceed the ping interval clients are told, or sessions expire between pings.
+    pub fn with_overrides(
+        service: &Service,
+        overrides: PresenceOverrides,
+        defaults: &PresenceDefaults,
+    ) -> crate::domain::Result<Self> {
+        let mut candidate = service.clone();
+        candidate.presence = overrides;
+        let effective = ServicePresence::of(&candidate, defaults);
+        if effective.session_ttl_ms <= effective.ping_interval_ms {
+            return Err(crate::domain::Error::InvalidParam {
+                param: "session_ttl_ms".into(),
+                reason: "must be greater than ping_interval_ms".into(),
+            });
+        }
+        Ok(effective)
+    }
+
     pub fn of(service: &Service, defaults: &PresenceDefaults) -> Self {
         let o: &PresenceOverrides = &service.presence;
         ServicePresence {
@@ -194,6 +213,39 @@ pub fn parse_session_id(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_must_keep_the_ttl_above_the_ping_interval() {
+        let service = Service::new("Svc", 1).expect("valid");
+        let defaults = PresenceDefaults {
+            ping_interval_ms: 20_000,
+            session_ttl_ms: 60_000,
+            offline_grace_ms: 3_000,
+        };
+        let ttl_only = PresenceOverrides {
+            session_ttl_ms: Some(10_000),
+            ..Default::default()
+        };
+        let err = ServicePresence::with_overrides(&service, ttl_only, &defaults).unwrap_err();
+        assert!(
+            matches!(&err, crate::domain::Error::InvalidParam { param, .. } if param == "session_ttl_ms"),
+            "{err:?}"
+        );
+        let both = PresenceOverrides {
+            ping_interval_ms: Some(5_000),
+            session_ttl_ms: Some(10_000),
+            offline_grace_ms: None,
+        };
+        let effective = ServicePresence::with_overrides(&service, both, &defaults).expect("valid");
+        assert_eq!(
+            (
+                effective.ping_interval_ms,
+                effective.session_ttl_ms,
+                effective.offline_grace_ms
+            ),
+            (5_000, 10_000, 3_000)
+        );
+    }
 
     #[test]
     fn session_ids_round_trip() {

@@ -50,15 +50,8 @@ pub async fn update_settings(ctx: Ctx, sid: web::Path<String>, params: Params) -
         session_ttl_ms: override_of(&params, "session_ttl_ms", 200, o.session_ttl_ms)?,
         offline_grace_ms: override_of(&params, "offline_grace_ms", 0, o.offline_grace_ms)?,
     };
-    let mut candidate = (*service).clone();
-    candidate.presence = overrides;
-    let effective = ServicePresence::of(&candidate, ctx.state.presence.defaults());
-    if effective.session_ttl_ms <= effective.ping_interval_ms {
-        return Err(ApiError::bad_param(
-            "session_ttl_ms",
-            "must be greater than ping_interval_ms",
-        ));
-    }
+    let effective =
+        ServicePresence::with_overrides(&service, overrides, ctx.state.presence.defaults())?;
     let updated = ctx
         .reachability()
         .set_presence_settings(&service.sid, overrides)
