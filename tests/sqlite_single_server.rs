@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Output;
 
-use common::process::{Server, reachd};
+use common::process::{Server, reachd, succeeded};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const OTHER_SID: &str = "ACfedcba9876543210fedcba9876543210";
@@ -31,11 +31,6 @@ fn run_to_exit(mut cmd: std::process::Command) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(out.status.success(), "{}", stderr(out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn with_account(dir: &std::path::Path, sid: &str, token: &str) -> std::process::Command {

@@ -114,3 +114,21 @@ impl Server {
         }
     }
 }
+
+/// Asserts a command succeeded (showing its stderr if not) and returns its stdout.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value printed after `key` on one of `lines` (first-start credentials).
+pub fn value_of(lines: &[String], key: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("{key} not printed: {lines:?}"))
+}
