@@ -38,17 +38,7 @@ async fn close_frame(ws: &mut Ws) -> (u16, String) {
 
 /// A live token signed by `key`.
 fn token(key: &reachd::domain::account::ApiKey, service: &str, identity: &str) -> String {
-    reachd::tokens::mint(
-        common::ACCOUNT_SID,
-        &key.sid,
-        &key.secret,
-        service,
-        identity,
-        3600,
-        None,
-        chrono::Utc::now().timestamp(),
-    )
-    .expect("mint")
+    common::mint_with(common::ACCOUNT_SID, key, service, identity)
 }
 
 #[tokio::test]

@@ -52,6 +52,31 @@ async fn call(
     res.json().await.unwrap_or(Value::Null)
 }
 
+/// Creates a Chat v2 service; its SID.
+async fn create_service(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let svc = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/chat/v2/Services"),
+        None,
+        json!({"FriendlyName": name}),
+    )
+    .await;
+    svc["sid"].as_str().unwrap_or_default().to_string()
+}
+
+/// Adds a native webhook endpoint for `event_type` to the service.
+async fn add_endpoint(http: &reqwest::Client, base: &str, svc: &str, url: &str, event_type: &str) {
+    call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/services/{svc}/webhooks"),
+        None,
+        json!({"url": url, "event_types": [event_type]}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn every_committed_event_arrives_after_a_kill_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -65,15 +90,7 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
     let server = start(dir.path());
     let base = server.base();
     let http = reqwest::Client::new();
-    let svc = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/chat/v2/Services"),
-        None,
-        json!({"FriendlyName": "crash"}),
-    )
-    .await;
-    let svc = svc["sid"].as_str().unwrap_or_default().to_string();
+    let svc = create_service(&http, &base, "crash").await;
     call(
         &http,
         reqwest::Method::POST,
@@ -90,15 +107,8 @@ async fn every_committed_event_arrives_after_a_kill_and_restart() {
         json!({"offline_grace_ms": 0}),
     )
     .await;
-    let endpoint = json!({"url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["user.reachability_updated"]});
-    call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/api/v1/services/{svc}/webhooks"),
-        None,
-        endpoint,
-    )
-    .await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    add_endpoint(&http, &base, &svc, &hook, "user.reachability_updated").await;
 
     let key = common::admin(&db).create_api_key(None).expect("key");
     let now = chrono::Utc::now().timestamp();
@@ -213,24 +223,8 @@ async fn a_delivery_in_flight_at_a_kill_is_retried_at_once_after_the_restart() {
     let server = start(dir.path());
     let base = server.base();
     let http = reqwest::Client::new();
-    let svc = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/chat/v2/Services"),
-        None,
-        json!({"FriendlyName": "in flight"}),
-    )
-    .await;
-    let svc = svc["sid"].as_str().unwrap_or_default().to_string();
-    let endpoint = json!({"url": receiver.url("/hook"), "event_types": ["user.added"]});
-    call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/api/v1/services/{svc}/webhooks"),
-        None,
-        endpoint,
-    )
-    .await;
+    let svc = create_service(&http, &base, "in flight").await;
+    add_endpoint(&http, &base, &svc, &receiver.url("/hook"), "user.added").await;
     call(
         &http,
         reqwest::Method::POST,

@@ -224,6 +224,16 @@ pub fn mint_token(
         Some(key) => key,
         None => admin.create_api_key(None).expect("create a key"),
     };
+    mint_with(account_sid, &key, service, identity)
+}
+
+/// A one-hour access token for `identity` in `service` of `account_sid`, signed by `key`.
+pub fn mint_with(
+    account_sid: &str,
+    key: &reachd::domain::account::ApiKey,
+    service: &str,
+    identity: &str,
+) -> String {
     reachd::tokens::mint(
         account_sid,
         &key.sid,
@@ -287,19 +297,7 @@ impl TestServer {
 
     /// A valid access token for `identity` in `service`.
     pub fn token(&self, service: &str, identity: &str) -> String {
-        let key = self.api_key();
-        let now = chrono::Utc::now().timestamp();
-        reachd::tokens::mint(
-            ACCOUNT_SID,
-            &key.sid,
-            &key.secret,
-            service,
-            identity,
-            3600,
-            None,
-            now,
-        )
-        .expect("mint")
+        mint_with(ACCOUNT_SID, &self.api_key(), service, identity)
     }
 
     /// A request to the client API with a bearer token.
