@@ -9,18 +9,6 @@ use common::receiver::Receiver;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn enabled_service(s: &common::TestServer, name: &str) -> String {
-    let svc = s.service(name).await;
-    let r = s
-        .post(
-            &format!("/chat/v2/Services/{svc}"),
-            &[("ReachabilityEnabled", "true")],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    svc
-}
-
 async fn scrape(s: &common::TestServer) -> String {
     let res = reqwest::get(s.url("/metrics")).await.expect("scrape");
     assert_eq!(res.status(), 200);
@@ -46,8 +34,8 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_report_presence_storage_webhooks_and_http() {
     let s = common::spawn_with(|c| c.webhooks.retry_schedule_secs = vec![1]).await;
-    let svc = enabled_service(&s, "metrics").await;
-    let quiet = enabled_service(&s, "quiet").await;
+    let svc = s.enabled_service("metrics").await;
+    let quiet = s.enabled_service("quiet").await;
     let receiver = Receiver::start().await;
     let r = s
         .post_json(
@@ -197,7 +185,7 @@ async fn failed_authentication_is_rate_limited_per_address_with_retry_after() {
 #[tokio::test]
 async fn an_identity_cannot_hold_more_sessions_than_the_cap() {
     let s = common::spawn_with(|c| c.limits.sessions_per_identity = 3).await;
-    let svc = enabled_service(&s, "capped").await;
+    let svc = s.enabled_service("capped").await;
     let alice = s.token(&svc, "alice");
     let mut sessions = Vec::new();
     for _ in 0..3 {

@@ -260,14 +260,7 @@ async fn a_scrape_renders_the_background_reading_and_never_reads_storage() {
 #[tokio::test]
 async fn the_background_task_refreshes_the_reading() {
     let s = common::spawn_with(|c| c.metrics.refresh_interval_ms = 100).await;
-    let svc = s.service("refreshed").await;
-    let r = s
-        .post(
-            &format!("/chat/v2/Services/{svc}"),
-            &[("ReachabilityEnabled", "true")],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let svc = s.enabled_service("refreshed").await;
     s.open_session(&s.token(&svc, "alice")).await;
     let online = format!("reachd_users_online{{service=\"{svc}\"}}");
     common::eventually("alice online in the gauges", || async {

@@ -44,14 +44,7 @@ fn token(key: &reachd::domain::account::ApiKey, service: &str, identity: &str) -
 #[tokio::test]
 async fn revoking_a_key_closes_its_sockets_with_4003_and_ends_their_sessions() {
     let s = common::spawn().await;
-    let svc = s.service("revoked").await;
-    let r = s
-        .post(
-            &format!("/chat/v2/Services/{svc}"),
-            &[("ReachabilityEnabled", "true")],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let svc = s.enabled_service("revoked").await;
     s.timings(&svc, 1_000, 60_000, 0).await;
     let doomed = s.api_key();
     let kept = s.api_key();

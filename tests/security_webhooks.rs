@@ -12,28 +12,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn enabled_service(s: &common::TestServer) -> String {
-    let svc = s.service("hooks").await;
-    s.post(
-        &format!("/chat/v2/Services/{svc}"),
-        &[("ReachabilityEnabled", "true")],
-    )
-    .await;
-    svc
-}
-
-/// A native endpoint for `url`; returns its id.
-async fn endpoint(s: &common::TestServer, svc: &str, url: &str) -> String {
-    let r = s
-        .post_json(
-            &format!("/api/v1/services/{svc}/webhooks"),
-            json!({"url": url, "description": "security"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    r.str("id")
-}
-
 /// The first attempt of the endpoint's first delivery, once it is recorded.
 async fn first_attempt(s: &common::TestServer, svc: &str, id: &str) -> Value {
     let path = format!("/api/v1/services/{svc}/webhooks/{id}/deliveries");
@@ -61,8 +39,13 @@ async fn delivery_to_loopback(store_private_responses: bool) -> Value {
     })
     .await;
     let receiver = Receiver::start().await;
-    let svc = enabled_service(&s).await;
-    let id = endpoint(&s, &svc, &receiver.url("/hook")).await;
+    let svc = s.enabled_service("hooks").await;
+    let id = s
+        .native_endpoint(
+            &svc,
+            json!({"url": &receiver.url("/hook"), "description": "security"}),
+        )
+        .await;
     s.user(&svc, "alice").await;
     receiver.wait_for(1, WAIT).await;
     let attempt = first_attempt(&s, &svc, &id).await;
@@ -92,8 +75,9 @@ async fn the_configured_proxy_carries_deliveries() {
         c.webhooks.proxy = Some(reachd::config::Secret::new(proxy.url("")));
     })
     .await;
-    let svc = enabled_service(&s).await;
-    endpoint(&s, &svc, target).await;
+    let svc = s.enabled_service("hooks").await;
+    s.native_endpoint(&svc, json!({"url": target, "description": "security"}))
+        .await;
     s.user(&svc, "alice").await;
     let requests = proxy.wait_for(1, WAIT).await;
     // A forward proxy gets the absolute URL as the request target.
@@ -135,8 +119,12 @@ async fn proxy_environment_variables_are_ignored() {
             .build()
             .expect("client"),
     };
-    let svc = enabled_service(&s).await;
-    endpoint(&s, &svc, &receiver.url("/direct")).await;
+    let svc = s.enabled_service("hooks").await;
+    s.native_endpoint(
+        &svc,
+        json!({"url": &receiver.url("/direct"), "description": "security"}),
+    )
+    .await;
     s.user(&svc, "alice").await;
     let requests = receiver.wait_for(1, WAIT).await;
     assert_eq!(

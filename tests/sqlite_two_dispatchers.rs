@@ -131,13 +131,11 @@ async fn two_dispatchers_on_one_database_attempt_every_delivery_once_and_in_orde
     receiver.set_default(Behavior::Slow(200, 100));
     let s = common::spawn_with(adjust).await;
     let svc = s.service("two").await;
-    let r = s
-        .post_json(
-            &format!("/api/v1/services/{svc}/webhooks"),
-            json!({"url": receiver.url("/hook"), "event_types": ["user.updated"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
+    s.native_endpoint(
+        &svc,
+        json!({"url": receiver.url("/hook"), "event_types": ["user.updated"]}),
+    )
+    .await;
 
     let mut config = common::test_config(s.dir.path());
     adjust(&mut config);
@@ -230,14 +228,12 @@ async fn a_claim_whose_owner_dies_is_taken_over_when_its_lease_expires() {
     let receiver = Receiver::start().await;
     let mut s = common::spawn_with(adjust).await;
     let svc = s.service("dead").await;
-    let r = s
-        .post_json(
-            &format!("/api/v1/services/{svc}/webhooks"),
+    let endpoint = s
+        .native_endpoint(
+            &svc,
             json!({"url": receiver.url("/hook"), "event_types": ["user.added"]}),
         )
         .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let endpoint = r.str("id");
     // The server (and its dispatcher) stops; its database stays.
     s.running
         .take()
@@ -369,13 +365,11 @@ async fn a_graceful_stop_releases_its_leases_so_a_restart_retries_at_once() {
     receiver.plan(&[Behavior::Hang]);
     let mut s = common::spawn_with(adjust).await;
     let svc = s.service("release").await;
-    let r = s
-        .post_json(
-            &format!("/api/v1/services/{svc}/webhooks"),
-            json!({"url": receiver.url("/hook"), "event_types": ["user.added"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
+    s.native_endpoint(
+        &svc,
+        json!({"url": receiver.url("/hook"), "event_types": ["user.added"]}),
+    )
+    .await;
     s.user(&svc, "alice").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
     let owner = s

@@ -258,6 +258,28 @@ impl TestServer {
             .expect("the server runs in this process")
     }
 
+    /// A new service with reachability enabled; its SID.
+    pub async fn enabled_service(&self, name: &str) -> String {
+        let svc = self.service(name).await;
+        let r = self
+            .post(
+                &format!("/chat/v2/Services/{svc}"),
+                &[("ReachabilityEnabled", "true")],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        svc
+    }
+
+    /// A native webhook endpoint of `svc` (JSON `spec`: url, event_types, …); its id.
+    pub async fn native_endpoint(&self, svc: &str, spec: Value) -> String {
+        let r = self
+            .post_json(&format!("/api/v1/services/{svc}/webhooks"), spec)
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.str("id")
+    }
+
     /// Events so far, oldest first, read through the storage port.
     pub fn events(&self) -> Vec<EventRow> {
         self.port()
