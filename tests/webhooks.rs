@@ -376,3 +376,49 @@ async fn the_event_feed_pages_and_resumes_without_loss() {
     assert_eq!(seen, expected, "no loss, no duplicate across the reconnect");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_endpoint_url_redirects_waiting_deliveries_at_once() {
+    // Backoff of an hour: without the redirect nothing would arrive during this test.
+    let s = common::spawn_with(|c| c.webhooks.retry_schedule_secs = vec![3_600]).await;
+    let svc = enabled_service(&s).await;
+    let broken = Receiver::start().await;
+    broken.set_default(Behavior::Status(500));
+    let (id, _) = native_endpoint(&s, &svc, &broken.url("/old"), Some(vec!["user.added"])).await;
+    for identity in ["a", "b", "c"] {
+        s.user(&svc, identity).await;
+    }
+    broken.wait_for(3, Duration::from_secs(10)).await;
+    let stats_path = format!("/api/v1/services/{svc}/stats");
+    common::eventually("three deliveries waiting out their backoff", || async {
+        s.get(&stats_path).await.body["deliveries"]["retrying"] == json!(3)
+    })
+    .await;
+    assert_eq!(s.get(&stats_path).await.body["deliveries"]["pending"], 3);
+
+    let fixed = Receiver::start().await;
+    let r = s
+        .post_json(
+            &format!("/api/v1/services/{svc}/webhooks/{id}"),
+            json!({"url": fixed.url("/new")}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let arrived = fixed.wait_for(3, Duration::from_secs(10)).await;
+    let identities: Vec<_> = arrived
+        .iter()
+        .map(|r| r.json()["data"]["identity"].clone())
+        .collect();
+    assert_eq!(identities, vec![json!("a"), json!("b"), json!("c")]);
+    assert_eq!(
+        broken.requests().len(),
+        3,
+        "nothing more went to the old URL"
+    );
+    common::eventually("no delivery left waiting", || async {
+        let stats = s.get(&stats_path).await.body;
+        stats["deliveries"]["pending"] == json!(0) && stats["deliveries"]["delivered"] == json!(3)
+    })
+    .await;
+    s.stop().await;
+}

@@ -1,6 +1,6 @@
 //! SQL for native webhook endpoints, and syncing the config file's endpoints at startup.
 //!
-//! May depend on: rusqlite, serde_json, base64, sha2, domain.
+//! May depend on: rusqlite, serde_json, base64, sha2, domain, db::writer.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 use super::SqlResultExt;
+use super::writer::Tx;
 use crate::domain::time::now_ms;
-use crate::domain::webhook::{Endpoint, EndpointPatch, NewEndpoint};
+use crate::domain::webhook::{Endpoint, EndpointPatch, NewEndpoint, endpoint_target};
 use crate::domain::{Error, Result, ids};
 
 const COLUMNS: &str = "id, service_sid, url, description, event_types, disabled, disabled_reason, from_config, created_at, updated_at";
@@ -94,13 +95,14 @@ pub fn list(conn: &Connection, service_sid: &str) -> Result<Vec<Endpoint>> {
 
 /// Updates a service's own endpoint (config endpoints are changed in the config file).
 pub fn update(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     service_sid: &str,
     id: &str,
     patch: &EndpointPatch,
 ) -> Result<Endpoint> {
     patch.validate()?;
-    let mut e = get(conn, service_sid, id)?.ok_or(Error::NotFound)?;
+    let mut e = get(tx, service_sid, id)?.ok_or(Error::NotFound)?;
+    let reschedule = patch.redirects_pending_deliveries(&e);
     if e.from_config {
         return Err(Error::Conflict(
             "endpoints from the config file are changed in the config file".into(),
@@ -124,13 +126,26 @@ pub fn update(
         };
     }
     e.updated_at = now_ms();
-    conn.prepare_cached(
+    tx.prepare_cached(
         "UPDATE webhook_endpoints SET url = ?2, description = ?3, event_types = ?4, disabled = ?5, disabled_reason = ?6, \
          updated_at = ?7 WHERE id = ?1",
     )
     .db()?
     .execute(params![e.id, e.url, e.description, types_json(&e.event_types), e.disabled, e.disabled_reason, e.updated_at])
     .db()?;
+    if reschedule {
+        let due = tx
+            .prepare_cached(
+                "UPDATE deliveries SET url = ?3, next_attempt_at = min(next_attempt_at, ?2), updated_at = ?2 \
+                 WHERE target = ?1 AND status = 'pending'",
+            )
+            .db()?
+            .execute(params![endpoint_target(&e.id), e.updated_at, e.url])
+            .db()?;
+        if due > 0 {
+            tx.record_deliveries();
+        }
+    }
     Ok(e)
 }
 

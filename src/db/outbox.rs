@@ -389,7 +389,7 @@ pub fn stats(conn: &Connection, service_sid: &str) -> Result<ServiceStats> {
         ..Default::default()
     };
     let mut stmt = conn
-        .prepare_cached("SELECT status, count(*), min(created_at) FROM deliveries WHERE service_sid = ?1 GROUP BY status")
+        .prepare_cached("SELECT status, count(*), min(created_at), coalesce(sum(attempts > 0), 0) FROM deliveries WHERE service_sid = ?1 GROUP BY status")
         .db()?;
     let rows = stmt
         .query_map([service_sid], |r| {
@@ -397,14 +397,16 @@ pub fn stats(conn: &Connection, service_sid: &str) -> Result<ServiceStats> {
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })
         .db()?;
     for row in rows {
-        let (status, count, oldest) = row.db()?;
+        let (status, count, oldest, attempted) = row.db()?;
         match status.as_str() {
             "pending" => {
                 stats.pending = count;
+                stats.retrying = attempted;
                 stats.oldest_pending = oldest;
             }
             "delivered" => stats.delivered = count,

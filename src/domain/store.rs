@@ -193,6 +193,8 @@ pub struct ServiceStats {
     pub users: i64,
     pub online_users: i64,
     pub pending: i64,
+    /// Pending deliveries that were attempted at least once (waiting out a backoff).
+    pub retrying: i64,
     pub delivered: i64,
     pub failed: i64,
     /// Creation time of the oldest pending delivery.

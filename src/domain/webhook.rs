@@ -167,6 +167,13 @@ impl EndpointPatch {
         }
         Ok(())
     }
+
+    /// Whether applying this patch to `before` redirects the endpoint's pending deliveries to
+    /// the new URL, due at once: a new URL is how an operator fixes a broken receiver, and its
+    /// backlog should neither go to the old address nor sit out the rest of its backoff.
+    pub fn redirects_pending_deliveries(&self, before: &Endpoint) -> bool {
+        self.url.as_ref().is_some_and(|url| *url != before.url)
+    }
 }
 
 fn validate_description(description: &Option<String>) -> Result<()> {

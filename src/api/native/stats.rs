@@ -26,6 +26,7 @@ pub async fn fetch_stats(ctx: Ctx, sid: web::Path<String>) -> ApiResult {
         "live_sessions": ctx.state.presence.service_sessions(&service.sid),
         "deliveries": {
             "pending": stats.pending,
+            "retrying": stats.retrying,
             "delivered": stats.delivered,
             "failed": stats.failed,
             "oldest_pending_age_ms": stats.oldest_pending.map(|t| (now_ms() - t).max(0)),

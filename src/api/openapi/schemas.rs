@@ -277,6 +277,7 @@ pub fn schemas() -> Value {
             ("live_sessions", integer()),
             ("deliveries", object(&[
                 ("pending", integer()),
+                ("retrying", integer()),
                 ("delivered", integer()),
                 ("failed", integer()),
                 ("oldest_pending_age_ms", nullable_integer()),

@@ -14,7 +14,6 @@ mod sockets;
 mod webhooks;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -217,9 +216,27 @@ async fn service(base: &str, reachability: bool) -> anyhow::Result<String> {
     Ok(sid)
 }
 
-fn api_key(db: &Path) -> anyhow::Result<ApiKey> {
-    let conn = reachd::db::open::open_connection(db, Duration::from_secs(5))?;
-    Ok(reachd::db::keys::create(&conn, Some("bench"))?)
+/// A fresh API key, made the way an operator makes one (`reachd keys create`): through the
+/// configured backend's maintenance port, beside the running server.
+fn api_key(config: &Config) -> anyhow::Result<ApiKey> {
+    let admin = app::open_admin(config, app::AdminOpening::Existing)?;
+    Ok(admin.create_api_key(Some("bench"))?)
+}
+
+async fn admin_get(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// A service's stored counts (`GET /api/v1/services/{sid}/stats`).
+async fn stats(base: &str, service: &str) -> anyhow::Result<serde_json::Value> {
+    admin_get(base, &format!("/api/v1/services/{service}/stats")).await
 }
 
 fn mint(key: &ApiKey, service: &str, identity: &str) -> anyhow::Result<String> {
@@ -293,7 +310,7 @@ fn main() -> anyhow::Result<()> {
             config.webhooks.concurrency = concurrency;
         }
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        let running = app::start(config, listener).await?;
+        let running = app::start(config.clone(), listener).await?;
         let base = format!("http://{}", running.addr);
         println!(
             "reachd-bench: server on {base}, {} connections, {}s × {} rounds",
@@ -301,11 +318,13 @@ fn main() -> anyhow::Result<()> {
         );
         let result = match args.scenario {
             Scenario::Rest => bench_rest(&args, &base).await,
-            Scenario::Ping { sessions } => presence::bench_ping(&args, &base, &db, sessions).await,
+            Scenario::Ping { sessions } => {
+                presence::bench_ping(&args, &base, &config, sessions).await
+            }
             Scenario::Burst { sessions } => {
                 let stats = running.writer_stats.clone();
                 let (tx0, jobs0) = (stats.transactions.load(Relaxed), stats.jobs.load(Relaxed));
-                let result = presence::bench_burst(&args, &base, &db, sessions).await;
+                let result = presence::bench_burst(&args, &base, &config, sessions).await;
                 let (tx, jobs) = (
                     stats.transactions.load(Relaxed) - tx0,
                     stats.jobs.load(Relaxed) - jobs0,
@@ -319,7 +338,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Webhooks {
                 deliveries,
                 concurrency,
-            } => webhooks::bench_webhooks(&base, &db, deliveries, concurrency).await,
+            } => webhooks::bench_webhooks(&base, &config, deliveries, concurrency).await,
             Scenario::Memory { .. } | Scenario::Sockets { .. } => Ok(()),
         };
         running.stop().await?;

@@ -5,9 +5,14 @@
 
 use super::*;
 
-pub async fn bench_ping(args: &Args, base: &str, db: &Path, sessions: usize) -> anyhow::Result<()> {
+pub async fn bench_ping(
+    args: &Args,
+    base: &str,
+    config: &Config,
+    sessions: usize,
+) -> anyhow::Result<()> {
     let service = service(base, true).await?;
-    let key = api_key(db)?;
+    let key = api_key(config)?;
     let http = reqwest::Client::new();
     let mut targets = Vec::with_capacity(sessions);
     for i in 0..sessions {
@@ -86,11 +91,11 @@ pub fn bench_memory(sessions: usize) {
 pub async fn bench_burst(
     args: &Args,
     base: &str,
-    db: &Path,
+    config: &Config,
     sessions: usize,
 ) -> anyhow::Result<()> {
     let service = service(base, true).await?;
-    let key = api_key(db)?;
+    let key = api_key(config)?;
     let tokens: Vec<String> = (0..sessions)
         .map(|i| mint(&key, &service, &format!("burst{i}")))
         .collect::<anyhow::Result<_>>()?;
@@ -123,13 +128,10 @@ pub async fn bench_burst(
         opened += task.await.unwrap_or(0);
     }
     let issued = started.elapsed();
-    let conn = rusqlite::Connection::open(db)?;
     let online = loop {
-        let n: i64 = conn.query_row(
-            "SELECT count(*) FROM users WHERE service_sid = ?1 AND is_online = 1",
-            [&service],
-            |r| r.get(0),
-        )?;
+        let n = stats(base, &service).await?["online_users"]
+            .as_i64()
+            .unwrap_or(0);
         if n as usize >= sessions || started.elapsed() > Duration::from_secs(30) {
             break n;
         }
