@@ -16,7 +16,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -30,56 +30,7 @@ use crate::domain::{Error, Result};
 /// Jobs waiting beyond this many make submitters wait (back-pressure).
 const QUEUE_CAPACITY: usize = 16_384;
 
-/// Counters read by tests, benchmarks and metrics.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Committed transactions.
-    pub transactions: AtomicU64,
-    /// Jobs run (committed or not).
-    pub jobs: AtomicU64,
-    /// Jobs in the most recent batch.
-    pub last_batch: AtomicU64,
-    /// Microseconds the most recent commit took.
-    pub last_commit_us: AtomicU64,
-    /// Failed transactions (begin or commit failed).
-    pub failures: AtomicU64,
-}
-
-/// Runs after every commit with the effects the batch's jobs recorded.
-pub trait CommitHook: Send + 'static {
-    fn committed(&mut self, effects: &Effects);
-}
-
-/// What committed jobs leave for the post-commit hooks (events, wake-ups).
-#[derive(Debug, Default)]
-pub struct Effects {
-    /// Ids of event rows written by the batch, in commit order.
-    pub event_ids: Vec<i64>,
-    /// The batch wrote webhook deliveries.
-    pub deliveries: bool,
-    /// SIDs of services the batch created, changed or deleted.
-    pub services: Vec<String>,
-    /// Reachability transitions the batch stored (state changes, not repeats).
-    pub transitions: Vec<StoredTransition>,
-}
-
-/// One stored reachability change (online/offline or notifiable), for metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct StoredTransition {
-    pub cause: &'static str,
-    /// For a change to offline: the user's last sign of life (last ping or session end),
-    /// wall-clock ms.
-    pub offline_since: Option<i64>,
-}
-
-impl Effects {
-    fn absorb(&mut self, other: Effects) {
-        self.event_ids.extend(other.event_ids);
-        self.deliveries |= other.deliveries;
-        self.services.extend(other.services);
-        self.transitions.extend(other.transitions);
-    }
-}
+pub use crate::storage::commit::{CommitHook, Effects, StoredTransition, WriterStats};
 
 /// A job's view of the open transaction.
 pub struct Tx<'a> {

@@ -1,0 +1,105 @@
+//! PostgreSQL storage: opening and migrating the database a `postgres://` URL names, the
+//! group-committing writer, the reader threads, and the [`crate::domain::store::Store`]
+//! implementation. The same rows, SIDs, dates and paging keys as the SQLite backend (`db`), so
+//! that both answer byte for byte alike.
+//!
+//! Why the synchronous `postgres` client: the storage port's reads are synchronous and its
+//! writes are jobs run by one writer thread per node that groups them into one transaction
+//! (group commit), as on SQLite. The synchronous client keeps this adapter's code shaped like
+//! the SQLite one (a job is a closure over a transaction). It may not run on an async worker
+//! thread (it drives its own runtime), so reads hop to reader threads (`reads`).
+//!
+//! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage. Never on
+//! actix or on `db`.
+
+pub mod open;
+pub mod reads;
+pub mod writer;
+
+mod account;
+mod bindings;
+mod credentials;
+mod endpoints;
+mod events;
+mod keys;
+mod metrics;
+mod outbox;
+mod paging;
+mod presence;
+mod services;
+mod users;
+
+use crate::domain::Error;
+
+/// Maps a PostgreSQL failure to the domain: a lost or refused connection, a server shutting
+/// down, a read-only server or a serialization failure mean "storage unavailable" (503);
+/// anything else is internal.
+pub(crate) fn map_pg(err: postgres::Error) -> Error {
+    use postgres::error::SqlState;
+    let unavailable = err.is_closed()
+        || err.code().is_some_and(|code| {
+            code.code().starts_with("08") // connection exceptions
+                || code.code().starts_with("57P") // operator intervention (shutdown)
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::DISK_FULL
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        })
+        || err.code().is_none();
+    if unavailable {
+        Error::Unavailable(err.to_string())
+    } else {
+        Error::Internal(anyhow::Error::new(err))
+    }
+}
+
+pub(crate) fn map_pool(err: r2d2::Error) -> Error {
+    Error::Unavailable(format!("no database connection: {err}"))
+}
+
+/// `?`-friendly conversion for postgres results inside the pg module.
+pub(crate) trait PgResultExt<T> {
+    fn db(self) -> Result<T, Error>;
+}
+
+impl<T> PgResultExt<T> for Result<T, postgres::Error> {
+    fn db(self) -> Result<T, Error> {
+        self.map_err(map_pg)
+    }
+}
+
+/// Whether a configured `database` names a PostgreSQL server rather than a SQLite file.
+pub fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
+
+/// A connection URL with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "a PostgreSQL URL".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_recognised_and_redacted() {
+        assert!(is_postgres_url("postgres://u:p@localhost/db"));
+        assert!(is_postgres_url("postgresql://localhost/db"));
+        assert!(!is_postgres_url("/var/lib/reachd/reachd.db"));
+        assert_eq!(
+            redact_url("postgres://reachd:hunter2@db.internal:5432/reachd"),
+            "postgres://reachd:***@db.internal:5432/reachd"
+        );
+        assert_eq!(redact_url("postgres://localhost/x"), "postgres://localhost/x");
+    }
+}

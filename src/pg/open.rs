@@ -1,0 +1,122 @@
+//! Connecting to PostgreSQL: the connection pool a `postgres://` URL names, and the numbered
+//! migrations in `migrations/postgres/`, applied in one transaction under an advisory lock (so
+//! that nodes starting together migrate once) and recorded in `schema_migrations`.
+//!
+//! May depend on: postgres, r2d2, r2d2_postgres, anyhow, tracing.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::postgres::NoTls;
+
+/// A pool of connections to the deployment's database.
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Migrations: `(version, sql)`, applied in order.
+const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres/0001_baseline.sql"),
+)];
+
+/// Key of the advisory lock held while migrating ("reachd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7265_6163_6864;
+
+/// The schema version this binary writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// A pool of `size` connections to `url` (connections are made lazily, checked on checkout).
+pub fn pool(url: &str, size: u32, connect_timeout: Duration) -> anyhow::Result<Pool> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(connect_timeout);
+    }
+    config.application_name("reachd");
+    let manager = PostgresConnectionManager::new(config, NoTls);
+    r2d2::Pool::builder()
+        .max_size(size.max(2))
+        .min_idle(Some(1))
+        .connection_timeout(connect_timeout.max(Duration::from_secs(1)))
+        .build(manager)
+        .with_context(|| format!("connecting to {}", super::redact_url(url)))
+}
+
+/// The schema version the database is at (0: empty).
+pub fn schema_version(client: &mut postgres::Client) -> anyhow::Result<u32> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let version: Option<i32> = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])?
+        .get(0);
+    Ok(version.unwrap_or(0).max(0) as u32)
+}
+
+/// Applies the migrations this database lacks, in one transaction; refuses a database newer
+/// than this binary. Returns the version reached.
+pub fn migrate(client: &mut postgres::Client) -> anyhow::Result<u32> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .context("waiting for the migration lock")?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at BIGINT  NOT NULL
+         )",
+    )?;
+    let current: Option<i32> = tx
+        .query_one("SELECT max(version) FROM schema_migrations", &[])?
+        .get(0);
+    let current = current.unwrap_or(0).max(0) as u32;
+    if current > latest_version() {
+        bail!(
+            "the database is at schema version {current}, newer than this reachd \
+             (version {}); run a newer reachd",
+            latest_version()
+        );
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql)
+            .with_context(|| format!("applying migration {version}"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&(*version as i32), &crate::domain::time::now_ms()],
+        )?;
+        tracing::info!(version, "migrated the PostgreSQL schema");
+    }
+    tx.commit().context("committing migrations")?;
+    Ok(latest_version())
+}
+
+/// The stored account's SID and auth token, if the account exists yet.
+pub fn account_credentials(
+    client: &mut impl postgres::GenericClient,
+) -> anyhow::Result<Option<(String, String)>> {
+    Ok(client
+        .query_opt("SELECT sid, auth_token FROM account WHERE id = 1", &[])?
+        .map(|row| (row.get(0), row.get(1))))
+}
+
+/// Stores (or replaces) the account's SID and auth token.
+pub fn store_account(
+    client: &mut impl postgres::GenericClient,
+    sid: &str,
+    auth_token: &str,
+) -> anyhow::Result<()> {
+    let now = crate::domain::time::now_ms();
+    client.execute(
+        "INSERT INTO account (id, sid, auth_token, date_created, date_updated) \
+         VALUES (1, $1, $2, $3, $3) \
+         ON CONFLICT (id) DO UPDATE SET sid = excluded.sid, auth_token = excluded.auth_token, \
+         date_updated = excluded.date_updated",
+        &[&sid, &auth_token, &now],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The writer on PostgreSQL: one connection on a dedicated thread, fed by a bounded channel,
+//! that groups every queued write into one transaction (group commit) — the SQLite writer's
+//! contract on a server database.
+//!
+//! Invariants:
+//! - Only this thread writes through this node's store (other nodes have their own writers;
+//!   rows they share are arbitrated by PostgreSQL's row locks, and the event feed's order by
+//!   the `feed_position` row, see `events`).
+//! - Each job runs inside its own SAVEPOINT: a job that fails rolls back only its own changes
+//!   (and clears PostgreSQL's aborted-transaction state), so a bad request never leaves a
+//!   half-written change and never spoils its batch-mates.
+//! - A caller's future resolves only after the transaction holding its job has committed (or
+//!   failed as a whole, in which case every job of the batch gets the error).
+//! - After each commit the [`CommitHook`]s run on this thread, in commit order, with what the
+//!   batch's jobs recorded, *before* any caller is answered; they must not block.
+//! - A lost connection fails the batch it was running (503 to its callers) and is replaced
+//!   from the pool for the next batch; a panicking job is caught and reported as internal.
+//!
+//! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::open::Pool;
+use super::{map_pg, map_pool};
+use crate::domain::store::WriteFuture;
+use crate::domain::{Error, Result};
+use crate::storage::commit::{CommitHook, Effects, StoredTransition, WriterStats};
+
+/// Jobs waiting beyond this many make submitters wait (back-pressure).
+const QUEUE_CAPACITY: usize = 16_384;
+
+/// A job's view of the open transaction (its savepoint) and of the batch's effects.
+pub struct Tx<'a, 'b> {
+    conn: &'a mut postgres::Transaction<'b>,
+    effects: &'a mut Effects,
+}
+
+impl Tx<'_, '_> {
+    /// Records an event row for the post-commit hooks.
+    pub fn record_event(&mut self, id: i64) {
+        self.effects.event_ids.push(id);
+    }
+    pub fn record_deliveries(&mut self) {
+        self.effects.deliveries = true;
+    }
+    /// Records a stored reachability transition for the post-commit hooks.
+    pub fn record_transition(&mut self, transition: StoredTransition) {
+        self.effects.transitions.push(transition);
+    }
+    /// Records that a service row changed (its cached copy must go).
+    pub fn record_service(&mut self, sid: &str) {
+        self.effects.services.push(sid.to_string());
+    }
+}
+
+impl<'b> std::ops::Deref for Tx<'_, 'b> {
+    type Target = postgres::Transaction<'b>;
+    fn deref(&self) -> &postgres::Transaction<'b> {
+        self.conn
+    }
+}
+
+impl<'b> std::ops::DerefMut for Tx<'_, 'b> {
+    fn deref_mut(&mut self) -> &mut postgres::Transaction<'b> {
+        self.conn
+    }
+}
+
+trait Job: Send {
+    fn run(&mut self, tx: &mut postgres::Transaction<'_>, effects: &mut Effects);
+    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: for<'a, 'b> FnOnce(&mut Tx<'a, 'b>) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut postgres::Transaction<'_>, effects: &mut Effects) {
+        let Some(work) = self.work.take() else { return };
+        let outcome = (|| {
+            let mut savepoint = tx.transaction().map_err(map_pg)?;
+            let mut local = Effects::default();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                work(&mut Tx {
+                    conn: &mut savepoint,
+                    effects: &mut local,
+                })
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal(anyhow::anyhow!("write job panicked"))));
+            if result.is_ok() {
+                savepoint.commit().map_err(map_pg)?;
+                effects.absorb(local);
+            }
+            // Dropped without commit: rolled back to the savepoint.
+            result
+        })();
+        self.result = Some(outcome);
+    }
+
+    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>) {
+        let result = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), Some(Ok(_))) => Err(Error::Unavailable(e.clone())),
+            (_, Some(Err(e))) => Err(e),
+            (_, None) => Err(Error::Unavailable("write was not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<Message>,
+    stats: Arc<WriterStats>,
+}
+
+enum Message {
+    Job(Box<dyn Job>),
+    Stop,
+}
+
+impl Writer {
+    pub fn start(
+        pool: Pool,
+        max_batch: usize,
+        hooks: Vec<Box<dyn CommitHook>>,
+    ) -> std::io::Result<(Writer, JoinHandle<()>)> {
+        let (sender, receiver) = mpsc::channel::<Message>(QUEUE_CAPACITY);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("reachd-pg-writer".into())
+            .spawn(move || run(&pool, receiver, max_batch.max(1), hooks, &thread_stats))?;
+        Ok((Writer { sender, stats }, handle))
+    }
+
+    pub fn submit<T, F>(&self, work: F) -> WriteFuture<T>
+    where
+        T: Send + 'static,
+        F: for<'a, 'b> FnOnce(&mut Tx<'a, 'b>) -> Result<T> + Send + 'static,
+    {
+        let sender = self.sender.clone();
+        Box::pin(async move {
+            let (reply, result) = oneshot::channel();
+            let job: Box<dyn Job> = Box::new(TypedJob {
+                work: Some(work),
+                result: None,
+                reply,
+            });
+            sender
+                .send(Message::Job(job))
+                .await
+                .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
+            result
+                .await
+                .map_err(|_| Error::Unavailable("the writer has stopped".into()))?
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    pub async fn stop(&self) {
+        let _ = self.sender.send(Message::Stop).await;
+    }
+}
+
+fn run(
+    pool: &Pool,
+    mut receiver: mpsc::Receiver<Message>,
+    max_batch: usize,
+    mut hooks: Vec<Box<dyn CommitHook>>,
+    stats: &WriterStats,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let mut stopping = false;
+    while !stopping {
+        match receiver.blocking_recv() {
+            Some(Message::Job(job)) => batch.push(job),
+            Some(Message::Stop) | None => break,
+        }
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut effects = Effects::default();
+        let commit = commit_batch(pool, &mut batch, &mut effects);
+        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .last_batch
+            .store(batch.len() as u64, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        stats
+            .last_commit_us
+            .store(elapsed.as_micros() as u64, Ordering::Relaxed);
+        metrics::histogram!("reachd_writer_batch_size").record(batch.len() as f64);
+        metrics::histogram!("reachd_writer_commit_seconds").record(elapsed.as_secs_f64());
+        if commit.is_ok() {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            for hook in &mut hooks {
+                hook.committed(&effects);
+            }
+        } else {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        for job in batch.drain(..) {
+            job.finish(&commit);
+        }
+    }
+}
+
+fn commit_batch(
+    pool: &Pool,
+    batch: &mut [Box<dyn Job>],
+    effects: &mut Effects,
+) -> std::result::Result<(), String> {
+    let mut conn = pool.get().map_err(|e| map_pool(e).to_string())?;
+    let mut tx = conn.transaction().map_err(|e| e.to_string())?;
+    for job in batch.iter_mut() {
+        job.run(&mut tx, effects);
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
