@@ -19,7 +19,7 @@ use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
 pub use crate::db::admin::Opening as AdminOpening;
 use crate::db::admin::SqliteAdmin;
-use crate::db::cache::{InvalidateServices, ServiceCache};
+use crate::storage::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
 use crate::db::endpoints::{self, ConfigEndpoint};
 use crate::db::events;

@@ -284,7 +284,7 @@ fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             // Running servers trust a live key for at most API_KEY_TTL: once this returns, the
             // key is refused everywhere.
             std::thread::sleep(
-                reachd::db::cache::API_KEY_TTL + std::time::Duration::from_millis(100),
+                reachd::storage::cache::API_KEY_TTL + std::time::Duration::from_millis(100),
             );
             println!("revoked {sid}");
         }

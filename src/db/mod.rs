@@ -7,7 +7,6 @@ mod account;
 pub mod admin;
 pub mod backup;
 mod bindings;
-pub mod cache;
 pub mod checkpoint;
 mod credentials;
 pub mod endpoints;

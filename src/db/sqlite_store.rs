@@ -7,7 +7,7 @@ use std::sync::Arc;
 use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
-use super::cache::{ApiKeyCache, ServiceCache};
+use crate::storage::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{
@@ -41,7 +41,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// `services` must be invalidated by the writer (see [`super::cache::InvalidateServices`]).
+    /// `services` must be invalidated by the writer (see [`crate::storage::cache::InvalidateServices`]).
     pub fn new(reads: ReadPool, writer: Writer, services: Arc<ServiceCache>) -> Self {
         SqliteStore {
             reads,

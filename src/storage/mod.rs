@@ -3,4 +3,5 @@
 //!
 //! May depend on: std, domain, config, db (SQLite), pg (PostgreSQL).
 
+pub mod cache;
 pub mod commit;

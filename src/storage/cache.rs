@@ -3,7 +3,7 @@
 //! Services are kept exact by the writer: every committed change to a service invalidates its
 //! entry from the writer thread's post-commit hook.
 //!
-//! API keys change outside this process (`reachd keys revoke` writes the database directly), so
+//! API keys change outside this process (`reachd keys revoke` writes the database directly, and other nodes may), so
 //! live keys are cached for at most [`API_KEY_TTL`]; `keys revoke` waits that long before it
 //! returns, so a revoked key is refused by every running server once the command has finished.
 //!
@@ -11,7 +11,7 @@
 //! loaded a row inserts it only if no invalidation happened since it started (generation
 //! check), so a row read before a commit cannot be cached after that commit's invalidation.
 //!
-//! May depend on: domain, db::writer.
+//! May depend on: domain, storage::commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use std::time::{Duration, Instant};
 
-use super::writer::{CommitHook, Effects};
+use super::commit::{CommitHook, Effects};
 use crate::domain::account::ApiKey;
 use crate::domain::service::Service;
 
