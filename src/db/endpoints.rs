@@ -1,16 +1,17 @@
 //! SQL for native webhook endpoints, and syncing the config file's endpoints at startup.
 //!
-//! May depend on: rusqlite, serde_json, base64, sha2, domain, db::writer.
+//! May depend on: rusqlite, serde_json, base64, domain, db::writer.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use sha2::{Digest, Sha256};
 
 use super::SqlResultExt;
 use super::writer::Tx;
 use crate::domain::time::now_ms;
-use crate::domain::webhook::{Endpoint, EndpointPatch, NewEndpoint, endpoint_target};
+use crate::domain::webhook::{
+    ConfigEndpoint, Endpoint, EndpointPatch, NewEndpoint, endpoint_target,
+};
 use crate::domain::{Error, Result, ids};
 
 const COLUMNS: &str = "id, service_sid, url, description, event_types, disabled, disabled_reason, from_config, created_at, updated_at";
@@ -158,30 +159,13 @@ pub fn delete(conn: &Connection, service_sid: &str, id: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// An endpoint from the config file (`[[webhooks.endpoints]]`).
-#[derive(Clone, PartialEq)]
-pub struct ConfigEndpoint {
-    pub name: String,
-    pub url: String,
-    pub secret: String,
-    pub event_types: Option<Vec<String>>,
-}
-
 /// Makes the stored config endpoints match the config file: ids derive from the names, so an
 /// entry keeps its id (and its delivery log) across restarts.
 pub fn sync_config(conn: &Connection, entries: &[ConfigEndpoint]) -> Result<()> {
     let now = now_ms();
     let mut keep = Vec::new();
     for entry in entries {
-        let digest = Sha256::digest(entry.name.as_bytes());
-        let id = format!(
-            "WH{}",
-            digest
-                .iter()
-                .take(16)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let id = entry.id();
         conn.execute(
             "INSERT INTO webhook_endpoints (id, service_sid, url, description, secret, event_types, from_config, created_at, updated_at, seq) \
              VALUES (?1, NULL, ?2, ?3, ?4, ?5, 1, ?6, ?6, ?7) ON CONFLICT (id) DO UPDATE SET url = excluded.url, \

@@ -4,7 +4,7 @@
 //! stored state an outcome settles into ([`settle`]: delivered, retry at a time, failed, or the
 //! endpoint disabled by a 410). Which targets an event goes to is in [`super::fanout`].
 //!
-//! May depend on: serde_json, domain::{errors, ids, service, time, event}.
+//! May depend on: serde_json, sha2, domain::{errors, ids, service, time, event}.
 
 use super::errors::{Error, Result};
 use super::event::{Event, EventType};
@@ -89,6 +89,27 @@ pub fn endpoint_of(target: &str) -> Option<&str> {
 }
 
 const ENDPOINT_PREFIX: &str = "endpoint:";
+
+/// An endpoint from the config file (`[[webhooks.endpoints]]`): it receives every service's
+/// events and is changed only in the config file.
+#[derive(Clone, PartialEq)]
+pub struct ConfigEndpoint {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+    pub event_types: Option<Vec<String>>,
+}
+
+impl ConfigEndpoint {
+    /// The stored id, derived from the name, so that an entry keeps its id (and its delivery
+    /// log) across restarts: `WH` and the first 16 bytes of the name's SHA-256, in hex.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.name.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("WH{hex}")
+    }
+}
 
 /// A native webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
