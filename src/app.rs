@@ -17,24 +17,24 @@ use anyhow::Context;
 use crate::api::gauges::StoredGauges;
 use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
-pub use crate::db::admin::Opening as AdminOpening;
 use crate::db::admin::SqliteAdmin;
-use crate::storage::cache::{InvalidateServices, ServiceCache};
 use crate::db::checkpoint::Checkpointer;
 use crate::db::endpoints;
-use crate::domain::webhook::ConfigEndpoint;
 use crate::db::events;
 use crate::db::server_lock::{ServerLock, lock_for_server};
 use crate::db::writer::{CommitHook, Effects, Writer, WriterStats};
 use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::admin::AdminStore;
+pub use crate::domain::admin::Opening as AdminOpening;
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
 use crate::domain::store::{PresenceStore, Store};
+use crate::domain::webhook::ConfigEndpoint;
 use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
+use crate::storage::cache::{InvalidateServices, ServiceCache};
 use crate::usecases::Reachability;
 use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
@@ -348,7 +348,7 @@ fn bootstrap_account(
         match crate::db::open::account_credentials(conn)? {
             Some((stored, _)) if stored != *sid => {
                 return Err(AccountMismatch {
-                    database: config.database.display().to_string(),
+                    database: config.database_description(),
                     stored,
                     configured: sid.clone(),
                 }

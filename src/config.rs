@@ -5,6 +5,8 @@
 //! May depend on: figment, serde, domain (SID validation). Secrets are wrapped in [`Secret`] so
 //! that `Debug` output and logs never contain them.
 
+mod database;
+pub use database::{DatabaseLocation, is_postgres_url, redact_url};
 mod render;
 mod validate;
 

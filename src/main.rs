@@ -107,7 +107,7 @@ fn serve(config: Config, console: Console) -> anyhow::Result<()> {
         }
         let addr = running.addr.to_string();
         console.info(&format!("reachd listening on {addr}"), &[("addr", &addr)]);
-        tracing::info!(addr = %running.addr, database = %config.database.display(), "reachd listening");
+        tracing::info!(addr = %running.addr, database = %config.database_description(), "reachd listening");
         running.wait(signals).await
     })
 }
@@ -117,7 +117,7 @@ fn serve(config: Config, console: Console) -> anyhow::Result<()> {
 fn print_first_run(console: Console, first: &FirstRun, base: &str, config: &Config) {
     let heading = format!(
         "reachd: first start — generated credentials (stored in {}; shown only now)",
-        config.database.display()
+        config.database_description()
     );
     if console.is_json() {
         console.info(
@@ -185,7 +185,8 @@ fn run_init(file: &std::path::Path) -> anyhow::Result<()> {
 /// `init` writes a new account; a database already at the configured path belongs to another
 /// one, and `serve` would refuse the pair: say so now, with the ways out.
 fn warn_if_database_has_an_account(config: &Config, new_sid: &str) {
-    if !config.database.exists() {
+    if matches!(config.database_location(), reachd::config::DatabaseLocation::Sqlite(ref path) if !path.exists())
+    {
         return;
     }
     if let Some(stored_sid) = app::stored_account_sid(config)
@@ -196,7 +197,7 @@ fn warn_if_database_has_an_account(config: &Config, new_sid: &str) {
              file's account {new_sid} is refused. Set `database` in the file to a new path to \
              start afresh, or keep using the existing account (drop account_sid and auth_token \
              from the file).",
-            config.database.display()
+            config.database_description()
         );
     }
 }

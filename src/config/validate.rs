@@ -23,8 +23,18 @@ impl Config {
         if self.database.as_os_str().is_empty() {
             return Err(invalid("database", "must be a file path"));
         }
-        if let Some(scheme) = url_scheme(&self.database.to_string_lossy()) {
-            return Err(invalid("database", &unsupported_database(&scheme)));
+        let database = self.database.to_string_lossy();
+        match url_scheme(&database).as_deref() {
+            None => {}
+            Some("postgres" | "postgresql") => {
+                if let Err(e) = database.parse::<postgres::Config>() {
+                    return Err(invalid(
+                        "database",
+                        &format!("is not a valid PostgreSQL URL: {e}"),
+                    ));
+                }
+            }
+            Some(scheme) => return Err(invalid("database", &unsupported_database(scheme))),
         }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
@@ -193,14 +203,10 @@ fn url_scheme(database: &str) -> Option<String> {
 /// Why a database URL is refused, by name (the URL itself may hold a password: not echoed).
 fn unsupported_database(scheme: &str) -> String {
     match scheme {
-        "postgres" | "postgresql" => "names a PostgreSQL database (postgres://…), which this \
-             version of reachd does not support; give the path of a SQLite file, e.g. \
-             ./data/reachd.db"
-            .to_string(),
         "sqlite" => "must be a plain file path (e.g. ./data/reachd.db), not a sqlite: URL".into(),
         other => format!(
-            "names an unsupported database ({other}:…); give the path of a SQLite file, \
-             e.g. ./data/reachd.db"
+            "names an unsupported database ({other}:…); give the path of a SQLite file (e.g. \
+             ./data/reachd.db) or a postgres:// URL"
         ),
     }
 }

@@ -2,7 +2,7 @@
 //! command line beside (or without) a running server. SQLite's own locking makes that safe;
 //! the server's exclusive lock (`server_lock`) is never taken here.
 //!
-//! May depend on: rusqlite, domain, db::{open, keys, backup, account}.
+//! May depend on: rusqlite, domain, db::{open, keys, backup, account, endpoints, events}.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,23 +13,14 @@ use rusqlite::Connection;
 use super::{backup, keys, open};
 use crate::domain::Result;
 use crate::domain::account::ApiKey;
-use crate::domain::admin::{AdminStore, BackupReport};
+use crate::domain::admin::{AdminStore, BackupReport, Opening};
+use crate::domain::webhook::ConfigEndpoint;
 
 /// A SQLite database opened for maintenance.
 pub struct SqliteAdmin {
     conn: Connection,
     path: PathBuf,
     busy_timeout: Duration,
-}
-
-/// How to open the database for a maintenance command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opening {
-    /// The database must exist (`keys`, `token`, `backup`): a missing file means the
-    /// configuration points elsewhere than the server's, not "start a new one".
-    Existing,
-    /// Create and migrate it if needed (`migrate`).
-    CreateOrMigrate,
 }
 
 impl SqliteAdmin {
@@ -75,10 +66,20 @@ impl AdminStore for SqliteAdmin {
             .map_err(super::map_sqlite)
     }
 
-    fn account_sid(&self) -> Result<Option<String>> {
-        Ok(open::account_credentials(&self.conn)
-            .map_err(crate::domain::Error::Internal)?
-            .map(|(sid, _)| sid))
+    fn account_credentials(&self) -> Result<Option<(String, String)>> {
+        super::account::credentials(&self.conn)
+    }
+
+    fn store_account(&self, sid: &str, auth_token: &str) -> Result<()> {
+        super::account::store_credentials(&self.conn, sid, auth_token)
+    }
+
+    fn sync_config_endpoints(&self, entries: &[ConfigEndpoint]) -> Result<()> {
+        super::endpoints::sync_config(&self.conn, entries)
+    }
+
+    fn last_event_id(&self) -> Result<i64> {
+        super::events::last_id(&self.conn)
     }
 
     fn create_api_key(&self, friendly_name: Option<&str>) -> Result<ApiKey> {

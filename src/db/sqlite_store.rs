@@ -7,7 +7,6 @@ use std::sync::Arc;
 use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
-use crate::storage::cache::{ApiKeyCache, ServiceCache};
 use super::open::ReadPool;
 use super::writer::Writer;
 use super::{
@@ -32,6 +31,7 @@ use crate::domain::webhook::{
     Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, EndpointPatch,
     Lease, NewEndpoint,
 };
+use crate::storage::cache::{ApiKeyCache, ServiceCache};
 
 pub struct SqliteStore {
     reads: ReadPool,

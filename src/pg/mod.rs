@@ -9,7 +9,8 @@
 //! the SQLite one (a job is a closure over a transaction). It may not run on an async worker
 //! thread (it drives its own runtime), so reads hop to reader threads (`reads`).
 //!
-//! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage. Never on
+//! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage, config
+//! (the database URL helpers). Never on
 //! actix or on `db`.
 
 pub mod open;
@@ -69,37 +70,4 @@ impl<T> PgResultExt<T> for Result<T, postgres::Error> {
     }
 }
 
-/// Whether a configured `database` names a PostgreSQL server rather than a SQLite file.
-pub fn is_postgres_url(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://")
-}
-
-/// A connection URL with its password replaced, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "a PostgreSQL URL".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_recognised_and_redacted() {
-        assert!(is_postgres_url("postgres://u:p@localhost/db"));
-        assert!(is_postgres_url("postgresql://localhost/db"));
-        assert!(!is_postgres_url("/var/lib/reachd/reachd.db"));
-        assert_eq!(
-            redact_url("postgres://reachd:hunter2@db.internal:5432/reachd"),
-            "postgres://reachd:***@db.internal:5432/reachd"
-        );
-        assert_eq!(redact_url("postgres://localhost/x"), "postgres://localhost/x");
-    }
-}
+pub use crate::config::redact_url;

@@ -30,8 +30,8 @@ pub fn latest_version() -> u32 {
 
 /// A pool of `size` connections to `url` (connections are made lazily, checked on checkout).
 pub fn pool(url: &str, size: u32, connect_timeout: Duration) -> anyhow::Result<Pool> {
-    let mut config = postgres::Config::from_str(url)
-        .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+    let mut config =
+        postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(connect_timeout);
     }

@@ -61,4 +61,3 @@ impl Effects {
         self.transitions.extend(other.transitions);
     }
 }
-

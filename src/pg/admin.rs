@@ -1,0 +1,129 @@
+//! The PostgreSQL side of [`AdminStore`]: one connection for the command line's maintenance
+//! commands and a server's start, beside (or without) running servers. PostgreSQL's own
+//! transactions make that safe.
+//!
+//! May depend on: postgres, domain, pg::{open, keys, account, endpoints, events}.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{PgResultExt, endpoints, events, keys, open};
+use crate::domain::account::ApiKey;
+use crate::domain::admin::{AdminStore, BackupReport, Opening};
+use crate::domain::webhook::ConfigEndpoint;
+use crate::domain::{Error, Result};
+
+/// A PostgreSQL database opened for maintenance.
+pub struct PgAdmin {
+    client: Mutex<postgres::Client>,
+    described: String,
+}
+
+impl PgAdmin {
+    /// Connects to `url`; with [`Opening::CreateOrMigrate`] applies missing migrations, with
+    /// [`Opening::Existing`] requires reachd's schema to be there already.
+    pub fn open(url: &str, connect_timeout: Duration, opening: Opening) -> anyhow::Result<Self> {
+        let described = super::redact_url(url);
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+        config.connect_timeout(connect_timeout);
+        config.application_name("reachd");
+        let mut client = config
+            .connect(postgres::NoTls)
+            .map_err(|e| anyhow::anyhow!("connecting to {described}: {e}"))?;
+        match opening {
+            Opening::CreateOrMigrate => {
+                open::migrate(&mut client)?;
+            }
+            Opening::Existing => {
+                let version = open::schema_version(&mut client)?;
+                if version == 0 {
+                    anyhow::bail!(
+                        "no reachd schema in {described} (is this the server's configuration? \
+                         start the server once or run `reachd migrate` to create it)"
+                    );
+                }
+                if version > open::latest_version() {
+                    anyhow::bail!(
+                        "{described} is at schema version {version}, newer than this reachd \
+                         (version {}); run a newer reachd",
+                        open::latest_version()
+                    );
+                }
+            }
+        }
+        Ok(PgAdmin {
+            client: Mutex::new(client),
+            described,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
+        let mut client = self
+            .client
+            .lock()
+            .map_err(|_| Error::Internal(anyhow::anyhow!("admin connection poisoned")))?;
+        f(&mut client)
+    }
+}
+
+impl AdminStore for PgAdmin {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn schema_version(&self) -> Result<u32> {
+        self.with(|c| open::schema_version(c).map_err(Error::Internal))
+    }
+
+    fn account_credentials(&self) -> Result<Option<(String, String)>> {
+        self.with(|c| open::account_credentials(c).map_err(Error::Internal))
+    }
+
+    fn store_account(&self, sid: &str, auth_token: &str) -> Result<()> {
+        self.with(|c| open::store_account(c, sid, auth_token).map_err(Error::Internal))
+    }
+
+    fn sync_config_endpoints(&self, entries: &[ConfigEndpoint]) -> Result<()> {
+        self.with(|c| {
+            let mut tx = c.transaction().db()?;
+            endpoints::sync_config(&mut tx, entries)?;
+            tx.commit().db()
+        })
+    }
+
+    fn last_event_id(&self) -> Result<i64> {
+        self.with(|c| events::last_id(c))
+    }
+
+    fn create_api_key(&self, friendly_name: Option<&str>) -> Result<ApiKey> {
+        self.with(|c| keys::create(c, friendly_name))
+    }
+
+    fn list_api_keys(&self) -> Result<Vec<(ApiKey, bool)>> {
+        self.with(|c| keys::list(c))
+    }
+
+    fn revoke_api_key(&self, sid: &str) -> Result<bool> {
+        self.with(|c| keys::revoke(c, sid))
+    }
+
+    fn live_api_key(&self, sid: &str) -> Result<Option<ApiKey>> {
+        self.with(|c| keys::get_live(c, sid))
+    }
+
+    fn first_live_api_key(&self) -> Result<Option<ApiKey>> {
+        self.with(|c| keys::first_live(c))
+    }
+
+    fn backup(&self, _dest: &Path) -> anyhow::Result<BackupReport> {
+        anyhow::bail!(
+            "`reachd backup` copies SQLite files; for PostgreSQL ({}) use pg_dump, e.g. \
+             `pg_dump --format=custom --file=reachd.dump '<database URL>'`, and pg_restore to \
+             restore it",
+            self.described
+        )
+    }
+}

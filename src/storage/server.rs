@@ -1,0 +1,221 @@
+//! Opening the configured backend: for a server (the three storage ports over one store, the
+//! writer with the composition root's commit hooks, and what must happen when it stops) and
+//! for the command line's maintenance commands. The only place that chooses a backend from
+//! the `database` setting.
+//!
+//! May depend on: config, domain, storage::{cache, commit}, db (SQLite), pg (PostgreSQL).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::cache::ServiceCache;
+use super::commit::{CommitHook, WriterStats};
+use crate::config::{Config, DatabaseLocation};
+use crate::db::admin::SqliteAdmin;
+use crate::db::checkpoint::Checkpointer;
+use crate::db::server_lock::{ServerLock, lock_for_server};
+use crate::db::{Database, OpenOptions, SqliteStore};
+use crate::domain::admin::{AdminStore, Opening};
+use crate::domain::store::{OutboxStore, PresenceStore, Store};
+use crate::pg::{PgAdmin, PgStore};
+
+/// How often the SQLite checkpointer runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A server's storage: one store seen through each port, and how to stop it.
+pub struct ServerStorage {
+    pub store: Arc<dyn Store>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub writer_stats: Arc<WriterStats>,
+    /// Whether this server is alone on its database (SQLite: it holds the file's lock), so
+    /// that delivery leases left by a crashed predecessor under a stable owner can be released
+    /// at start. On PostgreSQL other nodes may hold leases: they expire instead.
+    pub exclusive: bool,
+    closer: Closer,
+}
+
+enum Closer {
+    Sqlite {
+        writer: crate::db::writer::Writer,
+        writer_thread: std::thread::JoinHandle<()>,
+        checkpointer: Checkpointer,
+        /// Released after the final checkpoint.
+        lock: ServerLock,
+    },
+    Postgres {
+        writer: crate::pg::writer::Writer,
+        writer_thread: std::thread::JoinHandle<()>,
+    },
+}
+
+impl ServerStorage {
+    /// Commits what is queued, stops the writer (and on SQLite checkpoints and releases the
+    /// file's lock). Call once nothing submits writes any more.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let join = |thread: std::thread::JoinHandle<()>| async move {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .context("joining the writer")?
+                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))
+        };
+        match self.closer {
+            Closer::Sqlite {
+                writer,
+                writer_thread,
+                checkpointer,
+                lock,
+            } => {
+                writer.stop().await;
+                join(writer_thread).await?;
+                tokio::task::spawn_blocking(move || checkpointer.stop())
+                    .await
+                    .context("final checkpoint")?;
+                drop(lock);
+            }
+            Closer::Postgres {
+                writer,
+                writer_thread,
+            } => {
+                writer.stop().await;
+                join(writer_thread).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens (creating and migrating as needed) the configured database for a server. `prepare`
+/// runs on the maintenance port before the writer starts (account bootstrap, config
+/// endpoints, the feed's position); `hooks` receive every commit. Blocks: call it off the
+/// async worker threads.
+pub fn open_server<B>(
+    config: &Config,
+    services: Arc<ServiceCache>,
+    hooks: Vec<Box<dyn CommitHook>>,
+    prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
+) -> anyhow::Result<(ServerStorage, B)> {
+    match config.database_location() {
+        DatabaseLocation::Sqlite(_) => open_sqlite_server(config, services, hooks, prepare),
+        DatabaseLocation::Postgres(url) => {
+            open_postgres_server(config, &url, services, hooks, prepare)
+        }
+    }
+}
+
+fn open_sqlite_server<B>(
+    config: &Config,
+    services: Arc<ServiceCache>,
+    hooks: Vec<Box<dyn CommitHook>>,
+    prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
+) -> anyhow::Result<(ServerStorage, B)> {
+    let options = sqlite_options(config);
+    // The folder (0700) and file (0600) exist before the lock is taken on the file.
+    crate::db::open::warn_tightened(&crate::db::open::prepare_files(&options.path)?);
+    let lock = lock_for_server(&options.path)?;
+    let db = Database::open(&options)?;
+    let checkpointer =
+        Checkpointer::start(&options.path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
+    let prepared = {
+        let admin = SqliteAdmin::open(&options.path, options.busy_timeout, Opening::Existing)?;
+        prepare(&admin)?
+    };
+    let Database { writer, reads, .. } = db;
+    let (writer, writer_thread) =
+        crate::db::writer::Writer::start(writer, config.storage.max_batch, hooks)
+            .context("starting the writer")?;
+    let writer_stats = writer.stats().clone();
+    let store = Arc::new(SqliteStore::new(reads, writer.clone(), services));
+    Ok((
+        ServerStorage {
+            store: store.clone(),
+            outbox: store.clone(),
+            presence: store,
+            writer_stats,
+            exclusive: true,
+            closer: Closer::Sqlite {
+                writer,
+                writer_thread,
+                checkpointer,
+                lock,
+            },
+        },
+        prepared,
+    ))
+}
+
+fn open_postgres_server<B>(
+    config: &Config,
+    url: &str,
+    services: Arc<ServiceCache>,
+    hooks: Vec<Box<dyn CommitHook>>,
+    prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
+) -> anyhow::Result<(ServerStorage, B)> {
+    let timeout = Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
+    let prepared = {
+        let admin = PgAdmin::open(url, timeout, Opening::CreateOrMigrate)?;
+        prepare(&admin)?
+    };
+    let readers = config.storage.read_pool_size.max(1);
+    // Readers, the writer, and a margin for checkouts that outlive a reader's job.
+    let pool = crate::pg::open::pool(url, readers + 2, timeout)?;
+    let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
+        .context("starting the reader threads")?;
+    let (writer, writer_thread) =
+        crate::pg::writer::Writer::start(pool, config.storage.max_batch, hooks)
+            .context("starting the writer")?;
+    let writer_stats = writer.stats().clone();
+    let store = Arc::new(PgStore::new(reads, writer.clone(), services));
+    Ok((
+        ServerStorage {
+            store: store.clone(),
+            outbox: store.clone(),
+            presence: store,
+            writer_stats,
+            exclusive: false,
+            closer: Closer::Postgres {
+                writer,
+                writer_thread,
+            },
+        },
+        prepared,
+    ))
+}
+
+/// Opens the configured database for a maintenance command of the command line (never
+/// taking a server's lock: these work beside running servers).
+pub fn open_admin(config: &Config, opening: Opening) -> anyhow::Result<Box<dyn AdminStore>> {
+    let timeout = Duration::from_millis(config.storage.busy_timeout_ms);
+    Ok(match config.database_location() {
+        DatabaseLocation::Sqlite(path) => Box::new(SqliteAdmin::open(&path, timeout, opening)?),
+        DatabaseLocation::Postgres(url) => {
+            Box::new(PgAdmin::open(&url, timeout.max(Duration::from_secs(1)), opening)?)
+        }
+    })
+}
+
+/// The account SID of the database the configuration names, if one exists there (read only:
+/// nothing is created or migrated).
+pub fn stored_account_sid(config: &Config) -> Option<String> {
+    let timeout = Duration::from_millis(config.storage.busy_timeout_ms);
+    match config.database_location() {
+        DatabaseLocation::Sqlite(path) => SqliteAdmin::peek_account_sid(&path, timeout),
+        DatabaseLocation::Postgres(url) => {
+            PgAdmin::open(&url, timeout.max(Duration::from_secs(1)), Opening::Existing)
+                .ok()?
+                .account_sid()
+                .ok()?
+        }
+    }
+}
+
+/// The SQLite backend's options.
+pub fn sqlite_options(config: &Config) -> OpenOptions {
+    OpenOptions {
+        path: config.database.clone(),
+        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
+        read_pool_size: config.storage.read_pool_size,
+    }
+}
