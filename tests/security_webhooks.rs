@@ -111,6 +111,7 @@ async fn proxy_environment_variables_are_ignored() {
         .expect("start");
     let s = common::TestServer {
         base: server.base(),
+        database: common::test_database(&dir.path().join("data")),
         dir,
         running: None,
         store: None,

@@ -1,8 +1,11 @@
 //! The PostgreSQL side of [`AdminStore`]: one connection for the command line's maintenance
 //! commands and a server's start, beside (or without) running servers. PostgreSQL's own
-//! transactions make that safe.
+//! transactions make that safe. The synchronous client may not run on an async worker thread,
+//! so when called from one, each operation runs on a scoped thread of its own (maintenance is
+//! rare; the hop costs nothing that matters).
 //!
-//! May depend on: postgres, domain, pg::{open, keys, account, endpoints, events}.
+//! May depend on: postgres, tokio (runtime detection), domain, pg::{open, keys, endpoints,
+//! events}.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -24,6 +27,10 @@ impl PgAdmin {
     /// Connects to `url`; with [`Opening::CreateOrMigrate`] applies missing migrations, with
     /// [`Opening::Existing`] requires reachd's schema to be there already.
     pub fn open(url: &str, connect_timeout: Duration, opening: Opening) -> anyhow::Result<Self> {
+        off_runtime(|| Self::connect(url, connect_timeout, opening))
+    }
+
+    fn connect(url: &str, connect_timeout: Duration, opening: Opening) -> anyhow::Result<Self> {
         let described = super::redact_url(url);
         let mut config: postgres::Config = url
             .parse()
@@ -60,13 +67,24 @@ impl PgAdmin {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
+    fn with<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send) -> Result<T> {
         let mut client = self
             .client
             .lock()
             .map_err(|_| Error::Internal(anyhow::anyhow!("admin connection poisoned")))?;
-        f(&mut client)
+        off_runtime(|| f(&mut client))
     }
+}
+
+/// Runs `f` here, or on a scoped thread when this thread drives an async runtime.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 impl AdminStore for PgAdmin {

@@ -20,6 +20,8 @@ pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 pub struct TestServer {
     pub base: String,
     pub dir: tempfile::TempDir,
+    /// The configured `database`: a SQLite file in `dir`, or a PostgreSQL URL.
+    pub database: std::path::PathBuf,
     pub running: Option<Running>,
     pub http: reqwest::Client,
     /// The in-process server's storage port (None for a server in another process): tests
@@ -47,17 +49,51 @@ impl Reply {
 
 /// The database a test's server uses, picked by `REACHD_TEST_DATABASE` (the same variable the
 /// Python and Node suites read): unset or `sqlite` is a fresh SQLite file in the test's
-/// temporary folder. This build has no other backend, so any other value stops the suite with
-/// a message naming it rather than testing something else than was asked for.
+/// temporary folder; a `postgres://` URL names a PostgreSQL server (one that `.ci/run` started
+/// with `tests/support/postgres.sh`) in which each test gets a fresh database of its own. Any
+/// other value stops the suite with a message rather than testing something else than asked.
 pub fn test_database(dir: &std::path::Path) -> std::path::PathBuf {
     match std::env::var("REACHD_TEST_DATABASE").as_deref() {
         Err(_) | Ok("") | Ok("sqlite") => dir.join("reachd.db"),
+        Ok(url) if reachd::config::is_postgres_url(url) => postgres_database_for(dir, url).into(),
         Ok(other) => panic!(
-            "REACHD_TEST_DATABASE={}: this build of reachd serves SQLite only (unset it or set \
-             it to `sqlite`)",
+            "REACHD_TEST_DATABASE={}: give `sqlite` or a postgres:// URL",
             other.split("://").next().unwrap_or(other)
         ),
     }
+}
+
+/// The PostgreSQL database of a test folder: created on first use, the same one after (a
+/// test that runs `reachd` several times in one folder sees one database, as with a file).
+fn postgres_database_for(dir: &std::path::Path, url: &str) -> String {
+    static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut known = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, db)) = known.iter().find(|(d, _)| d == dir) {
+        return db.clone();
+    }
+    let db = fresh_postgres_database(url);
+    known.push((dir.to_path_buf(), db.clone()));
+    db
+}
+
+/// Creates an empty database on the server `url` names; its URL. Runs on a thread of its own:
+/// the synchronous client may not run on the test's async runtime.
+pub fn fresh_postgres_database(url: &str) -> String {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let name = format!("reachd_t_{}", uuid::Uuid::new_v4().simple());
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).expect("connect to PostgreSQL");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create a test database");
+        let mut parsed = url::Url::parse(&url).expect("database URL");
+        parsed.set_path(&name);
+        parsed.to_string()
+    })
+    .join()
+    .expect("creating a test database")
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -82,6 +118,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
     adjust(&mut config);
+    let database = config.database.clone();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let running = app::start(config, listener).await.expect("server starts");
     let base = format!("http://{}", running.addr);
@@ -89,6 +126,7 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     TestServer {
         base,
         dir,
+        database,
         store,
         running: Some(running),
         http: reqwest::Client::new(),
@@ -248,8 +286,9 @@ pub fn mint_with(
 }
 
 impl TestServer {
+    /// The configured `database` (a file path, or a PostgreSQL URL).
     pub fn db_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("reachd.db")
+        self.database.clone()
     }
 
     fn port(&self) -> &(Arc<dyn Store>, Arc<dyn PresenceStore>) {
