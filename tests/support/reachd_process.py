@@ -16,13 +16,29 @@ from pathlib import Path
 
 def test_database(workdir: Path) -> str:
     """The database a suite's server uses, picked by REACHD_TEST_DATABASE (shared with the Rust
-    and Node suites): unset or `sqlite` is a fresh SQLite file in `workdir`. This build has no
-    other backend: any other value stops the suite, naming it."""
+    and Node suites): unset or `sqlite` is a fresh SQLite file in `workdir`; a postgres:// URL
+    names a PostgreSQL server in which a fresh database is created (with `psql`). Any other
+    value stops the suite, naming it."""
     chosen = os.environ.get("REACHD_TEST_DATABASE", "")
     if chosen in ("", "sqlite"):
         return str(workdir / "reachd.db")
-    raise SystemExit(f"REACHD_TEST_DATABASE={chosen.split('://')[0]}: this build of reachd "
-                     "serves SQLite only (unset it or set it to `sqlite`)")
+    if chosen.lower().startswith(("postgres://", "postgresql://")):
+        return fresh_postgres_database(chosen)
+    raise SystemExit(f"REACHD_TEST_DATABASE={chosen.split('://')[0]}: give `sqlite` or a "
+                     "postgres:// URL")
+
+
+def fresh_postgres_database(url: str) -> str:
+    """Creates an empty database on the server `url` names; its URL."""
+    import subprocess
+    import urllib.parse
+    import uuid
+
+    name = f"reachd_t_{uuid.uuid4().hex}"
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
+                   check=True)
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
 def reachd_env(workdir: Path, account_sid: str, auth_token: str, log: str) -> dict[str, str]:

@@ -9,13 +9,23 @@ const path = require('node:path');
 
 /**
  * The database a suite's server uses, picked by REACHD_TEST_DATABASE (shared with the Rust and
- * Python suites): unset or `sqlite` is a fresh SQLite file in `dir`. This build has no other
- * backend: any other value stops the suite, naming it.
+ * Python suites): unset or `sqlite` is a fresh SQLite file in `dir`; a postgres:// URL names a
+ * PostgreSQL server in which a fresh database is created. Any other value stops the suite.
  */
 function testDatabase(dir) {
   const chosen = process.env.REACHD_TEST_DATABASE || '';
   if (chosen === '' || chosen === 'sqlite') return path.join(dir, 'reachd.db');
-  throw new Error(`REACHD_TEST_DATABASE=${chosen.split('://')[0]}: this build of reachd serves SQLite only (unset it or set it to \`sqlite\`)`);
+  if (/^postgres(ql)?:\/\//i.test(chosen)) return freshPostgresDatabase(chosen);
+  throw new Error(`REACHD_TEST_DATABASE=${chosen.split('://')[0]}: give \`sqlite\` or a postgres:// URL`);
+}
+
+/** Creates an empty database on the server `url` names (with `psql`); its URL. */
+function freshPostgresDatabase(url) {
+  const name = `reachd_t_${require('crypto').randomBytes(16).toString('hex')}`;
+  require('child_process').execFileSync('psql', [url, '-v', 'ON_ERROR_STOP=1', '-qc', `CREATE DATABASE ${name}`]);
+  const parsed = new URL(url);
+  parsed.pathname = `/${name}`;
+  return parsed.toString();
 }
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
