@@ -1,6 +1,7 @@
 //! One server per SQLite database, and a database keeps its account: a second `reachd serve`
 //! on the same file is refused while the CLI keeps working beside the first; a database URL
-//! this build cannot serve is refused by name; configured credentials of another account are
+//! this build cannot serve is refused by name (an unreachable PostgreSQL URL fails without echoing
+//! its password); configured credentials of another account are
 //! refused at start, a changed auth token for the same account is a logged rotation.
 
 mod common;
@@ -116,12 +117,10 @@ fn a_second_server_on_the_same_database_is_refused_and_the_cli_still_works() {
 }
 
 #[test]
-fn a_database_url_this_build_cannot_serve_is_refused_by_name() {
+fn a_database_url_reachd_cannot_serve_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (url, named) in [
-        ("postgres://reachd:hunter2@db.internal/reachd", "PostgreSQL"),
-        ("postgresql://reachd@localhost/reachd", "PostgreSQL"),
-        ("mysql://root@localhost/reachd", "mysql"),
+        ("mysql://root:hunter2@localhost/reachd", "mysql"),
         ("sqlite:./data/reachd.db", "sqlite"),
     ] {
         let mut cmd = reachd(dir.path());
@@ -135,6 +134,32 @@ fn a_database_url_this_build_cannot_serve_is_refused_by_name() {
         );
         assert!(!err.contains("hunter2"), "the password was echoed: {err}");
     }
+    let created: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.map(|e| e.file_name()).expect("entry"))
+        .collect();
+    assert!(created.is_empty(), "created {created:?}");
+}
+
+#[test]
+fn an_unreachable_postgres_url_fails_without_echoing_its_password_or_creating_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A free loopback port: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("postgres://reachd:hunter2@127.0.0.1:{port}/reachd");
+    let mut cmd = reachd(dir.path());
+    cmd.env("REACHD_DATABASE", &url).arg("serve");
+    let out = run_to_exit(cmd);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("postgres://reachd:***@127.0.0.1:{port}/reachd")),
+        "the message names the database, password hidden: {err}"
+    );
+    assert!(!err.contains("hunter2"), "the password was echoed: {err}");
     let created: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
         .map(|e| e.map(|e| e.file_name()).expect("entry"))
