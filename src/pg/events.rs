@@ -236,8 +236,11 @@ pub(crate) mod test_db {
     use super::super::open::{self, Pool};
     use super::super::writer::{Tx, Writer};
     use crate::domain::Result;
+    use crate::domain::event::{EventDraft, EventType};
     use crate::domain::service::Service;
+    use crate::domain::store::Origin;
     use crate::domain::time::now_ms;
+    use crate::domain::user::{Reachability, User};
 
     pub struct TestDb {
         pub url: String,
@@ -290,6 +293,50 @@ pub(crate) mod test_db {
                 .expect("insert user");
             sid
         }
+
+        /// A stored user, as the users module would decode it.
+        pub fn load_user(&self, service_sid: &str, identity: &str) -> User {
+            let row = self
+                .client()
+                .query_one(
+                    "SELECT sid, friendly_name, attributes, role_sid, date_created, date_updated, \
+                     is_online, is_notifiable, sequence, last_seen, online_since \
+                     FROM users WHERE service_sid = $1 AND identity = $2",
+                    &[&service_sid, &identity],
+                )
+                .expect("user");
+            User {
+                sid: row.get(0),
+                service_sid: service_sid.into(),
+                identity: identity.into(),
+                friendly_name: row.get(1),
+                attributes: row.get(2),
+                role_sid: row.get(3),
+                joined_channels_count: 0,
+                reachability: Reachability {
+                    is_online: row.get(6),
+                    is_notifiable: row.get(7),
+                    sequence: row.get(8),
+                    last_seen: row.get(9),
+                    online_since: row.get(10),
+                },
+                date_created: row.get(4),
+                date_updated: row.get(5),
+            }
+        }
+
+        /// Emits a `user.updated` event from a client about a stored user; returns its id.
+        pub fn emit_update(&self, service_sid: &str, identity: &str) -> i64 {
+            let mut user = self.load_user(service_sid, identity);
+            self.write(move |tx| {
+                super::emit(
+                    tx,
+                    &mut user,
+                    &EventDraft::new(EventType::UserUpdated, Origin::Client),
+                )
+            })
+            .expect("emit")
+        }
     }
 
     /// A fresh migrated database with a writer, or `None` (with a note) when
@@ -336,29 +383,6 @@ mod tests {
     use super::*;
     use crate::domain::store::Origin;
 
-    fn load_user(db: &test_db::TestDb, service_sid: &str, identity: &str) -> User {
-        let row = db
-            .client()
-            .query_one(
-                "SELECT sid, friendly_name, attributes, role_sid, date_created, date_updated \
-                 FROM users WHERE service_sid = $1 AND identity = $2",
-                &[&service_sid, &identity],
-            )
-            .expect("user");
-        User {
-            sid: row.get(0),
-            service_sid: service_sid.into(),
-            identity: identity.into(),
-            friendly_name: row.get(1),
-            attributes: row.get(2),
-            role_sid: row.get(3),
-            joined_channels_count: 0,
-            reachability: Default::default(),
-            date_created: row.get(4),
-            date_updated: row.get(5),
-        }
-    }
-
     #[test]
     fn emit_assigns_commit_ordered_ids_and_the_reads_return_them() {
         let Some(db) = fresh_database() else { return };
@@ -369,7 +393,7 @@ mod tests {
         assert_eq!(last_id(&mut *db.client()).expect("last id"), 0);
         let mut ids = Vec::new();
         for (svc, identity) in [(&service, "alice"), (&other, "bob"), (&service, "alice")] {
-            let mut user = load_user(&db, svc, identity);
+            let mut user = db.load_user(svc, identity);
             let id = db
                 .write(move |tx| {
                     emit(

@@ -487,3 +487,354 @@ pub fn purge(client: &mut impl GenericClient, before: Millis) -> Result<usize> {
         .db()?;
     Ok(count(deliveries).saturating_add(count(events)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::webhook::{EndpointGone, NewEndpoint, Settlement};
+    use crate::pg::endpoints;
+    use crate::pg::events::test_db::{TestDb, fresh_database};
+
+    const HOOK: &str = "https://example.com/hook";
+
+    fn lease(owner: &str, until: Millis) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until,
+        }
+    }
+
+    fn claim_as(db: &TestDb, owner: &str, now: Millis, limit: usize) -> Vec<i64> {
+        let lease = lease(owner, now + 30_000);
+        db.write(move |tx| claim(tx, now, limit, &lease))
+            .expect("claim")
+            .into_iter()
+            .map(|c| c.delivery.id)
+            .collect()
+    }
+
+    fn outcome(id: i64, status: DeliveryStatus) -> AttemptOutcome {
+        AttemptOutcome {
+            delivery_id: id,
+            attempt: Attempt {
+                attempt: 1,
+                started_at: now_ms(),
+                status_code: Some(200),
+                latency_ms: 5,
+                response_body: Some("ok".into()),
+                error: None,
+            },
+            settlement: Settlement {
+                status,
+                next_attempt_at: now_ms(),
+                disable_endpoint: None,
+            },
+        }
+    }
+
+    fn record_as(db: &TestDb, owner: &str, outcomes: Vec<AttemptOutcome>) -> Vec<i64> {
+        let owner = owner.to_string();
+        db.write(move |tx| record(tx, &owner, &outcomes))
+            .expect("record")
+    }
+
+    /// `(id, target, head, status)` of every delivery, by id.
+    fn queue(db: &TestDb) -> Vec<(i64, String, bool, String)> {
+        db.client()
+            .query(
+                "SELECT id, target, head, status FROM deliveries ORDER BY id",
+                &[],
+            )
+            .expect("deliveries")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    #[test]
+    fn fan_out_enqueues_deliveries_with_queue_heads() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        db.user(&service, "alice");
+        db.user(&service, "bob");
+        let endpoint = NewEndpoint {
+            url: "https://example.com/native".into(),
+            ..Default::default()
+        };
+        let (endpoint, secret) =
+            endpoints::create(&mut *db.client(), &service, &endpoint).expect("endpoint");
+        let e1 = db.emit_update(&service, "alice");
+        let e2 = db.emit_update(&service, "alice");
+        db.emit_update(&service, "bob");
+        let service_target = format!("service:{service}");
+        let native = endpoint_target(&endpoint.id);
+        let rows = queue(&db);
+        let heads: Vec<(String, bool)> = rows.iter().map(|r| (r.1.clone(), r.2)).collect();
+        assert_eq!(
+            heads,
+            vec![
+                (service_target.clone(), true),
+                (native.clone(), true),
+                (service_target.clone(), false),
+                (native.clone(), false),
+                (service_target.clone(), true),
+                (native.clone(), true),
+            ],
+            "one head per (target, user) queue"
+        );
+        let mut client = db.client();
+        let first = get(&mut *client, rows[0].0)
+            .expect("get")
+            .expect("delivery");
+        assert_eq!((first.event_id, first.url.as_str()), (e1, HOOK));
+        assert_eq!(first.status, DeliveryStatus::Pending);
+        assert!(first.idempotency_token.starts_with("ID"));
+        assert_eq!(
+            get(&mut *client, rows[2].0)
+                .expect("get")
+                .map(|d| d.event_id),
+            Some(e2)
+        );
+        let listed = list(
+            &mut *client,
+            &native,
+            Some(DeliveryStatus::Pending),
+            None,
+            10,
+        )
+        .expect("list");
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].id > listed[1].id, "newest first");
+        let before = list(&mut *client, &native, None, Some(listed[0].id), 1).expect("list");
+        assert_eq!(
+            before.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![listed[1].id]
+        );
+        let stats = stats(&mut *client, &service).expect("stats");
+        assert_eq!((stats.users, stats.pending, stats.delivered), (2, 6, 0));
+        drop(client);
+        // A claim hands over the native endpoint's secret with the event.
+        let now = now_ms() + 1;
+        let claimed = db
+            .write(move |tx| claim(tx, now, 10, &lease("a", now + 30_000)))
+            .expect("claim");
+        assert_eq!(claimed.len(), 4, "only heads are claimed");
+        let native_claim = claimed
+            .iter()
+            .find(|c| c.delivery.target == native)
+            .expect("native claim");
+        assert_eq!(native_claim.secret.as_deref(), Some(secret.as_str()));
+        assert_eq!(native_claim.event.id, native_claim.delivery.event_id);
+        assert!(
+            claimed
+                .iter()
+                .filter(|c| c.delivery.target == service_target)
+                .all(|c| c.secret.is_none())
+        );
+    }
+
+    #[test]
+    fn claims_never_share_a_delivery_and_expired_leases_are_taken_over() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        for identity in ["a", "b", "c", "d"] {
+            db.user(&service, identity);
+            db.emit_update(&service, identity);
+        }
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        let first = claim_as(&db, "one", now, 1);
+        assert_eq!(first, vec![ids[0]], "oldest due first");
+        // A head another transaction holds (a claim in flight elsewhere) is skipped, not
+        // waited for.
+        let mut other = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+        let mut held = other.transaction().expect("tx");
+        held.execute(
+            "SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&ids[1]],
+        )
+        .expect("lock");
+        let second = claim_as(&db, "two", now, 10);
+        assert_eq!(second, vec![ids[2], ids[3]]);
+        held.rollback().expect("rollback");
+        assert_eq!(claim_as(&db, "two", now, 10), vec![ids[1]]);
+        assert!(claim_as(&db, "three", now, 10).is_empty(), "all leased");
+        // Two writers (two nodes) claiming at once never get the same delivery.
+        let db2 = fresh_database().expect("second database");
+        let svc2 = db2.service(true, Some(HOOK));
+        for n in 0..40 {
+            let identity = format!("u{n}");
+            db2.user(&svc2, &identity);
+            db2.emit_update(&svc2, &identity);
+        }
+        let now2 = now_ms() + 1;
+        let pool = db2.pool.clone();
+        let (writer_b, _thread) =
+            crate::pg::writer::Writer::start(pool, 8, Vec::new()).expect("second writer");
+        let mut futures = Vec::new();
+        for n in 0..20 {
+            let owner = format!("node{}", n % 2);
+            let lease = lease(&owner, now2 + 30_000);
+            let writer = if n % 2 == 0 { &db2.writer } else { &writer_b };
+            futures.push(writer.submit(move |tx| claim(tx, now2, 3, &lease)));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut seen = std::collections::HashSet::new();
+        for f in futures {
+            for c in runtime.block_on(f).expect("claim") {
+                assert!(
+                    seen.insert(c.delivery.id),
+                    "claimed twice: {}",
+                    c.delivery.id
+                );
+            }
+        }
+        assert_eq!(seen.len(), 40);
+        // An expired lease is taken over; the old owner then records nothing.
+        let later = now + 60_000;
+        let taken = claim_as(&db, "four", later, 10);
+        assert_eq!(taken, ids, "every lease expired");
+        let lost = record_as(&db, "one", vec![outcome(ids[0], DeliveryStatus::Delivered)]);
+        assert_eq!(lost, vec![ids[0]]);
+        let lost = record_as(
+            &db,
+            "four",
+            vec![outcome(ids[0], DeliveryStatus::Delivered)],
+        );
+        assert!(lost.is_empty());
+        let mut client = db.client();
+        let d = get(&mut *client, ids[0]).expect("get").expect("delivery");
+        assert_eq!(
+            (d.status, d.attempts, d.last_status),
+            (DeliveryStatus::Delivered, 1, Some(200))
+        );
+        let log = attempts(&mut *client, ids[0]).expect("attempts");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].response_body.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn record_hands_the_head_on_and_release_frees_leases() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        db.user(&service, "a");
+        for _ in 0..3 {
+            db.emit_update(&service, "a");
+        }
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        let mut client = db.client();
+        assert!(
+            next_due(&mut *client)
+                .expect("due")
+                .is_some_and(|due| due <= now)
+        );
+        drop(client);
+        assert_eq!(claim_as(&db, "a", now, 10), vec![ids[0]]);
+        let mut client = db.client();
+        assert_eq!(
+            next_due(&mut *client).expect("due"),
+            Some(now + 30_000),
+            "leased head"
+        );
+        // A graceful stop releases the lease: due again at once, for anyone.
+        assert_eq!(release(&mut *client, "someone else").expect("release"), 0);
+        assert_eq!(release(&mut *client, "a").expect("release"), 1);
+        drop(client);
+        assert_eq!(claim_as(&db, "b", now, 10), vec![ids[0]]);
+        // A retry keeps the head; delivering it hands the head to the next one.
+        let mut retry = outcome(ids[0], DeliveryStatus::Pending);
+        retry.settlement.next_attempt_at = now + 5;
+        assert!(record_as(&db, "b", vec![retry]).is_empty());
+        let heads: Vec<bool> = queue(&db).iter().map(|r| r.2).collect();
+        assert_eq!(heads, vec![true, false, false]);
+        assert!(
+            claim_as(&db, "b", now, 10).is_empty(),
+            "not due before its retry time"
+        );
+        assert_eq!(claim_as(&db, "b", now + 5, 10), vec![ids[0]]);
+        let mut done = outcome(ids[0], DeliveryStatus::Delivered);
+        done.attempt.attempt = 2;
+        assert!(record_as(&db, "b", vec![done]).is_empty());
+        let states: Vec<(bool, String)> = queue(&db).iter().map(|r| (r.2, r.3.clone())).collect();
+        assert_eq!(
+            states,
+            vec![
+                (false, "delivered".into()),
+                (true, "pending".into()),
+                (false, "pending".into())
+            ]
+        );
+        let mut client = db.client();
+        let s = stats(&mut *client, &service).expect("stats");
+        assert_eq!((s.pending, s.retrying, s.delivered, s.failed), (2, 0, 1, 0));
+        drop(client);
+        // Resending the delivered one makes a fresh pending copy behind the queue's head.
+        let delivered = ids[0];
+        let copy = db.write(move |tx| resend(tx, delivered)).expect("resend");
+        assert_ne!(copy.id, ids[0]);
+        assert_eq!((copy.status, copy.attempts), (DeliveryStatus::Pending, 0));
+        let last = queue(&db).pop().expect("copy");
+        assert_eq!((last.0, last.2), (copy.id, false));
+        // Failing the head (410 from nowhere in particular) hands the head on too.
+        assert_eq!(claim_as(&db, "c", now + 5, 10), vec![ids[1]]);
+        let mut fail = outcome(ids[1], DeliveryStatus::Failed);
+        fail.settlement.disable_endpoint = None;
+        assert!(record_as(&db, "c", vec![fail]).is_empty());
+        assert_eq!(
+            db.write(move |tx| recover(tx, &format!("service:{}", "nothing"), 0))
+                .expect("recover"),
+            0
+        );
+        let mut client = db.client();
+        assert_eq!(purge(&mut *client, 0).expect("purge"), 0);
+        assert_eq!(
+            purge(&mut *client, now_ms() + 1_000).expect("purge"),
+            3,
+            "the two finished deliveries and the event no pending delivery needs go"
+        );
+    }
+
+    #[test]
+    fn a_gone_endpoint_is_disabled_and_its_pending_deliveries_fail() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, None);
+        db.user(&service, "a");
+        let new = NewEndpoint {
+            url: "https://example.com/native".into(),
+            ..Default::default()
+        };
+        let (endpoint, _) = endpoints::create(&mut *db.client(), &service, &new).expect("create");
+        db.emit_update(&service, "a");
+        db.emit_update(&service, "a");
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        assert_eq!(claim_as(&db, "a", now, 10), vec![ids[0]]);
+        let mut gone = outcome(ids[0], DeliveryStatus::Failed);
+        gone.settlement.disable_endpoint = Some(EndpointGone {
+            endpoint_id: endpoint.id.clone(),
+            reason: "gone",
+            pending_error: "endpoint disabled",
+        });
+        assert!(record_as(&db, "a", vec![gone]).is_empty());
+        let states: Vec<(bool, String)> = queue(&db).iter().map(|r| (r.2, r.3.clone())).collect();
+        assert_eq!(
+            states,
+            vec![(false, "failed".into()), (false, "failed".into())]
+        );
+        let stored = endpoints::get(&mut *db.client(), &service, &endpoint.id)
+            .expect("get")
+            .expect("endpoint");
+        assert!(stored.disabled);
+        assert_eq!(stored.disabled_reason.as_deref(), Some("gone"));
+        let target = endpoint_target(&endpoint.id);
+        let recovered = db
+            .write(move |tx| recover(tx, &target, 0))
+            .expect("recover");
+        assert_eq!(recovered, 2);
+        let heads: Vec<bool> = queue(&db).iter().map(|r| r.2).collect();
+        assert_eq!(heads, vec![false, false, true, false]);
+    }
+}
