@@ -248,3 +248,130 @@ pub fn sync_config(client: &mut impl GenericClient, entries: &[ConfigEndpoint]) 
         .db()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::events::test_db::fresh_database;
+
+    #[test]
+    fn endpoints_are_created_updated_and_deleted() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, None);
+        let other = db.service(true, None);
+        db.user(&service, "a");
+        let new = NewEndpoint {
+            url: "https://example.com/one".into(),
+            description: Some("first".into()),
+            event_types: Some(vec!["user.updated".into()]),
+        };
+        let (endpoint, secret) = create(&mut *db.client(), &service, &new).expect("create");
+        assert!(secret.starts_with("whsec_"));
+        assert_eq!(endpoint.url, new.url);
+        assert_eq!(endpoint.event_types, new.event_types);
+        assert!(!endpoint.disabled && !endpoint.from_config);
+        assert!(
+            create(&mut *db.client(), &service, &NewEndpoint::default()).is_err(),
+            "the domain's validation runs"
+        );
+        let mut client = db.client();
+        assert!(
+            get(&mut *client, &other, &endpoint.id)
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(
+            list(&mut *client, &service).expect("list"),
+            vec![endpoint.clone()]
+        );
+        drop(client);
+        // A pending delivery, due later: a new URL redirects it and makes it due now.
+        db.emit_update(&service, "a");
+        db.client()
+            .execute("UPDATE deliveries SET next_attempt_at = 9000000000000", &[])
+            .expect("later");
+        let (id, sid) = (endpoint.id.clone(), service.clone());
+        let patch = EndpointPatch {
+            url: Some("https://example.com/two".into()),
+            description: Some("second".into()),
+            ..Default::default()
+        };
+        let updated = db
+            .write(move |tx| update(tx, &sid, &id, &patch))
+            .expect("update");
+        assert_eq!(updated.url, "https://example.com/two");
+        assert_eq!(updated.description.as_deref(), Some("second"));
+        let row = db
+            .client()
+            .query_one("SELECT url, next_attempt_at FROM deliveries", &[])
+            .expect("delivery");
+        assert_eq!(row.get::<_, String>(0), "https://example.com/two");
+        assert!(row.get::<_, i64>(1) <= now_ms());
+        // Disabling keeps the URL and the delivery's schedule alone.
+        let (id, sid) = (endpoint.id.clone(), service.clone());
+        let disabled = db
+            .write(move |tx| {
+                let patch = EndpointPatch {
+                    disabled: Some(true),
+                    ..Default::default()
+                };
+                update(tx, &sid, &id, &patch)
+            })
+            .expect("disable");
+        assert!(disabled.disabled);
+        assert_eq!(
+            disabled.disabled_reason.as_deref(),
+            Some("disabled through the API")
+        );
+        let stored = get(&mut *db.client(), &service, &endpoint.id)
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored, disabled);
+        let (id, sid) = (endpoint.id.clone(), other.clone());
+        let missing = db.write(move |tx| update(tx, &sid, &id, &EndpointPatch::default()));
+        assert!(matches!(missing, Err(Error::NotFound)));
+        let mut client = db.client();
+        assert!(!delete(&mut *client, &other, &endpoint.id).expect("delete"));
+        assert!(delete(&mut *client, &service, &endpoint.id).expect("delete"));
+        assert!(list(&mut *client, &service).expect("list").is_empty());
+    }
+
+    #[test]
+    fn config_endpoints_follow_the_config_file() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, None);
+        let entry = |name: &str, url: &str| ConfigEndpoint {
+            name: name.into(),
+            url: url.into(),
+            secret: "whsec_c2VjcmV0".into(),
+            event_types: None,
+        };
+        let mut client = db.client();
+        sync_config(
+            &mut *client,
+            &[
+                entry("a", "https://example.com/a"),
+                entry("b", "https://example.com/b"),
+            ],
+        )
+        .expect("sync");
+        let first = list(&mut *client, &service).expect("list");
+        assert_eq!(first.len(), 2);
+        assert!(
+            first
+                .iter()
+                .all(|e| e.from_config && e.service_sid.is_none())
+        );
+        sync_config(&mut *client, &[entry("a", "https://example.com/a2")]).expect("sync");
+        let second = list(&mut *client, &service).expect("list");
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            (second[0].id.as_str(), second[0].url.as_str()),
+            (first[0].id.as_str(), "https://example.com/a2")
+        );
+        drop(client);
+        let (id, sid) = (second[0].id.clone(), service.clone());
+        let refused = db.write(move |tx| update(tx, &sid, &id, &EndpointPatch::default()));
+        assert!(matches!(refused, Err(Error::Conflict(_))));
+    }
+}

@@ -283,3 +283,177 @@ mod users {
         Ok((user, true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::presence::SessionFlush;
+    use crate::pg::events::test_db::{TestDb, fresh_database};
+
+    fn session(service_sid: &str, identity: &str, id: u64) -> PersistedSession {
+        PersistedSession {
+            id,
+            service_sid: service_sid.into(),
+            identity: identity.into(),
+            transport: Transport::WebSocket,
+            endpoint: None,
+            created_at: 10,
+            last_ping_at: 20,
+            expires_at: 30,
+        }
+    }
+
+    fn transition(service_sid: &str, identity: &str, online: bool, cause: Cause) -> Transition {
+        Transition {
+            service_sid: Arc::from(service_sid),
+            identity: Arc::from(identity),
+            online,
+            cause,
+            at: 100,
+            last_seen: 90,
+            session_count: u32::from(online),
+        }
+    }
+
+    fn commit_batch(db: &TestDb, batch: PresenceBatch) {
+        db.write(move |tx| commit(tx, &batch)).expect("commit");
+    }
+
+    fn event_count(db: &TestDb) -> i64 {
+        db.client()
+            .query_one("SELECT count(*) FROM events", &[])
+            .expect("count")
+            .get(0)
+    }
+
+    #[test]
+    fn a_transition_applies_once_and_a_repeat_changes_nothing() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, None);
+        // Large ids survive the BIGINT column.
+        let id = u64::MAX - 7;
+        let opened = PresenceBatch {
+            transitions: vec![transition(&service, "carol", true, Cause::SessionOpened)],
+            sessions: SessionFlush {
+                upserts: vec![session(&service, "carol", id)],
+                ..Default::default()
+            },
+        };
+        commit_batch(&db, opened.clone());
+        // First contact created the user (user.added) and then brought it online.
+        let user = db.load_user(&service, "carol");
+        assert_eq!(user.reachability.is_online, Some(true));
+        assert_eq!(user.reachability.online_since, Some(100));
+        assert_eq!(user.reachability.sequence, 2);
+        assert_eq!(event_count(&db), 2);
+        let snap = snapshot(&mut *db.client()).expect("snapshot");
+        assert_eq!(snap.sessions, vec![session(&service, "carol", id)]);
+        assert_eq!(snap.online_users, vec![(service.clone(), "carol".into())]);
+        // The same transition again: stored state unchanged, no event.
+        commit_batch(&db, opened);
+        assert_eq!(db.load_user(&service, "carol").reachability.sequence, 2);
+        assert_eq!(event_count(&db), 2);
+        // The session ends; its row is kept, marked, until the offline transition.
+        commit_batch(
+            &db,
+            PresenceBatch {
+                transitions: Vec::new(),
+                sessions: SessionFlush {
+                    ends: vec![SessionEnd {
+                        id,
+                        service_sid: service.clone(),
+                        identity: "carol".into(),
+                        at: 95,
+                        cause: Cause::SessionClosed,
+                    }],
+                    ..Default::default()
+                },
+            },
+        );
+        let snap = snapshot(&mut *db.client()).expect("snapshot");
+        assert!(snap.sessions.is_empty());
+        assert_eq!(snap.ended.len(), 1);
+        assert_eq!(
+            (snap.ended[0].id, snap.ended[0].cause),
+            (id, Cause::SessionClosed)
+        );
+        let offline = PresenceBatch {
+            transitions: vec![transition(&service, "carol", false, Cause::SessionClosed)],
+            sessions: SessionFlush::default(),
+        };
+        commit_batch(&db, offline.clone());
+        let user = db.load_user(&service, "carol");
+        assert_eq!(user.reachability.is_online, Some(false));
+        assert_eq!(user.reachability.online_since, None);
+        assert_eq!(user.reachability.last_seen, Some(90));
+        assert_eq!(event_count(&db), 3);
+        let snap = snapshot(&mut *db.client()).expect("snapshot");
+        assert!(snap.ended.is_empty() && snap.online_users.is_empty());
+        commit_batch(&db, offline);
+        assert_eq!(event_count(&db), 3, "a repeat changes nothing");
+        let last = db
+            .client()
+            .query_one(
+                "SELECT type, cause, is_online, session_count FROM events ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .expect("event");
+        assert_eq!(last.get::<_, String>(0), "user.reachability_updated");
+        assert_eq!(
+            last.get::<_, Option<String>>(1).as_deref(),
+            Some("session_closed")
+        );
+        assert_eq!(last.get::<_, Option<bool>>(2), Some(false));
+        assert_eq!(last.get::<_, Option<i64>>(3), Some(0));
+    }
+
+    #[test]
+    fn disabled_services_and_unknown_users_are_silent() {
+        let Some(db) = fresh_database() else { return };
+        let disabled = db.service(false, None);
+        db.user(&disabled, "dave");
+        let enabled = db.service(true, None);
+        commit_batch(
+            &db,
+            PresenceBatch {
+                transitions: vec![
+                    transition(&disabled, "dave", true, Cause::SessionOpened),
+                    // Not a first contact: no user is created.
+                    transition(&enabled, "erin", false, Cause::SessionTimeout),
+                ],
+                sessions: SessionFlush {
+                    upserts: vec![session(&disabled, "dave", 1)],
+                    deletes: vec![2],
+                    ..Default::default()
+                },
+            },
+        );
+        assert_eq!(event_count(&db), 0);
+        assert_eq!(db.load_user(&disabled, "dave").reachability.is_online, None);
+        let mut client = db.client();
+        let users: i64 = client
+            .query_one("SELECT count(*) FROM users", &[])
+            .expect("count")
+            .get(0);
+        assert_eq!(users, 1);
+        drop(client);
+        commit_batch(
+            &db,
+            PresenceBatch {
+                transitions: Vec::new(),
+                sessions: SessionFlush {
+                    deletes: vec![1],
+                    ..Default::default()
+                },
+            },
+        );
+        assert!(
+            snapshot(&mut *db.client())
+                .expect("snapshot")
+                .sessions
+                .is_empty()
+        );
+    }
+}
