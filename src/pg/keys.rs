@@ -148,7 +148,7 @@ mod tests {
             Some(b.sid.clone())
         );
         assert_eq!(
-            live_among(client, &[a.sid.clone()]).expect("among"),
+            live_among(client, std::slice::from_ref(&a.sid)).expect("among"),
             HashSet::new()
         );
         let listed = list(client).expect("list");
