@@ -1,1 +1,840 @@
-//! (being ported)
+//! The transactional outbox on PostgreSQL: deliveries written in the same transaction as their
+//! event, claimed by dispatchers (of any node) under leases one queue head at a time, and
+//! their attempt log.
+//!
+//! Invariants:
+//! - An event and its deliveries commit together (`enqueue` runs inside `events::emit`).
+//! - Only the oldest pending delivery of each (target, user) queue is ever claimed, so
+//!   deliveries reach a target in the user's sequence order; the next one waits until that one
+//!   is delivered or has failed for good. That oldest one carries `head = TRUE`: set on insert
+//!   when the queue has no pending delivery, and handed to the next one when it finishes — so
+//!   finding due work is an index lookup, not a scan of every queue.
+//! - Head bookkeeping is serialized per queue: the writers of several nodes may insert into
+//!   and finish deliveries of the same queue concurrently, and under READ COMMITTED each would
+//!   decide "is there a pending delivery?" on its own snapshot (two heads, or none). So
+//!   [`fanout::insert`] and [`record`] first take the queue's transaction-scoped advisory
+//!   lock (`lock_queue`), in a statement of its own, so that the statements after it see
+//!   every committed change to that queue. The lock is held until commit. (Rare lock-order
+//!   cycles between nodes — a queue lock and the feed row, see `events` — are broken by
+//!   PostgreSQL's deadlock detector: one batch fails as "unavailable".)
+//! - A claim is a lease held in the row (`lease_owner`, `lease_until`, both set or both NULL;
+//!   only pending heads carry one). [`claim`] picks due heads whose lease is absent or expired
+//!   with `FOR UPDATE SKIP LOCKED` and leases them in the same transaction: a head another
+//!   claim (of this or another node) is taking is skipped rather than waited for, and once that
+//!   claim commits, its lease excludes the row (PostgreSQL re-checks the condition on the
+//!   locked row). So two dispatchers never hold a live lease on the same delivery, and never
+//!   attempt it concurrently — unless an attempt outlives its lease.
+//! - [`record`] changes a delivery only while the recording dispatcher still owns its lease
+//!   (`WHERE id = $1 AND lease_owner = $2`), and clears the lease. A dispatcher whose lease was
+//!   taken over records nothing: the new owner's outcome stands.
+//! - If a dispatcher dies mid-attempt, its deliveries stay pending and leased until the lease
+//!   expires; then any dispatcher claims them again (at least once; the idempotency token stays
+//!   the same). A graceful stop [`release`]s the leases at once.
+//! - A leased head is due again when its lease expires: its `next_attempt_at` was at most the
+//!   claim time, so [`next_due`] counts leased heads at `lease_until`.
+//!
+//! May depend on: postgres, serde_json, domain, pg::{events, paging, writer}.
+
+mod fanout;
+
+use fanout::insert;
+pub use fanout::{OutboxEvent, enqueue};
+
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row};
+
+use super::PgResultExt;
+use super::events::{self, limit_arg};
+use super::paging::{Arg, text};
+use super::writer::Tx;
+use crate::domain::event::{EventType, Source};
+use crate::domain::fanout::NewDelivery;
+use crate::domain::ids;
+use crate::domain::service::ChatSettings;
+use crate::domain::store::ServiceStats;
+use crate::domain::time::{Millis, now_ms};
+use crate::domain::webhook::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryStatus, Format, Lease,
+    endpoint_target,
+};
+use crate::domain::{Error, Result};
+
+const COLUMNS: &str = "id, event_id, service_sid, user_sid, target, format, url, method, max_attempts, attempts, \
+     status, next_attempt_at, idempotency_token, last_status, last_error, created_at, updated_at";
+
+/// The first key of the queue locks (two-key advisory locks, a key space apart from the
+/// one-key migration lock): "outb".
+const QUEUE_LOCK_CLASS: i32 = 0x6f75_7462;
+
+fn from_row(row: &Row) -> Result<Delivery> {
+    delivery_at(row, 0)
+}
+
+/// A delivery from the columns of [`COLUMNS`] starting at `at` (joined reads).
+fn delivery_at(row: &Row, at: usize) -> Result<Delivery> {
+    let format: String = row.try_get(at + 5).db()?;
+    let status: String = row.try_get(at + 10).db()?;
+    Ok(Delivery {
+        id: row.try_get(at).db()?,
+        event_id: row.try_get(at + 1).db()?,
+        service_sid: row.try_get(at + 2).db()?,
+        user_sid: row.try_get(at + 3).db()?,
+        target: row.try_get(at + 4).db()?,
+        format: Format::parse(&format),
+        url: row.try_get(at + 6).db()?,
+        method: row.try_get(at + 7).db()?,
+        max_attempts: row.try_get(at + 8).db()?,
+        attempts: row.try_get(at + 9).db()?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        next_attempt_at: row.try_get(at + 11).db()?,
+        idempotency_token: row.try_get(at + 12).db()?,
+        last_status: row.try_get(at + 13).db()?,
+        last_error: row.try_get(at + 14).db()?,
+        created_at: row.try_get(at + 15).db()?,
+        updated_at: row.try_get(at + 16).db()?,
+    })
+}
+
+/// Takes the (target, user) queue's advisory lock until the transaction ends.
+fn lock_queue(client: &mut impl GenericClient, target: &str, user_sid: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::text || ' ' || $3::text))",
+            &[&QUEUE_LOCK_CLASS, &target, &user_sid],
+        )
+        .db()?;
+    Ok(())
+}
+
+/// Takes the advisory lock of a delivery's queue (nothing when there is no such delivery).
+fn lock_queue_of(client: &mut impl GenericClient, delivery_id: i64) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(target || ' ' || user_sid)) \
+             FROM deliveries WHERE id = $2",
+            &[&QUEUE_LOCK_CLASS, &delivery_id],
+        )
+        .db()?;
+    Ok(())
+}
+
+/// Claims up to `limit` due queue heads whose lease is absent or expired, oldest due first,
+/// leasing them to `lease.owner` until `lease.until`; returns them with their events. One
+/// write job: the pick (`FOR UPDATE SKIP LOCKED`) and the lease commit together.
+pub fn claim(
+    tx: &mut Tx<'_, '_>,
+    now: Millis,
+    limit: usize,
+    lease: &Lease,
+) -> Result<Vec<ClaimedDelivery>> {
+    // The ids first, from the due index (`deliveries_due`: head, status, lease_until,
+    // next_attempt_at): unleased due heads, and heads whose lease has expired. Rows another
+    // transaction is claiming or recording right now are skipped, not waited for.
+    let ids: Vec<i64> = tx
+        .query(
+            "SELECT id FROM deliveries \
+             WHERE head AND status = 'pending' AND (lease_until IS NULL OR lease_until <= $1) \
+             AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&now, &limit_arg(limit)],
+        )
+        .db()?
+        .iter()
+        .map(|r| r.try_get(0).db())
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Then lease them and read them with their events and, for a native endpoint
+    // (`endpoint:<id>`), the endpoint's secret. Only claimed rows are joined.
+    tx.execute(
+        "UPDATE deliveries SET lease_owner = $2, lease_until = $3 WHERE id = ANY($1)",
+        &[&ids, &lease.owner, &lease.until],
+    )
+    .db()?;
+    let rows = tx.query(claimed_sql(), &[&ids]).db()?;
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedDelivery {
+                delivery: delivery_at(row, 0)?,
+                event: events::event_at(row, DELIVERY_COLUMNS)?,
+                // Only a native endpoint's target joins a secret.
+                secret: row.try_get(DELIVERY_COLUMNS + EVENT_COLUMNS).db()?,
+            })
+        })
+        .collect()
+}
+
+/// Releases every lease `owner` holds: its deliveries are due again at once (their
+/// `next_attempt_at` was at most their claim time). Returns how many.
+pub fn release(client: &mut impl GenericClient, owner: &str) -> Result<usize> {
+    let n = client
+        .execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
+             WHERE head AND status = 'pending' AND lease_until IS NOT NULL AND lease_owner = $1",
+            &[&owner],
+        )
+        .db()?;
+    Ok(count(n))
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Columns of a delivery row and of an event row, as [`claimed_sql`] selects them.
+const DELIVERY_COLUMNS: usize = 17;
+const EVENT_COLUMNS: usize = 16;
+
+fn claimed_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let prefixed = |alias: &str, columns: &str| {
+            columns
+                .split(',')
+                .map(|c| format!("{alias}.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "SELECT {}, {}, w.secret FROM deliveries d \
+             JOIN events e ON e.id = d.event_id \
+             LEFT JOIN webhook_endpoints w \
+             ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
+             WHERE d.id = ANY($1) ORDER BY d.next_attempt_at, d.id",
+            prefixed("d", COLUMNS),
+            prefixed("e", events::COLUMNS),
+        )
+    })
+}
+
+/// Persists the outcomes of attempts made under `owner`'s leases, each as its settlement
+/// says: the attempt is logged, the delivery moves on and its lease is cleared; a finished head
+/// hands `head` to the next delivery of its queue; a gone endpoint is disabled and its other
+/// pending deliveries fail. An outcome whose delivery `owner` no longer leases (the lease
+/// expired and another dispatcher took it over, or an endpoint's 410 failed it) changes
+/// nothing; their ids are returned.
+pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
+    let now = now_ms();
+    let mut lost = Vec::new();
+    for o in outcomes {
+        let (a, s) = (&o.attempt, &o.settlement);
+        let status = s.status.as_str();
+        lock_queue_of(&mut **tx, o.delivery_id)?;
+        let updated = tx
+            .execute(
+                "UPDATE deliveries SET attempts = $3, status = $4, next_attempt_at = $5, \
+                 last_status = $6, last_error = $7, updated_at = $8, head = ($4 = 'pending'), \
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                &[
+                    &o.delivery_id,
+                    &owner,
+                    &a.attempt,
+                    &status,
+                    &s.next_attempt_at,
+                    &a.status_code,
+                    &a.error,
+                    &now,
+                ],
+            )
+            .db()?;
+        if updated == 0 {
+            lost.push(o.delivery_id);
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &o.delivery_id,
+                &a.attempt,
+                &a.started_at,
+                &a.status_code,
+                &a.latency_ms,
+                &a.response_body,
+                &a.error,
+            ],
+        )
+        .db()?;
+        if s.status != DeliveryStatus::Pending {
+            promote_next(&mut **tx, o.delivery_id)?;
+        }
+        if let Some(gone) = &s.disable_endpoint {
+            tx.execute(
+                "UPDATE webhook_endpoints SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
+                &[&gone.endpoint_id, &gone.reason, &now],
+            )
+            .db()?;
+            // Leases are cleared too: an attempt still running elsewhere must not bring a
+            // delivery to a disabled endpoint back to pending.
+            tx.execute(
+                "UPDATE deliveries SET status = 'failed', head = FALSE, last_error = $2, updated_at = $3, \
+                 lease_owner = NULL, lease_until = NULL WHERE target = $1 AND status = 'pending'",
+                &[&endpoint_target(&gone.endpoint_id), &gone.pending_error, &now],
+            )
+            .db()?;
+        }
+    }
+    tx.record_deliveries();
+    Ok(lost)
+}
+
+/// Makes the oldest pending delivery of a finished delivery's queue its new head (the caller
+/// holds the queue's lock).
+fn promote_next(client: &mut impl GenericClient, finished: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE deliveries SET head = TRUE WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
+             ON n.target = d.target AND n.user_sid = d.user_sid AND n.status = 'pending' \
+             WHERE d.id = $1 ORDER BY n.id LIMIT 1)",
+            &[&finished],
+        )
+        .db()?;
+    Ok(())
+}
+
+/// When the next queue head falls due, if any: an unleased head at its `next_attempt_at`, a
+/// leased one when its lease expires. Deliveries waiting behind a head do not count: they
+/// cannot be claimed before it. Two lookups at the ends of `deliveries_due` ranges (`LEAST`
+/// ignores a NULL side).
+pub fn next_due(client: &mut impl GenericClient) -> Result<Option<Millis>> {
+    client
+        .query_one(
+            "SELECT LEAST( \
+             (SELECT min(next_attempt_at) FROM deliveries \
+              WHERE head AND status = 'pending' AND lease_until IS NULL), \
+             (SELECT min(lease_until) FROM deliveries \
+              WHERE head AND status = 'pending' AND lease_until IS NOT NULL))",
+            &[],
+        )
+        .db()?
+        .try_get(0)
+        .db()
+}
+
+pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Delivery>> {
+    client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1"),
+            &[&id],
+        )
+        .db()?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub fn attempts(client: &mut impl GenericClient, delivery_id: i64) -> Result<Vec<Attempt>> {
+    client
+        .query(
+            "SELECT attempt, started_at, status_code, latency_ms, response_body, error FROM delivery_attempts \
+             WHERE delivery_id = $1 ORDER BY attempt",
+            &[&delivery_id],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(Attempt {
+                attempt: r.try_get(0).db()?,
+                started_at: r.try_get(1).db()?,
+                status_code: r.try_get(2).db()?,
+                latency_ms: r.try_get(3).db()?,
+                response_body: r.try_get(4).db()?,
+                error: r.try_get(5).db()?,
+            })
+        })
+        .collect()
+}
+
+/// Deliveries to one target, newest first, optionally by status, before a cursor id.
+pub fn list(
+    client: &mut impl GenericClient,
+    target: &str,
+    status: Option<DeliveryStatus>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<Delivery>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM deliveries WHERE target = $1");
+    let mut args: Vec<Arg> = vec![text(target)];
+    if let Some(status) = status {
+        args.push(text(status.as_str()));
+        sql.push_str(&format!(" AND status = ${}", args.len()));
+    }
+    if let Some(before) = before {
+        args.push(Box::new(before));
+        sql.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    args.push(Box::new(limit_arg(limit)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    client
+        .query(&sql, &params)
+        .db()?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Resends a delivery. A pending one (waiting for its next retry, or behind its queue's head)
+/// is made due now: the same row, id and token, attempted as soon as it heads its queue — a
+/// copy would only wait behind it — and not leased (an attempt running now settles it first).
+/// A finished one (delivered or failed) gets a fresh pending copy (new id and token, attempts
+/// from zero).
+pub fn resend(tx: &mut Tx<'_, '_>, id: i64) -> Result<Delivery> {
+    let old = get(&mut **tx, id)?.ok_or(Error::NotFound)?;
+    if old.status == DeliveryStatus::Pending {
+        let now = now_ms();
+        tx.execute(
+            "UPDATE deliveries SET next_attempt_at = LEAST(next_attempt_at, $2), updated_at = $2 \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id, &now],
+        )
+        .db()?;
+        tx.record_deliveries();
+        return get(&mut **tx, id)?.ok_or(Error::NotFound);
+    }
+    let target = NewDelivery {
+        target: old.target.clone(),
+        format: old.format,
+        url: old.url.clone(),
+        method: old.method.clone(),
+        max_attempts: old.max_attempts,
+    };
+    let new_id = insert(
+        &mut **tx,
+        old.event_id,
+        &old.service_sid,
+        &old.user_sid,
+        &target,
+        now_ms(),
+    )?;
+    tx.record_deliveries();
+    get(&mut **tx, new_id)?.ok_or(Error::NotFound)
+}
+
+/// Resends every failed delivery to `target` created since `since`; returns how many.
+pub fn recover(tx: &mut Tx<'_, '_>, target: &str, since: Millis) -> Result<usize> {
+    let ids: Vec<i64> = tx
+        .query(
+            "SELECT id FROM deliveries WHERE target = $1 AND status = 'failed' AND created_at >= $2 ORDER BY id",
+            &[&target, &since],
+        )
+        .db()?
+        .iter()
+        .map(|r| r.try_get(0).db())
+        .collect::<Result<_>>()?;
+    for id in &ids {
+        resend(tx, *id)?;
+    }
+    Ok(ids.len())
+}
+
+/// User and delivery counts of a service (the dashboard).
+pub fn stats(client: &mut impl GenericClient, service_sid: &str) -> Result<ServiceStats> {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE is_online) FROM users WHERE service_sid = $1",
+            &[&service_sid],
+        )
+        .db()?;
+    let mut stats = ServiceStats {
+        users: row.try_get(0).db()?,
+        online_users: row.try_get(1).db()?,
+        ..Default::default()
+    };
+    let rows = client
+        .query(
+            "SELECT status, count(*), min(created_at), count(*) FILTER (WHERE attempts > 0) \
+             FROM deliveries WHERE service_sid = $1 GROUP BY status",
+            &[&service_sid],
+        )
+        .db()?;
+    for r in &rows {
+        let status: String = r.try_get(0).db()?;
+        let count: i64 = r.try_get(1).db()?;
+        let oldest: Option<i64> = r.try_get(2).db()?;
+        let attempted: i64 = r.try_get(3).db()?;
+        match status.as_str() {
+            "pending" => {
+                stats.pending = count;
+                stats.retrying = attempted;
+                stats.oldest_pending = oldest;
+            }
+            "delivered" => stats.delivered = count,
+            _ => stats.failed += count,
+        }
+    }
+    Ok(stats)
+}
+
+/// Deletes finished deliveries and unreferenced events older than `before`.
+pub fn purge(client: &mut impl GenericClient, before: Millis) -> Result<usize> {
+    let deliveries = client
+        .execute(
+            "DELETE FROM deliveries WHERE created_at < $1 AND status <> 'pending'",
+            &[&before],
+        )
+        .db()?;
+    let events = client
+        .execute(
+            "DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')",
+            &[&before],
+        )
+        .db()?;
+    Ok(count(deliveries).saturating_add(count(events)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::webhook::{EndpointGone, NewEndpoint, Settlement};
+    use crate::pg::endpoints;
+    use crate::pg::events::test_db::{TestDb, fresh_database};
+
+    const HOOK: &str = "https://example.com/hook";
+
+    fn lease(owner: &str, until: Millis) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until,
+        }
+    }
+
+    fn claim_as(db: &TestDb, owner: &str, now: Millis, limit: usize) -> Vec<i64> {
+        let lease = lease(owner, now + 30_000);
+        db.write(move |tx| claim(tx, now, limit, &lease))
+            .expect("claim")
+            .into_iter()
+            .map(|c| c.delivery.id)
+            .collect()
+    }
+
+    fn outcome(id: i64, status: DeliveryStatus) -> AttemptOutcome {
+        AttemptOutcome {
+            delivery_id: id,
+            attempt: Attempt {
+                attempt: 1,
+                started_at: now_ms(),
+                status_code: Some(200),
+                latency_ms: 5,
+                response_body: Some("ok".into()),
+                error: None,
+            },
+            settlement: Settlement {
+                status,
+                next_attempt_at: now_ms(),
+                disable_endpoint: None,
+            },
+        }
+    }
+
+    fn record_as(db: &TestDb, owner: &str, outcomes: Vec<AttemptOutcome>) -> Vec<i64> {
+        let owner = owner.to_string();
+        db.write(move |tx| record(tx, &owner, &outcomes))
+            .expect("record")
+    }
+
+    /// `(id, target, head, status)` of every delivery, by id.
+    fn queue(db: &TestDb) -> Vec<(i64, String, bool, String)> {
+        db.client()
+            .query(
+                "SELECT id, target, head, status FROM deliveries ORDER BY id",
+                &[],
+            )
+            .expect("deliveries")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    #[test]
+    fn fan_out_enqueues_deliveries_with_queue_heads() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        db.user(&service, "alice");
+        db.user(&service, "bob");
+        let endpoint = NewEndpoint {
+            url: "https://example.com/native".into(),
+            ..Default::default()
+        };
+        let (endpoint, secret) =
+            endpoints::create(&mut *db.client(), &service, &endpoint).expect("endpoint");
+        let e1 = db.emit_update(&service, "alice");
+        let e2 = db.emit_update(&service, "alice");
+        db.emit_update(&service, "bob");
+        let service_target = format!("service:{service}");
+        let native = endpoint_target(&endpoint.id);
+        let rows = queue(&db);
+        let heads: Vec<(String, bool)> = rows.iter().map(|r| (r.1.clone(), r.2)).collect();
+        assert_eq!(
+            heads,
+            vec![
+                (service_target.clone(), true),
+                (native.clone(), true),
+                (service_target.clone(), false),
+                (native.clone(), false),
+                (service_target.clone(), true),
+                (native.clone(), true),
+            ],
+            "one head per (target, user) queue"
+        );
+        let mut client = db.client();
+        let first = get(&mut *client, rows[0].0)
+            .expect("get")
+            .expect("delivery");
+        assert_eq!((first.event_id, first.url.as_str()), (e1, HOOK));
+        assert_eq!(first.status, DeliveryStatus::Pending);
+        assert!(first.idempotency_token.starts_with("ID"));
+        assert_eq!(
+            get(&mut *client, rows[2].0)
+                .expect("get")
+                .map(|d| d.event_id),
+            Some(e2)
+        );
+        let listed = list(
+            &mut *client,
+            &native,
+            Some(DeliveryStatus::Pending),
+            None,
+            10,
+        )
+        .expect("list");
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].id > listed[1].id, "newest first");
+        let before = list(&mut *client, &native, None, Some(listed[0].id), 1).expect("list");
+        assert_eq!(
+            before.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![listed[1].id]
+        );
+        let stats = stats(&mut *client, &service).expect("stats");
+        assert_eq!((stats.users, stats.pending, stats.delivered), (2, 6, 0));
+        drop(client);
+        // A claim hands over the native endpoint's secret with the event.
+        let now = now_ms() + 1;
+        let claimed = db
+            .write(move |tx| claim(tx, now, 10, &lease("a", now + 30_000)))
+            .expect("claim");
+        assert_eq!(claimed.len(), 4, "only heads are claimed");
+        let native_claim = claimed
+            .iter()
+            .find(|c| c.delivery.target == native)
+            .expect("native claim");
+        assert_eq!(native_claim.secret.as_deref(), Some(secret.as_str()));
+        assert_eq!(native_claim.event.id, native_claim.delivery.event_id);
+        assert!(
+            claimed
+                .iter()
+                .filter(|c| c.delivery.target == service_target)
+                .all(|c| c.secret.is_none())
+        );
+    }
+
+    #[test]
+    fn claims_never_share_a_delivery_and_expired_leases_are_taken_over() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        for identity in ["a", "b", "c", "d"] {
+            db.user(&service, identity);
+            db.emit_update(&service, identity);
+        }
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        let first = claim_as(&db, "one", now, 1);
+        assert_eq!(first, vec![ids[0]], "oldest due first");
+        // A head another transaction holds (a claim in flight elsewhere) is skipped, not
+        // waited for.
+        let mut other = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+        let mut held = other.transaction().expect("tx");
+        held.execute(
+            "SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&ids[1]],
+        )
+        .expect("lock");
+        let second = claim_as(&db, "two", now, 10);
+        assert_eq!(second, vec![ids[2], ids[3]]);
+        held.rollback().expect("rollback");
+        assert_eq!(claim_as(&db, "two", now, 10), vec![ids[1]]);
+        assert!(claim_as(&db, "three", now, 10).is_empty(), "all leased");
+        // Two writers (two nodes) claiming at once never get the same delivery.
+        let db2 = fresh_database().expect("second database");
+        let svc2 = db2.service(true, Some(HOOK));
+        for n in 0..40 {
+            let identity = format!("u{n}");
+            db2.user(&svc2, &identity);
+            db2.emit_update(&svc2, &identity);
+        }
+        let now2 = now_ms() + 1;
+        let pool = db2.pool.clone();
+        let (writer_b, _thread) =
+            crate::pg::writer::Writer::start(pool, 8, Vec::new()).expect("second writer");
+        let mut futures = Vec::new();
+        for n in 0..20 {
+            let owner = format!("node{}", n % 2);
+            let lease = lease(&owner, now2 + 30_000);
+            let writer = if n % 2 == 0 { &db2.writer } else { &writer_b };
+            futures.push(writer.submit(move |tx| claim(tx, now2, 3, &lease)));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut seen = std::collections::HashSet::new();
+        for f in futures {
+            for c in runtime.block_on(f).expect("claim") {
+                assert!(
+                    seen.insert(c.delivery.id),
+                    "claimed twice: {}",
+                    c.delivery.id
+                );
+            }
+        }
+        assert_eq!(seen.len(), 40);
+        // An expired lease is taken over; the old owner then records nothing.
+        let later = now + 60_000;
+        let taken = claim_as(&db, "four", later, 10);
+        assert_eq!(taken, ids, "every lease expired");
+        let lost = record_as(&db, "one", vec![outcome(ids[0], DeliveryStatus::Delivered)]);
+        assert_eq!(lost, vec![ids[0]]);
+        let lost = record_as(
+            &db,
+            "four",
+            vec![outcome(ids[0], DeliveryStatus::Delivered)],
+        );
+        assert!(lost.is_empty());
+        let mut client = db.client();
+        let d = get(&mut *client, ids[0]).expect("get").expect("delivery");
+        assert_eq!(
+            (d.status, d.attempts, d.last_status),
+            (DeliveryStatus::Delivered, 1, Some(200))
+        );
+        let log = attempts(&mut *client, ids[0]).expect("attempts");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].response_body.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn record_hands_the_head_on_and_release_frees_leases() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        db.user(&service, "a");
+        for _ in 0..3 {
+            db.emit_update(&service, "a");
+        }
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        let mut client = db.client();
+        assert!(
+            next_due(&mut *client)
+                .expect("due")
+                .is_some_and(|due| due <= now)
+        );
+        drop(client);
+        assert_eq!(claim_as(&db, "a", now, 10), vec![ids[0]]);
+        let mut client = db.client();
+        assert_eq!(
+            next_due(&mut *client).expect("due"),
+            Some(now + 30_000),
+            "leased head"
+        );
+        // A graceful stop releases the lease: due again at once, for anyone.
+        assert_eq!(release(&mut *client, "someone else").expect("release"), 0);
+        assert_eq!(release(&mut *client, "a").expect("release"), 1);
+        drop(client);
+        assert_eq!(claim_as(&db, "b", now, 10), vec![ids[0]]);
+        // A retry keeps the head; delivering it hands the head to the next one.
+        let mut retry = outcome(ids[0], DeliveryStatus::Pending);
+        retry.settlement.next_attempt_at = now + 5;
+        assert!(record_as(&db, "b", vec![retry]).is_empty());
+        let heads: Vec<bool> = queue(&db).iter().map(|r| r.2).collect();
+        assert_eq!(heads, vec![true, false, false]);
+        assert!(
+            claim_as(&db, "b", now, 10).is_empty(),
+            "not due before its retry time"
+        );
+        assert_eq!(claim_as(&db, "b", now + 5, 10), vec![ids[0]]);
+        let mut done = outcome(ids[0], DeliveryStatus::Delivered);
+        done.attempt.attempt = 2;
+        assert!(record_as(&db, "b", vec![done]).is_empty());
+        let states: Vec<(bool, String)> = queue(&db).iter().map(|r| (r.2, r.3.clone())).collect();
+        assert_eq!(
+            states,
+            vec![
+                (false, "delivered".into()),
+                (true, "pending".into()),
+                (false, "pending".into())
+            ]
+        );
+        let mut client = db.client();
+        let s = stats(&mut *client, &service).expect("stats");
+        assert_eq!((s.pending, s.retrying, s.delivered, s.failed), (2, 0, 1, 0));
+        drop(client);
+        // Resending the delivered one makes a fresh pending copy behind the queue's head.
+        let delivered = ids[0];
+        let copy = db.write(move |tx| resend(tx, delivered)).expect("resend");
+        assert_ne!(copy.id, ids[0]);
+        assert_eq!((copy.status, copy.attempts), (DeliveryStatus::Pending, 0));
+        let last = queue(&db).pop().expect("copy");
+        assert_eq!((last.0, last.2), (copy.id, false));
+        // Failing the head (410 from nowhere in particular) hands the head on too.
+        assert_eq!(claim_as(&db, "c", now + 5, 10), vec![ids[1]]);
+        let mut fail = outcome(ids[1], DeliveryStatus::Failed);
+        fail.settlement.disable_endpoint = None;
+        assert!(record_as(&db, "c", vec![fail]).is_empty());
+        assert_eq!(
+            db.write(move |tx| recover(tx, &format!("service:{}", "nothing"), 0))
+                .expect("recover"),
+            0
+        );
+        let mut client = db.client();
+        assert_eq!(purge(&mut *client, 0).expect("purge"), 0);
+        assert_eq!(
+            purge(&mut *client, now_ms() + 1_000).expect("purge"),
+            3,
+            "the two finished deliveries and the event no pending delivery needs go"
+        );
+    }
+
+    #[test]
+    fn a_gone_endpoint_is_disabled_and_its_pending_deliveries_fail() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, None);
+        db.user(&service, "a");
+        let new = NewEndpoint {
+            url: "https://example.com/native".into(),
+            ..Default::default()
+        };
+        let (endpoint, _) = endpoints::create(&mut *db.client(), &service, &new).expect("create");
+        db.emit_update(&service, "a");
+        db.emit_update(&service, "a");
+        let ids: Vec<i64> = queue(&db).iter().map(|r| r.0).collect();
+        let now = now_ms() + 1;
+        assert_eq!(claim_as(&db, "a", now, 10), vec![ids[0]]);
+        let mut gone = outcome(ids[0], DeliveryStatus::Failed);
+        gone.settlement.disable_endpoint = Some(EndpointGone {
+            endpoint_id: endpoint.id.clone(),
+            reason: "gone",
+            pending_error: "endpoint disabled",
+        });
+        assert!(record_as(&db, "a", vec![gone]).is_empty());
+        let states: Vec<(bool, String)> = queue(&db).iter().map(|r| (r.2, r.3.clone())).collect();
+        assert_eq!(
+            states,
+            vec![(false, "failed".into()), (false, "failed".into())]
+        );
+        let stored = endpoints::get(&mut *db.client(), &service, &endpoint.id)
+            .expect("get")
+            .expect("endpoint");
+        assert!(stored.disabled);
+        assert_eq!(stored.disabled_reason.as_deref(), Some("gone"));
+        let target = endpoint_target(&endpoint.id);
+        let recovered = db
+            .write(move |tx| recover(tx, &target, 0))
+            .expect("recover");
+        assert_eq!(recovered, 2);
+        let heads: Vec<bool> = queue(&db).iter().map(|r| r.2).collect();
+        assert_eq!(heads, vec![false, false, true, false]);
+    }
+}
