@@ -317,3 +317,333 @@ fn binding_types_of(client: &mut impl GenericClient, user_sid: &str) -> Result<V
     }
     Ok(types)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::services::test_db::{TestDb, fresh_database};
+    use super::*;
+    use crate::domain::event::EventType;
+    use crate::domain::page::Cursor;
+    use crate::domain::user::{NewUser, User};
+
+    const REST: Origin = Origin::Rest { webhooks: false };
+
+    fn push(kind: BindingType, address: &str, endpoint: Option<&str>) -> NewBinding {
+        NewBinding {
+            binding_type: kind,
+            address: address.into(),
+            credential_sid: None,
+            endpoint: endpoint.map(String::from),
+        }
+    }
+
+    fn setup(db: &mut TestDb) -> (String, User, User) {
+        let mut service = Service::new("bindings", 1).expect("service");
+        service.reachability_enabled = true;
+        services::insert(&mut db.client, &service).expect("service row");
+        let mut made = Vec::new();
+        for identity in ["alice", "bob"] {
+            let s = service.sid.clone();
+            let new = NewUser {
+                identity: identity.into(),
+                ..Default::default()
+            };
+            made.push(
+                db.write(move |tx| users::insert(tx, &s, new, REST))
+                    .expect("user"),
+            );
+        }
+        let bob = made.pop().expect("bob");
+        let alice = made.pop().expect("alice");
+        (service.sid, alice, bob)
+    }
+
+    fn register_as(
+        db: &TestDb,
+        service_sid: &str,
+        identity: &str,
+        new: NewBinding,
+        origin: Origin,
+    ) -> Result<Binding> {
+        let (s, key) = (service_sid.to_string(), UserKey::Identity(identity.into()));
+        db.write(move |tx| register(tx, &s, &key, new, origin))
+    }
+
+    fn notifiable(db: &mut TestDb, user_sid: &str) -> Option<bool> {
+        db.client
+            .query_one(
+                "SELECT is_notifiable FROM users WHERE sid = $1",
+                &[&user_sid],
+            )
+            .expect("user")
+            .get(0)
+    }
+
+    fn reachability_events(db: &mut TestDb) -> Vec<(String, Option<bool>, Option<String>)> {
+        db.client
+            .query(
+                "SELECT identity, is_notifiable, cause FROM events WHERE type = $1 ORDER BY id",
+                &[&EventType::ReachabilityUpdated.as_str()],
+            )
+            .expect("events")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    #[test]
+    fn registration_takes_endpoints_over_and_recomputes_notifiable() {
+        let Some(mut db) = fresh_database() else {
+            return;
+        };
+        let (ss, alice, bob) = setup(&mut db);
+        let first = register_as(
+            &db,
+            &ss,
+            "alice",
+            push(BindingType::Fcm, "tok1", Some("dev1")),
+            REST,
+        )
+        .expect("register");
+        assert_eq!(first.user_sid, alice.sid);
+        assert_eq!(first.endpoint, "dev1");
+        assert_eq!(notifiable(&mut db, &alice.sid), Some(true));
+        let stored = get(&mut db.client, &ss, &first.sid, &BindingFilter::default())
+            .expect("get")
+            .expect("exists");
+        assert_eq!(stored, first);
+
+        // The same device again: replaced in place, no new reachability event.
+        let again = register_as(
+            &db,
+            &ss,
+            "alice",
+            push(BindingType::Fcm, "tok2", Some("dev1")),
+            REST,
+        )
+        .expect("again");
+        assert_eq!(again.sid, first.sid);
+        assert_eq!(again.address, "tok2");
+        assert_eq!(again.date_created, first.date_created);
+
+        // A client may not take another identity's endpoint.
+        assert!(matches!(
+            register_as(
+                &db,
+                &ss,
+                "bob",
+                push(BindingType::Fcm, "tok3", Some("dev1")),
+                Origin::Client
+            ),
+            Err(Error::Conflict(_))
+        ));
+        // The REST API may: the endpoint moves to bob, alice is no longer notifiable.
+        let moved = register_as(
+            &db,
+            &ss,
+            "bob",
+            push(BindingType::Apn, "tok3", Some("dev1")),
+            REST,
+        )
+        .expect("takeover");
+        assert_eq!(moved.sid, first.sid);
+        assert_eq!(moved.user_sid, bob.sid);
+        assert_eq!(moved.identity, "bob");
+        assert_eq!(moved.binding_type, BindingType::Apn);
+        assert_eq!(notifiable(&mut db, &bob.sid), Some(true));
+        assert_eq!(notifiable(&mut db, &alice.sid), Some(false));
+        let binding_added = Some(Cause::BindingAdded.as_str().to_string());
+        assert_eq!(
+            reachability_events(&mut db),
+            [
+                ("alice".to_string(), Some(true), binding_added.clone()),
+                ("bob".to_string(), Some(true), binding_added.clone()),
+                ("alice".to_string(), Some(false), binding_added.clone()),
+            ]
+        );
+        let count: i64 = db
+            .client
+            .query_one("SELECT count(*) FROM bindings", &[])
+            .expect("count")
+            .get(0);
+        assert_eq!(count, 1);
+
+        // Unknown user, unknown service, bad request.
+        assert!(matches!(
+            register_as(&db, &ss, "carol", push(BindingType::Fcm, "t", None), REST),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            register_as(
+                &db,
+                "ISnope",
+                "alice",
+                push(BindingType::Fcm, "t", None),
+                REST
+            ),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            register_as(&db, &ss, "alice", push(BindingType::Twilsock, "t", None), REST),
+            Err(Error::InvalidParam { param, .. }) if param == "binding_type"
+        ));
+    }
+
+    #[test]
+    fn bindings_are_listed_with_filters_and_deleted() {
+        let Some(mut db) = fresh_database() else {
+            return;
+        };
+        let (ss, alice, bob) = setup(&mut db);
+        let a1 =
+            register_as(&db, &ss, "alice", push(BindingType::Fcm, "a1", None), REST).expect("a1");
+        let a2 =
+            register_as(&db, &ss, "alice", push(BindingType::Apn, "a2", None), REST).expect("a2");
+        let b1 = register_as(
+            &db,
+            &ss,
+            "bob",
+            push(BindingType::Gcm, "b1", Some("bob-dev")),
+            REST,
+        )
+        .expect("b1");
+        assert!(a1.endpoint.starts_with("alice:fcm:"));
+
+        let all = |db: &mut TestDb, filter: &BindingFilter| -> Vec<String> {
+            list(
+                &mut db.client,
+                &ss,
+                filter,
+                PageRequest {
+                    cursor: Cursor::Offset(0),
+                    size: 50,
+                },
+            )
+            .expect("list")
+            .items
+            .into_iter()
+            .map(|(_, b)| b.sid)
+            .collect()
+        };
+        assert_eq!(
+            all(&mut db, &BindingFilter::default()),
+            [a1.sid.as_str(), a2.sid.as_str(), b1.sid.as_str()]
+        );
+        let by_type = BindingFilter {
+            types: vec![BindingType::Apn, BindingType::Gcm],
+            ..Default::default()
+        };
+        assert_eq!(all(&mut db, &by_type), [a2.sid.as_str(), b1.sid.as_str()]);
+        let by_identity = BindingFilter {
+            identities: vec!["bob".into(), "nobody".into()],
+            ..Default::default()
+        };
+        assert_eq!(all(&mut db, &by_identity), [b1.sid.as_str()]);
+        let by_user = BindingFilter {
+            types: vec![BindingType::Fcm],
+            user_sid: Some(alice.sid.clone()),
+            ..Default::default()
+        };
+        assert_eq!(all(&mut db, &by_user), [a1.sid.as_str()]);
+        let page = list(
+            &mut db.client,
+            &ss,
+            &BindingFilter::default(),
+            PageRequest {
+                cursor: Cursor::Offset(0),
+                size: 2,
+            },
+        )
+        .expect("page");
+        assert!(page.has_more_after);
+        let next = list(
+            &mut db.client,
+            &ss,
+            &BindingFilter::default(),
+            PageRequest {
+                cursor: Cursor::After(page.items[1].0),
+                size: 2,
+            },
+        )
+        .expect("next");
+        assert_eq!(next.items[0].1, b1);
+        assert!(!next.has_more_after);
+        assert!(
+            get(&mut db.client, &ss, &b1.sid, &by_user)
+                .expect("get")
+                .is_none(),
+            "outside the filter"
+        );
+
+        // Delete by endpoint, then by SID; outside the filter nothing is deleted.
+        let del = |db: &TestDb, target: &str, filter: &BindingFilter| {
+            let (s, t, f) = (ss.clone(), target.to_string(), filter.clone());
+            db.write(move |tx| delete(tx, &s, &t, &f, REST))
+                .expect("delete")
+        };
+        assert_eq!(del(&db, "bob-dev", &by_user), None);
+        assert_eq!(
+            del(&db, "bob-dev", &BindingFilter::default()),
+            Some(b1.clone())
+        );
+        assert_eq!(notifiable(&mut db, &bob.sid), Some(false));
+        assert_eq!(
+            del(&db, &a1.sid, &BindingFilter::default()),
+            Some(a1.clone())
+        );
+        assert_eq!(notifiable(&mut db, &alice.sid), Some(true), "a2 is left");
+        assert_eq!(del(&db, &a1.sid, &BindingFilter::default()), None);
+        assert_eq!(all(&mut db, &BindingFilter::default()), [a2.sid.as_str()]);
+        let removed = Some(Cause::BindingRemoved.as_str().to_string());
+        assert_eq!(
+            reachability_events(&mut db).last(),
+            Some(&("bob".to_string(), Some(false), removed))
+        );
+    }
+
+    #[test]
+    fn an_endpoint_registered_by_two_nodes_at_once_is_stored_once() {
+        let Some(mut db) = fresh_database() else {
+            return;
+        };
+        let (ss, _alice, bob) = setup(&mut db);
+        // Node A inserts the endpoint and holds its transaction open; node B's insert waits
+        // on the unique key, then B takes A's row over as a second registration would.
+        let other = db.other_writer();
+        let (s, key) = (ss.clone(), UserKey::Identity("alice".into()));
+        let a = db.writer.submit(move |tx| {
+            let out = register(
+                tx,
+                &s,
+                &key,
+                push(BindingType::Fcm, "ta", Some("dev")),
+                REST,
+            )?;
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            Ok(out)
+        });
+        let (s, key) = (ss.clone(), UserKey::Identity("bob".into()));
+        let b = other.submit(move |tx| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            register(
+                tx,
+                &s,
+                &key,
+                push(BindingType::Fcm, "tb", Some("dev")),
+                REST,
+            )
+        });
+        let (a, b) = db.block_on(async { tokio::join!(a, b) });
+        let (a, b) = (a.expect("node A"), b.expect("node B"));
+        assert_eq!(a.sid, b.sid, "one binding");
+        assert_eq!(b.user_sid, bob.sid);
+        let rows: Vec<(String, String)> = db
+            .client
+            .query("SELECT sid, user_sid FROM bindings", &[])
+            .expect("bindings")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(rows, [(a.sid.clone(), bob.sid.clone())]);
+    }
+}
