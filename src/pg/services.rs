@@ -435,7 +435,7 @@ mod tests {
             session_ttl_ms: None,
             offline_grace_ms: Some(0),
         };
-        let with = set_presence(&mut db.client, &first.sid, presence.clone()).expect("presence");
+        let with = set_presence(&mut db.client, &first.sid, presence).expect("presence");
         assert_eq!(with.presence, presence);
         assert_eq!(
             get(&mut db.client, &first.sid)
@@ -547,7 +547,8 @@ mod tests {
                 &[],
             )
             .expect("users");
-        let states: Vec<(String, Option<bool>, Option<bool>, Option<i64>, i64)> = rows
+        type State = (String, Option<bool>, Option<bool>, Option<i64>, i64);
+        let states: Vec<State> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
             .collect();
