@@ -1,4 +1,5 @@
-//! The composition root: opens storage, bootstraps the account, starts the writer and the
+//! The composition root: opens storage (`storage::server` picks the backend), bootstraps the
+//! account, starts the writer and the
 //! HTTP server on a given listener, and stops them in order. The only module that knows every
 //! concrete type. Tests call [`start`] with a port-0 listener and a temporary database.
 //!
@@ -17,13 +18,6 @@ use anyhow::Context;
 use crate::api::gauges::StoredGauges;
 use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
-use crate::db::admin::SqliteAdmin;
-use crate::db::checkpoint::Checkpointer;
-use crate::db::endpoints;
-use crate::db::events;
-use crate::db::server_lock::{ServerLock, lock_for_server};
-use crate::db::writer::{CommitHook, Effects, Writer, WriterStats};
-use crate::db::{Database, OpenOptions, SqliteStore, keys};
 use crate::domain::admin::AdminStore;
 pub use crate::domain::admin::Opening as AdminOpening;
 use crate::domain::ids::{self, Prefix};
@@ -35,14 +29,13 @@ use crate::domain::webhook::RetryPolicy;
 use crate::presence::{Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
 use crate::storage::cache::{InvalidateServices, ServiceCache};
+use crate::storage::commit::{CommitHook, Effects, WriterStats};
+use crate::storage::server::{HooksFor, ServerStorage, open_server};
 use crate::usecases::Reachability;
 use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// How often the WAL is checkpointed into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Credentials generated on the first start, to be shown once.
 pub struct FirstRun {
@@ -67,13 +60,10 @@ pub struct Running {
     presence_tasks: PresenceTasks,
     http: ServerHandle,
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
-    writer: Writer,
-    writer_thread: std::thread::JoinHandle<()>,
-    checkpointer: Checkpointer,
+    /// The backend, stopped last (its writer drains what presence and the dispatcher queued).
+    storage: ServerStorage,
     pub dispatcher: Dispatcher,
     dispatcher_tasks: DispatcherTasks,
-    /// This server's exclusive claim on the database, released after the final checkpoint.
-    server_lock: ServerLock,
     pub hub: Hub,
     hub_stop: CancellationToken,
     hub_task: tokio::task::JoinHandle<()>,
@@ -112,14 +102,11 @@ impl Running {
             http_task,
             presence,
             presence_tasks,
-            writer,
-            writer_thread,
-            checkpointer,
+            storage,
             dispatcher,
             dispatcher_tasks,
             hub_stop,
             hub_task,
-            server_lock,
             ..
         } = self;
         http_task
@@ -129,16 +116,7 @@ impl Running {
         hub_stop.cancel();
         let _ = hub_task.await;
         dispatcher.shutdown(dispatcher_tasks).await;
-        let finished = finish_storage(
-            presence,
-            presence_tasks,
-            writer,
-            writer_thread,
-            checkpointer,
-        )
-        .await;
-        drop(server_lock);
-        finished
+        finish_storage(presence, presence_tasks, storage).await
     }
 }
 
@@ -216,7 +194,14 @@ pub fn dispatcher_options(config: &Config, account: &AccountCredentials) -> Disp
     }
 }
 
-/// The lease owner of the server's own dispatcher. Stable across restarts, and safe: the
+/// What a server reads from storage before its writer starts.
+struct Prepared {
+    account: AccountCredentials,
+    first_run: Option<FirstRun>,
+    last_event_id: i64,
+}
+
+/// The lease owner of a SQLite server's own dispatcher. Stable across restarts, and safe: the
 /// server's exclusive lock on the database means at most one live server uses it, so leases
 /// under it after a crash belong to nobody and are released at start.
 const SERVER_LEASE_OWNER: &str = "reachd-server";
@@ -240,20 +225,10 @@ fn config_endpoints(config: &Config) -> Vec<ConfigEndpoint> {
 async fn finish_storage(
     presence: Presence,
     presence_tasks: PresenceTasks,
-    writer: Writer,
-    writer_thread: std::thread::JoinHandle<()>,
-    checkpointer: Checkpointer,
+    storage: ServerStorage,
 ) -> anyhow::Result<()> {
     presence.shutdown(presence_tasks).await;
-    writer.stop().await;
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await
-        .context("joining the writer")?
-        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-    tokio::task::spawn_blocking(move || checkpointer.stop())
-        .await
-        .context("final checkpoint")?;
-    Ok(())
+    storage.close().await
 }
 
 /// SIGINT and SIGTERM, listened for from creation on: a signal that arrives before anyone
@@ -295,31 +270,7 @@ pub fn presence_options(config: &Config) -> PresenceOptions {
     }
 }
 
-/// Opens the configured database for a maintenance command of the command line (never
-/// taking the server's lock: these work beside a running server).
-pub fn open_admin(config: &Config, opening: AdminOpening) -> anyhow::Result<Box<dyn AdminStore>> {
-    let options = open_options(config);
-    Ok(Box::new(SqliteAdmin::open(
-        &options.path,
-        options.busy_timeout,
-        opening,
-    )?))
-}
-
-/// The account SID of the database the configuration names, if one exists there (read only:
-/// nothing is created or migrated).
-pub fn stored_account_sid(config: &Config) -> Option<String> {
-    let options = open_options(config);
-    SqliteAdmin::peek_account_sid(&options.path, options.busy_timeout)
-}
-
-pub fn open_options(config: &Config) -> OpenOptions {
-    OpenOptions {
-        path: config.database.clone(),
-        busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
-        read_pool_size: config.storage.read_pool_size,
-    }
-}
+pub use crate::storage::server::{open_admin, stored_account_sid};
 
 /// The configuration names another account than the one the database belongs to.
 #[derive(Debug, thiserror::Error)]
@@ -340,12 +291,11 @@ pub struct AccountMismatch {
 /// fresh account and API key. Configured credentials of another account are refused: a
 /// database belongs to one account, and taking it over silently would lock its clients out.
 fn bootstrap_account(
-    db: &Database,
+    admin: &dyn AdminStore,
     config: &Config,
 ) -> anyhow::Result<(AccountCredentials, Option<FirstRun>)> {
-    let conn = &db.writer;
     if let (Some(sid), Some(token)) = (&config.account_sid, &config.auth_token) {
-        match crate::db::open::account_credentials(conn)? {
+        match admin.account_credentials()? {
             Some((stored, _)) if stored != *sid => {
                 return Err(AccountMismatch {
                     database: config.database_description(),
@@ -356,14 +306,14 @@ fn bootstrap_account(
             }
             Some((_, stored_token)) if stored_token == token.expose() => {}
             Some(_) => {
-                crate::db::open::store_account(conn, sid, token.expose())?;
+                admin.store_account(sid, token.expose())?;
                 tracing::warn!(
                     account_sid = %sid,
                     "auth token rotated: the configured auth_token replaces the stored one; \
                      the old one is refused from now on"
                 );
             }
-            None => crate::db::open::store_account(conn, sid, token.expose())?,
+            None => admin.store_account(sid, token.expose())?,
         }
         return Ok((
             AccountCredentials {
@@ -373,7 +323,7 @@ fn bootstrap_account(
             None,
         ));
     }
-    if let Some((sid, token)) = crate::db::open::account_credentials(conn)? {
+    if let Some((sid, token)) = admin.account_credentials()? {
         return Ok((
             AccountCredentials {
                 sid,
@@ -384,8 +334,8 @@ fn bootstrap_account(
     }
     let sid = ids::new_sid(Prefix::Account);
     let token = ids::random_hex(16);
-    crate::db::open::store_account(conn, &sid, &token)?;
-    let key = keys::create(conn, Some("generated at first start"))?;
+    admin.store_account(&sid, &token)?;
+    let key = admin.create_api_key(Some("generated at first start"))?;
     let first = FirstRun {
         account_sid: sid.clone(),
         auth_token: token.clone(),
@@ -403,45 +353,53 @@ fn bootstrap_account(
 
 /// Opens storage and serves on `listener` until stopped.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let options = open_options(&config);
-    // The folder (0700) and file (0600) exist before the lock is taken on the file.
-    crate::db::open::warn_tightened(&crate::db::open::prepare_files(&options.path)?);
-    let server_lock = lock_for_server(&options.path)?;
-    let db = Database::open(&options)?;
-    let checkpointer =
-        Checkpointer::start(&options.path, options.busy_timeout, CHECKPOINT_INTERVAL)?;
-    let (account, first_run) = bootstrap_account(&db, &config)?;
-    endpoints::sync_config(&db.writer, &config_endpoints(&config))?;
-    let (events_tx, events_rx) = watch::channel(events::last_id(&db.writer)?);
-    let Database {
-        writer: writer_conn,
-        reads,
-        ..
-    } = db;
     let services = Arc::new(ServiceCache::default());
     let wake = Arc::new(Notify::new());
     let (services_tx, services_rx) = mpsc::unbounded_channel();
-    let hooks: Vec<Box<dyn CommitHook>> = vec![
-        Box::new(InvalidateServices(services.clone())),
-        Box::new(WakeDispatcher(wake.clone())),
-        Box::new(PublishEvents(events_tx)),
-        Box::new(PublishServices(services_tx)),
-        Box::new(CountTransitions),
-    ];
-    let (writer, writer_thread) = Writer::start(writer_conn, config.storage.max_batch, hooks)
-        .context("starting the writer")?;
-    let writer_stats = writer.stats().clone();
-    let writer_handle = writer.clone();
-    let sqlite = Arc::new(SqliteStore::new(reads, writer, services));
-    let store: Arc<dyn Store> = sqlite.clone();
-    let presence_store: Arc<dyn PresenceStore> = sqlite.clone();
-    let (presence, presence_tasks) = Presence::start(sqlite.clone(), presence_options(&config))
-        .await
-        .context("resuming presence")?;
+    let (events_tx, events_rx) = watch::channel(0);
+    let hooks: HooksFor<'static, Prepared> = {
+        let (services, wake) = (services.clone(), wake.clone());
+        Box::new(move |prepared: &Prepared| {
+            events_tx.send_replace(prepared.last_event_id);
+            vec![
+                Box::new(InvalidateServices(services)) as Box<dyn CommitHook>,
+                Box::new(WakeDispatcher(wake)),
+                Box::new(PublishEvents(events_tx)),
+                Box::new(PublishServices(services_tx)),
+                Box::new(CountTransitions),
+            ]
+        })
+    };
+    let opening = config.clone();
+    let (storage, prepared) = tokio::task::spawn_blocking(move || {
+        open_server(&opening, services, hooks, |admin| {
+            let (account, first_run) = bootstrap_account(admin, &opening)?;
+            admin.sync_config_endpoints(&config_endpoints(&opening))?;
+            Ok(Prepared {
+                account,
+                first_run,
+                last_event_id: admin.last_event_id()?,
+            })
+        })
+    })
+    .await
+    .context("opening storage")??;
+    let Prepared {
+        account, first_run, ..
+    } = prepared;
+    let writer_stats = storage.writer_stats.clone();
+    let store = storage.store.clone();
+    let presence_store = storage.presence.clone();
+    let (presence, presence_tasks) =
+        Presence::start(presence_store.clone(), presence_options(&config))
+            .await
+            .context("resuming presence")?;
     let (dispatcher, dispatcher_tasks) = Dispatcher::start(
-        sqlite,
+        storage.outbox.clone(),
         DispatcherOptions {
-            stable_owner: Some(SERVER_LEASE_OWNER.to_string()),
+            // Alone on the database, a stable owner lets a restart release a crashed
+            // predecessor's leases at once; beside other nodes, leases expire instead.
+            stable_owner: storage.exclusive.then(|| SERVER_LEASE_OWNER.to_string()),
             ..dispatcher_options(&config, &account)
         },
         wake,
@@ -517,12 +475,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         gauges,
         http,
         http_task,
-        writer: writer_handle,
-        writer_thread,
-        checkpointer,
+        storage,
         dispatcher,
         dispatcher_tasks,
-        server_lock,
         hub,
         hub_stop,
         hub_task,

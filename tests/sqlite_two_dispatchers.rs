@@ -54,7 +54,8 @@ struct Node {
 
 impl Node {
     fn open(config: Config) -> Node {
-        let db = Database::open(&app::open_options(&config)).expect("open the database");
+        let db = Database::open(&reachd::storage::server::sqlite_options(&config))
+            .expect("open the database");
         let services = Arc::new(ServiceCache::default());
         let wake = Arc::new(Notify::new());
         let hooks: Vec<Box<dyn CommitHook>> = vec![

@@ -13,9 +13,13 @@
 //! (the database URL helpers). Never on
 //! actix or on `db`.
 
+pub mod admin;
 pub mod open;
 pub mod reads;
 pub mod writer;
+
+pub use admin::PgAdmin;
+pub use pg_store::PgStore;
 
 mod account;
 mod bindings;
@@ -26,6 +30,7 @@ mod keys;
 mod metrics;
 mod outbox;
 mod paging;
+mod pg_store;
 mod presence;
 mod services;
 mod users;

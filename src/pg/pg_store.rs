@@ -125,7 +125,10 @@ impl Store for PgStore {
         }
         let generation = self.services.generation();
         let key = owned(sid);
-        let found = self.reads.run(move |c| services::get(c, &key))?.map(Arc::new);
+        let found = self
+            .reads
+            .run(move |c| services::get(c, &key))?
+            .map(Arc::new);
         if let Some(service) = &found {
             self.services.insert(generation, service.clone());
         }
@@ -340,7 +343,8 @@ impl Store for PgStore {
 
     fn endpoint(&self, service_sid: &str, id: &str) -> Result<Option<Endpoint>> {
         let (service_sid, id) = (owned(service_sid), owned(id));
-        self.reads.run(move |c| endpoints::get(c, &service_sid, &id))
+        self.reads
+            .run(move |c| endpoints::get(c, &service_sid, &id))
     }
 
     fn list_endpoints(&self, service_sid: &str) -> Result<Vec<Endpoint>> {

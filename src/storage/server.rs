@@ -87,14 +87,17 @@ impl ServerStorage {
     }
 }
 
+/// The commit hooks, made once `prepare` has answered (they may need what it read).
+pub type HooksFor<'a, B> = Box<dyn FnOnce(&B) -> Vec<Box<dyn CommitHook>> + Send + 'a>;
+
 /// Opens (creating and migrating as needed) the configured database for a server. `prepare`
 /// runs on the maintenance port before the writer starts (account bootstrap, config
-/// endpoints, the feed's position); `hooks` receive every commit. Blocks: call it off the
-/// async worker threads.
+/// endpoints, the feed's position); the hooks `hooks` makes from its answer receive every
+/// commit. Blocks: call it off the async worker threads.
 pub fn open_server<B>(
     config: &Config,
     services: Arc<ServiceCache>,
-    hooks: Vec<Box<dyn CommitHook>>,
+    hooks: HooksFor<'_, B>,
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     match config.database_location() {
@@ -108,7 +111,7 @@ pub fn open_server<B>(
 fn open_sqlite_server<B>(
     config: &Config,
     services: Arc<ServiceCache>,
-    hooks: Vec<Box<dyn CommitHook>>,
+    hooks: HooksFor<'_, B>,
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     let options = sqlite_options(config);
@@ -124,7 +127,7 @@ fn open_sqlite_server<B>(
     };
     let Database { writer, reads, .. } = db;
     let (writer, writer_thread) =
-        crate::db::writer::Writer::start(writer, config.storage.max_batch, hooks)
+        crate::db::writer::Writer::start(writer, config.storage.max_batch, hooks(&prepared))
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
     let store = Arc::new(SqliteStore::new(reads, writer.clone(), services));
@@ -150,7 +153,7 @@ fn open_postgres_server<B>(
     config: &Config,
     url: &str,
     services: Arc<ServiceCache>,
-    hooks: Vec<Box<dyn CommitHook>>,
+    hooks: HooksFor<'_, B>,
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     let timeout = Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
@@ -164,7 +167,7 @@ fn open_postgres_server<B>(
     let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
         .context("starting the reader threads")?;
     let (writer, writer_thread) =
-        crate::pg::writer::Writer::start(pool, config.storage.max_batch, hooks)
+        crate::pg::writer::Writer::start(pool, config.storage.max_batch, hooks(&prepared))
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
     let store = Arc::new(PgStore::new(reads, writer.clone(), services));
@@ -190,9 +193,11 @@ pub fn open_admin(config: &Config, opening: Opening) -> anyhow::Result<Box<dyn A
     let timeout = Duration::from_millis(config.storage.busy_timeout_ms);
     Ok(match config.database_location() {
         DatabaseLocation::Sqlite(path) => Box::new(SqliteAdmin::open(&path, timeout, opening)?),
-        DatabaseLocation::Postgres(url) => {
-            Box::new(PgAdmin::open(&url, timeout.max(Duration::from_secs(1)), opening)?)
-        }
+        DatabaseLocation::Postgres(url) => Box::new(PgAdmin::open(
+            &url,
+            timeout.max(Duration::from_secs(1)),
+            opening,
+        )?),
     })
 }
 
