@@ -320,7 +320,7 @@ async fn authentication_accepts_the_account_and_live_api_keys_only() {
     assert_eq!(bad_secret.status, 401);
     assert!(admin.revoke_api_key(&key.sid).expect("revoke"));
     // As `reachd keys revoke` does: wait until no server can still trust its cached copy.
-    tokio::time::sleep(reachd::db::cache::API_KEY_TTL + std::time::Duration::from_millis(100))
+    tokio::time::sleep(reachd::storage::cache::API_KEY_TTL + std::time::Duration::from_millis(100))
         .await;
     let revoked = s
         .send(s.http.get(&url).basic_auth(&key.sid, Some(&key.secret)))

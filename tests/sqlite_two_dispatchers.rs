@@ -17,7 +17,6 @@ use common::receiver::{Behavior, Receiver, Recorded};
 use reachd::api::state::AccountCredentials;
 use reachd::app;
 use reachd::config::{Config, Secret};
-use reachd::db::cache::{InvalidateServices, ServiceCache};
 use reachd::db::writer::{CommitHook, Effects, Writer};
 use reachd::db::{Database, SqliteStore};
 use reachd::domain::store::{Origin, OutboxStore, Store};
@@ -26,6 +25,7 @@ use reachd::domain::user::NewUser;
 use reachd::domain::webhook::{
     Attempt, AttemptOutcome, DeliveryStatus, Lease, Next, endpoint_target, settle,
 };
+use reachd::storage::cache::{InvalidateServices, ServiceCache};
 use reachd::webhooks::{Dispatcher, DispatcherTasks};
 use serde_json::json;
 use tokio::sync::Notify;

@@ -4,14 +4,14 @@
 //! so when called from one, each operation runs on a scoped thread of its own (maintenance is
 //! rare; the hop costs nothing that matters).
 //!
-//! May depend on: postgres, tokio (runtime detection), domain, pg::{open, keys, endpoints,
-//! events}.
+//! May depend on: postgres, tokio (runtime detection), tracing, domain, pg::{open, account,
+//! credentials, keys, endpoints, events}.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{PgResultExt, endpoints, events, keys, open};
+use super::{PgResultExt, account, credentials, endpoints, events, keys, open};
 use crate::domain::account::ApiKey;
 use crate::domain::admin::{AdminStore, BackupReport, Opening};
 use crate::domain::webhook::ConfigEndpoint;
@@ -43,6 +43,14 @@ impl PgAdmin {
         match opening {
             Opening::CreateOrMigrate => {
                 open::migrate(&mut client)?;
+                let scrubbed = credentials::fingerprint_stored(&mut client)?;
+                if scrubbed > 0 {
+                    tracing::warn!(
+                        credentials = scrubbed,
+                        "push-credential secrets were stored in plain form; replaced by \
+                         fingerprints (dumps taken before still hold them)"
+                    );
+                }
             }
             Opening::Existing => {
                 let version = open::schema_version(&mut client)?;
@@ -67,12 +75,16 @@ impl PgAdmin {
         })
     }
 
-    fn with<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send) -> Result<T> {
+    fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
+    ) -> Result<T> {
         let mut client = self
             .client
             .lock()
             .map_err(|_| Error::Internal(anyhow::anyhow!("admin connection poisoned")))?;
-        off_runtime(|| f(&mut client))
+        let client: &mut postgres::Client = &mut client;
+        off_runtime(|| f(client))
     }
 }
 
@@ -97,11 +109,11 @@ impl AdminStore for PgAdmin {
     }
 
     fn account_credentials(&self) -> Result<Option<(String, String)>> {
-        self.with(|c| open::account_credentials(c).map_err(Error::Internal))
+        self.with(account::credentials)
     }
 
     fn store_account(&self, sid: &str, auth_token: &str) -> Result<()> {
-        self.with(|c| open::store_account(c, sid, auth_token).map_err(Error::Internal))
+        self.with(|c| account::store_credentials(c, sid, auth_token))
     }
 
     fn sync_config_endpoints(&self, entries: &[ConfigEndpoint]) -> Result<()> {
@@ -113,7 +125,7 @@ impl AdminStore for PgAdmin {
     }
 
     fn last_event_id(&self) -> Result<i64> {
-        self.with(|c| events::last_id(c))
+        self.with(events::last_id)
     }
 
     fn create_api_key(&self, friendly_name: Option<&str>) -> Result<ApiKey> {
@@ -121,7 +133,7 @@ impl AdminStore for PgAdmin {
     }
 
     fn list_api_keys(&self) -> Result<Vec<(ApiKey, bool)>> {
-        self.with(|c| keys::list(c))
+        self.with(keys::list)
     }
 
     fn revoke_api_key(&self, sid: &str) -> Result<bool> {
@@ -133,7 +145,7 @@ impl AdminStore for PgAdmin {
     }
 
     fn first_live_api_key(&self) -> Result<Option<ApiKey>> {
-        self.with(|c| keys::first_live(c))
+        self.with(keys::first_live)
     }
 
     fn backup(&self, _dest: &Path) -> anyhow::Result<BackupReport> {

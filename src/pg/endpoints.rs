@@ -6,12 +6,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use postgres::{GenericClient, Row};
-use sha2::{Digest, Sha256};
 
 use super::PgResultExt;
 use super::writer::Tx;
 use crate::domain::time::now_ms;
-use crate::domain::webhook::{Endpoint, EndpointPatch, NewEndpoint, endpoint_target};
+use crate::domain::webhook::{
+    ConfigEndpoint, Endpoint, EndpointPatch, NewEndpoint, endpoint_target,
+};
 use crate::domain::{Error, Result, ids};
 
 const COLUMNS: &str = "id, service_sid, url, description, event_types, disabled, disabled_reason, from_config, created_at, updated_at";
@@ -194,31 +195,13 @@ pub fn delete(client: &mut impl GenericClient, service_sid: &str, id: &str) -> R
     Ok(n > 0)
 }
 
-/// An endpoint from the config file (`[[webhooks.endpoints]]`); the same shape as the SQLite
-/// backend's (this module may not depend on `db`).
-#[derive(Clone, PartialEq)]
-pub struct ConfigEndpoint {
-    pub name: String,
-    pub url: String,
-    pub secret: String,
-    pub event_types: Option<Vec<String>>,
-}
-
 /// Makes the stored config endpoints match the config file: ids derive from the names, so an
 /// entry keeps its id (and its delivery log) across restarts.
 pub fn sync_config(client: &mut impl GenericClient, entries: &[ConfigEndpoint]) -> Result<()> {
     let now = now_ms();
     let mut keep = Vec::new();
     for entry in entries {
-        let digest = Sha256::digest(entry.name.as_bytes());
-        let id = format!(
-            "WH{}",
-            digest
-                .iter()
-                .take(16)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let id = entry.id();
         let seq = next_seq(client)?;
         client
             .execute(

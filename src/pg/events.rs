@@ -153,6 +153,7 @@ fn decode_all(rows: Vec<Row>) -> Result<Vec<Event>> {
     rows.iter().map(from_row).collect()
 }
 
+#[cfg(test)]
 pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Event>> {
     client
         .query_opt(

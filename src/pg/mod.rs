@@ -75,4 +75,4 @@ impl<T> PgResultExt<T> for Result<T, postgres::Error> {
     }
 }
 
-pub use crate::config::redact_url;
+pub use crate::config::{is_postgres_url, redact_url};

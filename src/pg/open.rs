@@ -94,29 +94,3 @@ pub fn migrate(client: &mut postgres::Client) -> anyhow::Result<u32> {
     tx.commit().context("committing migrations")?;
     Ok(latest_version())
 }
-
-/// The stored account's SID and auth token, if the account exists yet.
-pub fn account_credentials(
-    client: &mut impl postgres::GenericClient,
-) -> anyhow::Result<Option<(String, String)>> {
-    Ok(client
-        .query_opt("SELECT sid, auth_token FROM account WHERE id = 1", &[])?
-        .map(|row| (row.get(0), row.get(1))))
-}
-
-/// Stores (or replaces) the account's SID and auth token.
-pub fn store_account(
-    client: &mut impl postgres::GenericClient,
-    sid: &str,
-    auth_token: &str,
-) -> anyhow::Result<()> {
-    let now = crate::domain::time::now_ms();
-    client.execute(
-        "INSERT INTO account (id, sid, auth_token, date_created, date_updated) \
-         VALUES (1, $1, $2, $3, $3) \
-         ON CONFLICT (id) DO UPDATE SET sid = excluded.sid, auth_token = excluded.auth_token, \
-         date_updated = excluded.date_updated",
-        &[&sid, &auth_token, &now],
-    )?;
-    Ok(())
-}

@@ -80,17 +80,17 @@ impl Store for PgStore {
     }
 
     fn account(&self) -> Result<Account> {
-        self.reads.run(|c| account::get(c))
+        self.reads.run(account::get)
     }
 
     fn update_account_config(&self, patch: AccountConfigPatch) -> WriteFuture<Account> {
         self.writer
-            .submit(move |tx| account::update_config(tx, &patch))
+            .submit(move |tx| account::update_config(&mut **tx, &patch))
     }
 
     fn update_account_webhook(&self, patch: WebhookPatch) -> WriteFuture<Account> {
         self.writer
-            .submit(move |tx| account::update_webhook(tx, &patch))
+            .submit(move |tx| account::update_webhook(&mut **tx, &patch))
     }
 
     fn api_key(&self, sid: &str) -> Result<Option<ApiKey>> {
@@ -113,7 +113,7 @@ impl Store for PgStore {
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service> {
         self.writer.submit(move |tx| {
             let service = Service::new(&friendly_name, now_ms())?;
-            services::insert(tx, &service)?;
+            services::insert(&mut **tx, &service)?;
             tx.record_service(&service.sid);
             Ok(service)
         })
@@ -152,13 +152,13 @@ impl Store for PgStore {
         let sid = owned(sid);
         self.writer.submit(move |tx| {
             tx.record_service(&sid);
-            services::delete(tx, &sid)
+            services::delete(&mut **tx, &sid)
         })
     }
 
     fn default_conversations_service(&self) -> WriteFuture<Service> {
         self.writer.submit(|tx| {
-            let service = account::default_service(tx)?;
+            let service = account::default_service(&mut **tx)?;
             tx.record_service(&service.sid);
             Ok(service)
         })
@@ -200,7 +200,7 @@ impl Store for PgStore {
     ) -> WriteFuture<Service> {
         let sid = owned(sid);
         self.writer.submit(move |tx| {
-            let service = services::set_presence(tx, &sid, presence)?;
+            let service = services::set_presence(&mut **tx, &sid, presence)?;
             tx.record_service(&sid);
             Ok(service)
         })
@@ -308,7 +308,7 @@ impl Store for PgStore {
 
     fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential> {
         self.writer
-            .submit(move |tx| credentials::insert(tx, &credential))
+            .submit(move |tx| credentials::insert(&mut **tx, &credential))
     }
 
     fn credential(&self, sid: &str) -> Result<Option<Credential>> {
@@ -323,12 +323,13 @@ impl Store for PgStore {
     fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential> {
         let sid = owned(sid);
         self.writer
-            .submit(move |tx| credentials::update(tx, &sid, &patch))
+            .submit(move |tx| credentials::update(&mut **tx, &sid, &patch))
     }
 
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool> {
         let sid = owned(sid);
-        self.writer.submit(move |tx| credentials::delete(tx, &sid))
+        self.writer
+            .submit(move |tx| credentials::delete(&mut **tx, &sid))
     }
 
     fn create_endpoint(
@@ -338,7 +339,7 @@ impl Store for PgStore {
     ) -> WriteFuture<(Endpoint, String)> {
         let service_sid = owned(service_sid);
         self.writer
-            .submit(move |tx| endpoints::create(tx, &service_sid, &endpoint))
+            .submit(move |tx| endpoints::create(&mut **tx, &service_sid, &endpoint))
     }
 
     fn endpoint(&self, service_sid: &str, id: &str) -> Result<Option<Endpoint>> {
@@ -366,7 +367,7 @@ impl Store for PgStore {
     fn delete_endpoint(&self, service_sid: &str, id: &str) -> WriteFuture<bool> {
         let (service_sid, id) = (owned(service_sid), owned(id));
         self.writer
-            .submit(move |tx| endpoints::delete(tx, &service_sid, &id))
+            .submit(move |tx| endpoints::delete(&mut **tx, &service_sid, &id))
     }
 
     fn list_deliveries(
@@ -431,7 +432,7 @@ impl Store for PgStore {
     }
 
     fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
-        self.reads.run(|c| metrics::snapshot(c))
+        self.reads.run(metrics::snapshot)
     }
 }
 
@@ -454,15 +455,17 @@ impl OutboxStore for PgStore {
 
     fn release_leases(&self, owner: &str) -> WriteFuture<usize> {
         let owner = owned(owner);
-        self.writer.submit(move |tx| outbox::release(tx, &owner))
+        self.writer
+            .submit(move |tx| outbox::release(&mut **tx, &owner))
     }
 
     fn next_delivery_due(&self) -> Result<Option<Millis>> {
-        self.reads.run(|c| outbox::next_due(c))
+        self.reads.run(outbox::next_due)
     }
 
     fn purge_before(&self, before: Millis) -> WriteFuture<usize> {
-        self.writer.submit(move |tx| outbox::purge(tx, before))
+        self.writer
+            .submit(move |tx| outbox::purge(&mut **tx, before))
     }
 }
 
@@ -472,10 +475,10 @@ impl PresenceStore for PgStore {
     }
 
     fn load_presence(&self) -> Result<PresenceSnapshot> {
-        self.reads.run(|c| presence::snapshot(c))
+        self.reads.run(presence::snapshot)
     }
 
     fn presence_services(&self) -> Result<Vec<Service>> {
-        self.reads.run(|c| services::all(c))
+        self.reads.run(services::all)
     }
 }

@@ -11,6 +11,7 @@ use postgres::GenericClient;
 
 use super::PgResultExt;
 use super::events::emit_reachability_change;
+use super::users;
 use super::writer::Tx;
 use crate::domain::Result;
 use crate::domain::presence::{
@@ -172,116 +173,6 @@ pub fn snapshot(client: &mut impl GenericClient) -> Result<PresenceSnapshot> {
         online_users,
         ended,
     })
-}
-
-// TODO(merge): stand-in for `pg/users.rs` (ported in the other worktree): once it lands,
-// delete this module and `use super::users;` instead. Same signatures as `db::users::{get,
-// ensure}`, translated; `default_role` stands in for `services::default_role`.
-mod users {
-    use postgres::{GenericClient, Row};
-
-    use super::super::PgResultExt;
-    use super::super::events::emit;
-    use super::super::writer::Tx;
-    use crate::domain::event::{EventDraft, EventType};
-    use crate::domain::reachability::first_contact;
-    use crate::domain::time::now_ms;
-    use crate::domain::user::{Reachability, User, UserKey};
-    use crate::domain::{Error, Result, ids};
-
-    const COLUMNS: &str = "id, sid, service_sid, identity, friendly_name, attributes, role_sid, \
-         joined_channels_count, is_online, is_notifiable, date_created, date_updated, sequence, \
-         last_seen, online_since";
-
-    fn from_row(row: &Row) -> Result<User> {
-        Ok(User {
-            sid: row.try_get(1).db()?,
-            service_sid: row.try_get(2).db()?,
-            identity: row.try_get(3).db()?,
-            friendly_name: row.try_get(4).db()?,
-            attributes: row.try_get(5).db()?,
-            role_sid: row.try_get(6).db()?,
-            joined_channels_count: row.try_get(7).db()?,
-            reachability: Reachability {
-                is_online: row.try_get(8).db()?,
-                is_notifiable: row.try_get(9).db()?,
-                sequence: row.try_get(12).db()?,
-                last_seen: row.try_get(13).db()?,
-                online_since: row.try_get(14).db()?,
-            },
-            date_created: row.try_get(10).db()?,
-            date_updated: row.try_get(11).db()?,
-        })
-    }
-
-    /// Looks a user up by SID (when the key is SID-shaped) and then by identity.
-    pub fn get(
-        client: &mut impl GenericClient,
-        service_sid: &str,
-        key: &UserKey,
-    ) -> Result<Option<User>> {
-        let row = match key {
-            UserKey::SidOrIdentity(v) => client.query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM users WHERE service_sid = $1 AND (sid = $2 OR identity = $3) \
-                     ORDER BY sid = $2 DESC LIMIT 1"
-                ),
-                &[&service_sid, &ids::normalize(v), v],
-            ),
-            UserKey::Identity(v) => client.query_opt(
-                &format!("SELECT {COLUMNS} FROM users WHERE service_sid = $1 AND identity = $2"),
-                &[&service_sid, v],
-            ),
-        }
-        .db()?;
-        row.as_ref().map(from_row).transpose()
-    }
-
-    fn default_role(client: &mut impl GenericClient, sid: &str) -> Result<String> {
-        client
-            .query_opt(
-                "SELECT settings::json ->> 'default_service_role_sid' FROM services WHERE sid = $1",
-                &[&sid],
-            )
-            .db()?
-            .map(|r| r.try_get::<_, Option<String>>(0))
-            .transpose()
-            .db()?
-            .flatten()
-            .ok_or(Error::NotFound)
-    }
-
-    /// The user with this identity, created by a client's first contact when missing.
-    pub fn ensure(tx: &mut Tx<'_, '_>, service_sid: &str, identity: &str) -> Result<(User, bool)> {
-        if let Some(user) = get(&mut **tx, service_sid, &UserKey::Identity(identity.into()))? {
-            return Ok((user, false));
-        }
-        let (new, origin) = first_contact(identity);
-        new.validate()?;
-        let role = default_role(&mut **tx, service_sid)?;
-        let mut user = new.into_user(service_sid, &role, now_ms());
-        tx.execute(
-            "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
-             date_created, date_updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &user.sid,
-                &user.service_sid,
-                &user.identity,
-                &user.friendly_name,
-                &user.attributes,
-                &user.role_sid,
-                &user.date_created,
-                &user.date_updated,
-            ],
-        )
-        .db()?;
-        emit(
-            tx,
-            &mut user,
-            &EventDraft::new(EventType::UserAdded, origin),
-        )?;
-        Ok((user, true))
-    }
 }
 
 #[cfg(test)]
