@@ -19,7 +19,8 @@ use crate::domain::{Error, Result};
 
 /// A PostgreSQL database opened for maintenance.
 pub struct PgAdmin {
-    client: Mutex<postgres::Client>,
+    /// Always `Some` until dropped (taken then, to close it off any async thread).
+    client: Mutex<Option<postgres::Client>>,
     described: String,
 }
 
@@ -70,7 +71,7 @@ impl PgAdmin {
             }
         }
         Ok(PgAdmin {
-            client: Mutex::new(client),
+            client: Mutex::new(Some(client)),
             described,
         })
     }
@@ -83,8 +84,18 @@ impl PgAdmin {
             .client
             .lock()
             .map_err(|_| Error::Internal(anyhow::anyhow!("admin connection poisoned")))?;
-        let client: &mut postgres::Client = &mut client;
+        let client: &mut postgres::Client = client
+            .as_mut()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("admin connection closed")))?;
         off_runtime(|| f(client))
+    }
+}
+
+impl Drop for PgAdmin {
+    /// Closing a connection runs the client's own runtime: never on an async worker thread.
+    fn drop(&mut self) {
+        let client = self.client.get_mut().ok().and_then(Option::take);
+        off_runtime(move || drop(client));
     }
 }
 

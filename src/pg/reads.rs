@@ -17,11 +17,12 @@ use crate::domain::{Error, Result};
 
 type ReadJob = Box<dyn FnOnce(&mut postgres::Client) + Send>;
 
-/// Reader threads over a connection pool.
+/// Reader threads over a connection pool. Only the threads hold the pool: dropping a
+/// connection closes it through the client's own runtime, which must not happen on an async
+/// worker thread, so the pool goes when the last reader thread ends (its channel closed).
 #[derive(Clone)]
 pub struct Reads {
     jobs: Sender<ReadJob>,
-    pool: Pool,
 }
 
 impl Reads {
@@ -35,7 +36,7 @@ impl Reads {
                 .name(format!("reachd-pg-read-{n}"))
                 .spawn(move || serve(&receiver, &pool))?;
         }
-        Ok(Reads { jobs, pool })
+        Ok(Reads { jobs })
     }
 
     /// Runs `read` on a reader thread with a pooled connection and returns its answer.
@@ -54,12 +55,6 @@ impl Reads {
         answer
             .recv()
             .map_err(|_| Error::Unavailable("no database connection for a read".into()))?
-    }
-
-    /// The pool the readers draw from (for maintenance on the caller's own thread, which must
-    /// not be an async worker).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 }
 
