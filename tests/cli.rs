@@ -53,7 +53,7 @@ fn first_start_prints_credentials_once_and_keys_work_against_the_running_server(
         "{lines:?}"
     );
     assert!(
-        dir.path().join("data/reachd.db").exists(),
+        common::on_postgres() || dir.path().join("data/reachd.db").exists(),
         "the data folder is created"
     );
 
@@ -163,11 +163,15 @@ fn check_config_and_migrate_report_without_secrets() {
     assert!(
         printed.contains(&format!(
             "schema version {}",
-            reachd::db::open::latest_version()
+            if common::on_postgres() {
+                reachd::pg::open::latest_version()
+            } else {
+                reachd::db::open::latest_version()
+            }
         )),
         "{printed}"
     );
-    assert!(dir.path().join("data/reachd.db").exists());
+    assert!(common::on_postgres() || dir.path().join("data/reachd.db").exists());
 }
 
 #[test]
@@ -238,8 +242,13 @@ fn keys_and_token_refuse_a_database_that_does_not_exist() {
     ] {
         let out = reachd(dir.path()).args(&args).output().expect("run");
         assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let missing = if common::on_postgres() {
+            "no reachd schema in"
+        } else {
+            "no database at"
+        };
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("no database at"),
+            String::from_utf8_lossy(&out.stderr).contains(missing),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{PgResultExt, account, credentials, endpoints, events, keys, open};
+use super::{PgResultExt, off_runtime, account, credentials, endpoints, events, keys, open};
 use crate::domain::account::ApiKey;
 use crate::domain::admin::{AdminStore, BackupReport, Opening};
 use crate::domain::webhook::ConfigEndpoint;
@@ -99,16 +99,6 @@ impl Drop for PgAdmin {
     }
 }
 
-/// Runs `f` here, or on a scoped thread when this thread drives an async runtime.
-fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
-    std::thread::scope(|scope| match scope.spawn(f).join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
-}
 
 impl AdminStore for PgAdmin {
     fn describe(&self) -> String {

@@ -76,3 +76,14 @@ impl<T> PgResultExt<T> for Result<T, postgres::Error> {
 }
 
 pub use crate::config::{is_postgres_url, redact_url};
+
+/// Runs `f` here, or on a scoped thread when this thread drives an async runtime.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}

@@ -94,3 +94,54 @@ pub fn migrate(client: &mut postgres::Client) -> anyhow::Result<u32> {
     tx.commit().context("committing migrations")?;
     Ok(latest_version())
 }
+
+/// Key of the session-level advisory lock a server holds for as long as it serves.
+const SERVER_LOCK: i64 = 0x7265_6163_6864_0001;
+
+/// A server's exclusive claim on the database: a connection holding a session-level advisory
+/// lock. PostgreSQL releases it when the connection ends, however the process ends. Until
+/// reachd's cluster mode exists, one server serves a database (two would each run a presence
+/// engine and a dispatcher, and send every webhook twice).
+pub struct ServerLock {
+    client: Option<postgres::Client>,
+}
+
+/// Takes the server lock on the database `url` names, or says that another server holds it.
+pub fn lock_for_server(url: &str, connect_timeout: Duration) -> anyhow::Result<ServerLock> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+    config.connect_timeout(connect_timeout);
+    config.application_name("reachd server lock");
+    let described = super::redact_url(url);
+    let mut client = config
+        .connect(postgres::NoTls)
+        .with_context(|| format!("connecting to {described}"))?;
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])?
+        .get(0);
+    if !locked {
+        bail!(
+            "another reachd server is already running on the database {described}; one \
+             server serves a database (several nodes on one PostgreSQL database are not \
+             supported yet)"
+        );
+    }
+    Ok(ServerLock {
+        client: Some(client),
+    })
+}
+
+impl ServerLock {
+    /// Releases the lock (closing its connection). Blocks: not on an async worker thread.
+    pub fn release(mut self) {
+        drop(self.client.take());
+    }
+}
+
+impl Drop for ServerLock {
+    /// Dropped without `release` (a failed start): close off any async thread.
+    fn drop(&mut self) {
+        let client = self.client.take();
+        super::off_runtime(move || drop(client));
+    }
+}

@@ -30,9 +30,9 @@ pub struct ServerStorage {
     pub outbox: Arc<dyn OutboxStore>,
     pub presence: Arc<dyn PresenceStore>,
     pub writer_stats: Arc<WriterStats>,
-    /// Whether this server is alone on its database (SQLite: it holds the file's lock), so
-    /// that delivery leases left by a crashed predecessor under a stable owner can be released
-    /// at start. On PostgreSQL other nodes may hold leases: they expire instead.
+    /// Whether this server is alone on its database (it holds the file's lock on SQLite, an
+    /// advisory lock on PostgreSQL), so that delivery leases left by a crashed predecessor
+    /// under a stable owner can be released at start.
     pub exclusive: bool,
     closer: Closer,
 }
@@ -48,6 +48,8 @@ enum Closer {
     Postgres {
         writer: crate::pg::writer::Writer,
         writer_thread: std::thread::JoinHandle<()>,
+        /// Released once the writer has stopped.
+        lock: crate::pg::open::ServerLock,
     },
 }
 
@@ -78,9 +80,13 @@ impl ServerStorage {
             Closer::Postgres {
                 writer,
                 writer_thread,
+                lock,
             } => {
                 writer.stop().await;
                 join(writer_thread).await?;
+                tokio::task::spawn_blocking(move || lock.release())
+                    .await
+                    .context("releasing the server lock")?;
             }
         }
         Ok(())
@@ -157,6 +163,7 @@ fn open_postgres_server<B>(
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     let timeout = Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
+    let lock = crate::pg::open::lock_for_server(url, timeout)?;
     let prepared = {
         let admin = PgAdmin::open(url, timeout, Opening::CreateOrMigrate)?;
         prepare(&admin)?
@@ -177,10 +184,11 @@ fn open_postgres_server<B>(
             outbox: store.clone(),
             presence: store,
             writer_stats,
-            exclusive: false,
+            exclusive: true,
             closer: Closer::Postgres {
                 writer,
                 writer_thread,
+                lock,
             },
         },
         prepared,

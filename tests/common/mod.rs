@@ -77,6 +77,11 @@ fn postgres_database_for(dir: &std::path::Path, url: &str) -> String {
     db
 }
 
+/// Whether the suites run on PostgreSQL (`REACHD_TEST_DATABASE` is a postgres:// URL).
+pub fn on_postgres() -> bool {
+    std::env::var("REACHD_TEST_DATABASE").is_ok_and(|v| reachd::config::is_postgres_url(&v))
+}
+
 /// Creates an empty database on the server `url` names; its URL. Runs on a thread of its own:
 /// the synchronous client may not run on the test's async runtime.
 pub fn fresh_postgres_database(url: &str) -> String {
