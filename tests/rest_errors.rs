@@ -307,7 +307,7 @@ async fn authentication_accepts_the_account_and_live_api_keys_only() {
     assert_eq!(bearer.status, 401);
 
     // An API key created in the server's database works at once; revoked, it stops.
-    let db_path = s.dir.path().join("reachd.db");
+    let db_path = s.db_path();
     let admin = common::admin(&db_path);
     let key = admin.create_api_key(Some("test")).expect("create key");
     let with_key = s

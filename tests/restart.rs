@@ -122,7 +122,7 @@ fn keep_pinging(api: &Api, session: &str, token: &str, millis: u64) {
 #[test]
 fn restarts_do_not_flap_and_downtime_expiries_time_out_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("data/reachd.db");
+    let db = common::test_database(&dir.path().join("data"));
     let server = start(dir.path());
     let a = api(&server);
     // The pinger's TTL outlasts the time from its last flushed expiry through the downtime and
@@ -205,7 +205,7 @@ fn last_ping(api: &Api, service: &str, identity: &str) -> chrono::DateTime<chron
 #[test]
 fn restarts_keep_the_true_last_ping_and_last_seen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("data/reachd.db");
+    let db = common::test_database(&dir.path().join("data"));
     let server = start(dir.path());
     let a = api(&server);
     let steady = a.service(20_000, 0);
@@ -309,7 +309,7 @@ impl Api {
 #[test]
 fn an_acknowledged_close_survives_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("data/reachd.db");
+    let db = common::test_database(&dir.path().join("data"));
     let mut server = start(dir.path());
     let a = api(&server);
     let service = a.service(60_000, 3_000);

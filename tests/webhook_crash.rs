@@ -80,7 +80,7 @@ async fn add_endpoint(http: &reqwest::Client, base: &str, svc: &str, url: &str, 
 #[tokio::test]
 async fn every_committed_event_arrives_after_a_kill_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("data/reachd.db");
+    let db = common::test_database(&dir.path().join("data"));
     // A port nobody listens on yet: the receiver is "down".
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
