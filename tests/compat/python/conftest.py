@@ -107,6 +107,7 @@ class Server:
     base: str
     proc: subprocess.Popen
     workdir: Path
+    database: str  # the server's REACHD_DATABASE (a file, or a PostgreSQL URL)
 
     @property
     def chat(self):
@@ -167,7 +168,7 @@ def start_server(extra_env: dict[str, str] | None = None):
         env = reachd_env(workdir, ACCOUNT_SID, AUTH_TOKEN, log="warn")
         env.update(extra_env or {})
         with run_reachd(_binary(), workdir, env, STARTUP_TIMEOUT) as (base, proc):
-            yield Server(base, proc, workdir)
+            yield Server(base, proc, workdir, env["REACHD_DATABASE"])
 
 
 @pytest.fixture(scope="session")

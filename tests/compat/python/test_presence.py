@@ -49,7 +49,7 @@ LOAD_SLACK_MS = 2000
 def reachd_cli(server, *args: str) -> subprocess.CompletedProcess:
     """Run `reachd <args>` against the running server's database (keys create/revoke…)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACHD_")}
-    env.update(REACHD_DATABASE=str(server.workdir / "reachd.db"),
+    env.update(REACHD_DATABASE=server.database,
                REACHD_ACCOUNT_SID=ACCOUNT_SID, REACHD_AUTH_TOKEN=AUTH_TOKEN, REACHD_LOG="warn")
     proc = subprocess.run([str(_binary()), *args], env=env, capture_output=True, text=True,
                           timeout=60)
