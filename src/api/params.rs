@@ -272,6 +272,7 @@ impl FromRequest for Params {
         Box::pin(async move {
             let mut pairs = parse_form(req.query_string().as_bytes(), "query string")?;
             if req.method() == Method::GET || req.method() == Method::HEAD {
+                refuse_nul(&pairs)?;
                 return Ok(Params { pairs });
             }
             let limit = req
@@ -295,8 +296,29 @@ impl FromRequest for Params {
             } else if !body.is_empty() {
                 pairs.extend(parse_form(&body, "body")?);
             }
+            refuse_nul(&pairs)?;
             Ok(Params { pairs })
         })
+    }
+}
+
+/// Refuses a NUL character (U+0000) in any parameter, naming it: no stored text may hold one
+/// (PostgreSQL's text cannot, and no identity, name or address needs one), so both backends
+/// answer the same 400 instead of one storing it and the other failing.
+fn refuse_nul(pairs: &[(String, String)]) -> Result<(), ApiError> {
+    match pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        Some((key, _)) if !key.contains('\0') => Err(ApiError::bad_param(
+            key,
+            "must not contain a NUL character (U+0000)",
+        )),
+        Some(_) => Err(ApiError::bad_param(
+            "body",
+            "holds a parameter name with a NUL character (U+0000)",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -429,6 +451,20 @@ mod tests {
             flatten_text(&body).expect("fits").len(),
             MAX_LIST_VALUES + 2
         );
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_its_parameter() {
+        let pairs = vec![
+            ("Identity".to_string(), "alice".to_string()),
+            ("Endpoint".to_string(), "a\0b".to_string()),
+        ];
+        let err = refuse_nul(&pairs).expect_err("refused");
+        assert_eq!((err.status.as_u16(), err.code), (400, 20001));
+        assert!(err.message.contains("Endpoint"), "{}", err.message);
+        assert!(refuse_nul(&pairs[..1]).is_ok());
+        let bad_key = vec![("a\0".to_string(), "x".to_string())];
+        assert!(refuse_nul(&bad_key).is_err());
     }
 
     #[test]

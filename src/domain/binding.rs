@@ -82,6 +82,12 @@ impl NewBinding {
         if self.address.is_empty() {
             return Err(Error::MissingParam("address".into()));
         }
+        if self.address.contains('\0') {
+            return Err(Error::invalid(
+                "address",
+                "must not contain a NUL character (U+0000)",
+            ));
+        }
         if self.address.len() > MAX_ADDRESS {
             return Err(Error::invalid(
                 "address",

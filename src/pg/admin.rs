@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{PgResultExt, off_runtime, account, credentials, endpoints, events, keys, open};
+use super::{PgResultExt, account, credentials, endpoints, events, keys, off_runtime, open};
 use crate::domain::account::ApiKey;
 use crate::domain::admin::{AdminStore, BackupReport, Opening};
 use crate::domain::webhook::ConfigEndpoint;
@@ -98,7 +98,6 @@ impl Drop for PgAdmin {
         off_runtime(move || drop(client));
     }
 }
-
 
 impl AdminStore for PgAdmin {
     fn describe(&self) -> String {

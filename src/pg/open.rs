@@ -108,8 +108,8 @@ pub struct ServerLock {
 
 /// Takes the server lock on the database `url` names, or says that another server holds it.
 pub fn lock_for_server(url: &str, connect_timeout: Duration) -> anyhow::Result<ServerLock> {
-    let mut config = postgres::Config::from_str(url)
-        .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+    let mut config =
+        postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
     config.connect_timeout(connect_timeout);
     config.application_name("reachd server lock");
     let described = super::redact_url(url);
