@@ -31,6 +31,16 @@ impl Config {
         if hidden.iter().any(|k| k == "auth_token") && remove(&mut value, &["account_sid"]) {
             hidden.insert(0, "account_sid".to_string());
         }
+        if let super::DatabaseLocation::Postgres(url) = self.database_location()
+            && let Some(table) = value.as_table_mut()
+        {
+            let shown = super::redact_url(&url);
+            if shown != url {
+                // The URL's password, replaced by `***`: fill it in before use.
+                hidden.push("the database URL's password".to_string());
+            }
+            table.insert("database".into(), toml::Value::String(shown));
+        }
         if let Some(endpoints) = value
             .get_mut("webhooks")
             .and_then(|w| w.get_mut("endpoints"))
@@ -113,5 +123,22 @@ mod tests {
         assert_eq!(reloaded.presence.flush_interval_ms(), 500);
         assert_eq!(reloaded.listen, config.listen);
         assert!(reloaded.auth_token.is_none() && reloaded.account_sid.is_none());
+    }
+
+    #[test]
+    fn a_database_urls_password_is_not_shown() {
+        let env = [(
+            "REACHD_DATABASE",
+            "postgres://reachd:hunter2-secret@db.internal:5432/reachd",
+        )]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load_from(None, env.to_vec()).expect("valid");
+        let text = config.to_redacted_toml().expect("render");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("database = \"postgres://reachd:***@db.internal:5432/reachd\""),
+            "{text}"
+        );
+        assert!(text.contains("the database URL's password"), "{text}");
     }
 }
