@@ -49,7 +49,7 @@ enum Closer {
         writer: crate::pg::writer::Writer,
         writer_thread: std::thread::JoinHandle<()>,
         /// Released once the writer has stopped.
-        lock: crate::pg::open::ServerLock,
+        lock: Box<crate::pg::open::ServerLock>,
     },
 }
 
@@ -163,7 +163,7 @@ fn open_postgres_server<B>(
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     let timeout = Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
-    let lock = crate::pg::open::lock_for_server(url, timeout)?;
+    let lock = Box::new(crate::pg::open::lock_for_server(url, timeout)?);
     let prepared = {
         let admin = PgAdmin::open(url, timeout, Opening::CreateOrMigrate)?;
         prepare(&admin)?
