@@ -36,36 +36,14 @@ pub fn fetch_page<T>(
     let sql =
         format!("{select} WHERE ({filter}){cursor_clause} ORDER BY id {order} LIMIT ? OFFSET ?");
     let mut stmt = conn.prepare_cached(&sql).db()?;
-    let mut rows: Vec<(i64, T)> = stmt
+    let rows: Vec<(i64, T)> = stmt
         .query_map(params_from_iter(args), |row| {
             Ok((row.get::<_, i64>(0)?, map(row)?))
         })
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
-    let overflow = rows.len() as i64 > size;
-    rows.truncate(size as usize);
-    let page = match request.cursor {
-        Cursor::Before(_) => {
-            rows.reverse();
-            Page {
-                items: rows,
-                has_more_after: true,
-                has_more_before: overflow,
-            }
-        }
-        Cursor::After(_) => Page {
-            items: rows,
-            has_more_after: overflow,
-            has_more_before: true,
-        },
-        Cursor::Offset(o) => Page {
-            items: rows,
-            has_more_after: overflow,
-            has_more_before: o > 0,
-        },
-    };
-    Ok(page)
+    Ok(Page::from_window(rows, &request))
 }
 
 /// A text value for a dynamic filter's arguments.

@@ -16,7 +16,6 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -31,6 +30,7 @@ use crate::domain::{Error, Result};
 const QUEUE_CAPACITY: usize = 16_384;
 
 pub use crate::storage::commit::{CommitHook, Effects, StoredTransition, WriterStats};
+use crate::storage::commit::{after_batch, job_answer};
 
 /// A job's view of the open transaction.
 pub struct Tx<'a> {
@@ -113,14 +113,8 @@ where
     }
 
     fn finish(self: Box<Self>, commit: &std::result::Result<(), String>) {
-        let result = match (commit, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Err(e), Some(Ok(_))) => Err(Error::Unavailable(e.clone())),
-            (_, Some(Err(e))) => Err(e),
-            (_, None) => Err(Error::Unavailable("write was not run".into())),
-        };
         // The caller may have gone away (request cancelled); nothing to do then.
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(job_answer(commit, self.result));
     }
 }
 
@@ -221,29 +215,16 @@ fn run(
         let started = Instant::now();
         let mut effects = Effects::default();
         let commit = commit_batch(&mut conn, &mut batch, &mut effects);
-        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats
-            .last_batch
-            .store(batch.len() as u64, Ordering::Relaxed);
-        let elapsed = started.elapsed();
-        stats
-            .last_commit_us
-            .store(elapsed.as_micros() as u64, Ordering::Relaxed);
-        metrics::histogram!("reachd_writer_batch_size").record(batch.len() as f64);
-        metrics::histogram!("reachd_writer_commit_seconds").record(elapsed.as_secs_f64());
-        if commit.is_ok() {
-            stats.transactions.fetch_add(1, Ordering::Relaxed);
-        } else {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            effects = Effects::default();
-        }
         // Hooks before replies: a caller that sees its write acknowledged must also see its
         // effects (e.g. an invalidated cache) — read-your-writes.
-        if commit.is_ok() {
-            for hook in &mut hooks {
-                hook.committed(&effects);
-            }
-        }
+        after_batch(
+            stats,
+            &mut hooks,
+            batch.len(),
+            started.elapsed(),
+            commit.is_ok(),
+            &effects,
+        );
         for job in batch.drain(..) {
             job.finish(&commit);
         }
@@ -267,6 +248,7 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn writer() -> (Writer, JoinHandle<()>) {
         let conn = Connection::open_in_memory().expect("memory db");

@@ -49,29 +49,7 @@ pub fn fetch_page<T>(
     for row in client.query(&sql, &params).db()? {
         rows.push((row.try_get::<_, i64>(0).db()?, map(&row)?));
     }
-    let overflow = rows.len() as i64 > size;
-    rows.truncate(size as usize);
-    let page = match request.cursor {
-        Cursor::Before(_) => {
-            rows.reverse();
-            Page {
-                items: rows,
-                has_more_after: true,
-                has_more_before: overflow,
-            }
-        }
-        Cursor::After(_) => Page {
-            items: rows,
-            has_more_after: overflow,
-            has_more_before: true,
-        },
-        Cursor::Offset(o) => Page {
-            items: rows,
-            has_more_after: overflow,
-            has_more_before: o > 0,
-        },
-    };
-    Ok(page)
+    Ok(Page::from_window(rows, &request))
 }
 
 /// A text value for a dynamic filter's arguments.

@@ -20,7 +20,6 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -30,7 +29,9 @@ use super::open::Pool;
 use super::{map_pg, map_pool};
 use crate::domain::store::WriteFuture;
 use crate::domain::{Error, Result};
-use crate::storage::commit::{CommitHook, Effects, StoredTransition, WriterStats};
+use crate::storage::commit::{
+    CommitHook, Effects, StoredTransition, WriterStats, after_batch, job_answer,
+};
 
 /// Jobs waiting beyond this many make submitters wait (back-pressure).
 const QUEUE_CAPACITY: usize = 16_384;
@@ -111,13 +112,7 @@ where
     }
 
     fn finish(self: Box<Self>, commit: &std::result::Result<(), String>) {
-        let result = match (commit, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Err(e), Some(Ok(_))) => Err(Error::Unavailable(e.clone())),
-            (_, Some(Err(e))) => Err(e),
-            (_, None) => Err(Error::Unavailable("write was not run".into())),
-        };
-        let _ = self.reply.send(result);
+        let _ = self.reply.send(job_answer(commit, self.result));
     }
 }
 
@@ -206,24 +201,16 @@ fn run(
         let started = Instant::now();
         let mut effects = Effects::default();
         let commit = commit_batch(pool, &mut batch, &mut effects);
-        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats
-            .last_batch
-            .store(batch.len() as u64, Ordering::Relaxed);
-        let elapsed = started.elapsed();
-        stats
-            .last_commit_us
-            .store(elapsed.as_micros() as u64, Ordering::Relaxed);
-        metrics::histogram!("reachd_writer_batch_size").record(batch.len() as f64);
-        metrics::histogram!("reachd_writer_commit_seconds").record(elapsed.as_secs_f64());
-        if commit.is_ok() {
-            stats.transactions.fetch_add(1, Ordering::Relaxed);
-            for hook in &mut hooks {
-                hook.committed(&effects);
-            }
-        } else {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-        }
+        // Hooks before replies: a caller that sees its write acknowledged must also see its
+        // effects (e.g. an invalidated cache) — read-your-writes.
+        after_batch(
+            stats,
+            &mut hooks,
+            batch.len(),
+            started.elapsed(),
+            commit.is_ok(),
+            &effects,
+        );
         for job in batch.drain(..) {
             job.finish(&commit);
         }

@@ -6,9 +6,12 @@
 //! Invariant: hooks run on the writer's thread, in commit order, after the commit and before
 //! any caller of the batch is answered; they must not block.
 //!
-//! May depend on: std.
+//! May depend on: std, metrics, domain (errors).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::domain::{Error, Result};
 
 /// Counters read by tests, benchmarks and metrics.
 #[derive(Debug, Default)]
@@ -59,5 +62,46 @@ impl Effects {
         self.deliveries |= other.deliveries;
         self.services.extend(other.services);
         self.transitions.extend(other.transitions);
+    }
+}
+
+/// After a batch of `jobs` ran: the counters and metrics, then — only when it committed — the
+/// hooks, with what the batch recorded.
+pub fn after_batch(
+    stats: &WriterStats,
+    hooks: &mut [Box<dyn CommitHook>],
+    jobs: usize,
+    elapsed: Duration,
+    committed: bool,
+    effects: &Effects,
+) {
+    stats.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+    stats.last_batch.store(jobs as u64, Ordering::Relaxed);
+    stats
+        .last_commit_us
+        .store(elapsed.as_micros() as u64, Ordering::Relaxed);
+    metrics::histogram!("reachd_writer_batch_size").record(jobs as f64);
+    metrics::histogram!("reachd_writer_commit_seconds").record(elapsed.as_secs_f64());
+    if committed {
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        for hook in hooks {
+            hook.committed(effects);
+        }
+    } else {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a job's caller gets: its own result if the batch committed (or the job failed on its
+/// own), else the batch's failure.
+pub fn job_answer<T>(
+    commit: &std::result::Result<(), String>,
+    result: Option<Result<T>>,
+) -> Result<T> {
+    match (commit, result) {
+        (Ok(()), Some(result)) => result,
+        (Err(e), Some(Ok(_))) => Err(Error::Unavailable(e.clone())),
+        (_, Some(Err(e))) => Err(e),
+        (_, None) => Err(Error::Unavailable("write was not run".into())),
     }
 }
