@@ -69,19 +69,28 @@ fn assert_bad_request(e: &ApiError) {
     assert!(e.message.starts_with("Invalid parameter "), "{e}");
 }
 
+/// NUL is refused in every parameter (its own property below): valid input never holds one.
+fn without_nul(s: String) -> String {
+    s.replace('\0', "\u{1}")
+}
+
 /// Strings with the characters form encoding must escape, non-ASCII text and plain words.
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z0-9._-]{0,12}",
         "[ &=+%;?#/\\\\\"'.a-c]{0,12}",
         "\\PC{0,12}",
-        any::<String>(),
+        any::<String>().prop_map(without_nul),
     ]
 }
 
 /// A non-empty key (a form field with an empty name is not a parameter).
 fn key() -> impl Strategy<Value = String> {
-    prop_oneof!["[A-Za-z][A-Za-z0-9.]{0,15}", "\\PC{1,8}", ".{1,8}"]
+    prop_oneof![
+        "[A-Za-z][A-Za-z0-9.]{0,15}",
+        "\\PC{1,8}",
+        ".{1,8}".prop_map(without_nul)
+    ]
 }
 
 fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
@@ -202,6 +211,32 @@ proptest! {
         // A GET ignores any body.
         let get = TestRequest::get().uri(&uri).set_payload(encode(&body));
         prop_assert_eq!(all_pairs(&extract(get).expect("valid GET")), query);
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_a_400_naming_its_parameter(
+        name in "[A-Za-z][A-Za-z0-9]{0,10}",
+        value in text(),
+        at in any::<prop::sample::Index>(),
+        json in any::<bool>(),
+    ) {
+        let chars: Vec<char> = value.chars().collect();
+        let cut = at.index(chars.len() + 1);
+        let poisoned: String = chars[..cut].iter().chain(['\0'].iter()).chain(chars[cut..].iter()).collect();
+        let req = if json {
+            TestRequest::post()
+                .uri("/x")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(serde_json::json!({ name.clone(): poisoned }).to_string())
+        } else {
+            TestRequest::post()
+                .uri("/x")
+                .insert_header(("content-type", "application/x-www-form-urlencoded"))
+                .set_payload(encode(&[(name.clone(), poisoned)]))
+        };
+        let err = extract(req).expect_err("a NUL is refused");
+        prop_assert_eq!((err.status.as_u16(), err.code), (400, 20001));
+        prop_assert!(err.message.contains(&name), "{}", err.message);
     }
 
     #[test]
