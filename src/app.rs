@@ -201,9 +201,9 @@ struct Prepared {
     last_event_id: i64,
 }
 
-/// The lease owner of a SQLite server's own dispatcher. Stable across restarts, and safe: the
-/// server's exclusive lock on the database means at most one live server uses it, so leases
-/// under it after a crash belong to nobody and are released at start.
+/// The lease owner of a server's own dispatcher. Stable across restarts, and safe: the server's
+/// exclusive lock on the database means at most one live server uses it, so leases under it
+/// after a crash belong to nobody and are released at start.
 const SERVER_LEASE_OWNER: &str = "reachd-server";
 
 fn config_endpoints(config: &Config) -> Vec<ConfigEndpoint> {
@@ -397,9 +397,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (dispatcher, dispatcher_tasks) = Dispatcher::start(
         storage.outbox.clone(),
         DispatcherOptions {
-            // Alone on the database, a stable owner lets a restart release a crashed
-            // predecessor's leases at once; beside other nodes, leases expire instead.
-            stable_owner: storage.exclusive.then(|| SERVER_LEASE_OWNER.to_string()),
+            // Alone on the database (its lock), a stable owner lets a restart release a
+            // crashed predecessor's leases at once.
+            stable_owner: Some(SERVER_LEASE_OWNER.to_string()),
             ..dispatcher_options(&config, &account)
         },
         wake,

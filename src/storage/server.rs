@@ -30,10 +30,6 @@ pub struct ServerStorage {
     pub outbox: Arc<dyn OutboxStore>,
     pub presence: Arc<dyn PresenceStore>,
     pub writer_stats: Arc<WriterStats>,
-    /// Whether this server is alone on its database (it holds the file's lock on SQLite, an
-    /// advisory lock on PostgreSQL), so that delivery leases left by a crashed predecessor
-    /// under a stable owner can be released at start.
-    pub exclusive: bool,
     closer: Closer,
 }
 
@@ -54,6 +50,21 @@ enum Closer {
 }
 
 impl ServerStorage {
+    /// One store seen through each port. Every backend's server holds its database's lock
+    /// (a file lock on SQLite, an advisory lock on PostgreSQL), so it is alone on it.
+    fn over<S>(store: Arc<S>, writer_stats: Arc<WriterStats>, closer: Closer) -> Self
+    where
+        S: Store + OutboxStore + PresenceStore,
+    {
+        ServerStorage {
+            store: store.clone(),
+            outbox: store.clone(),
+            presence: store,
+            writer_stats,
+            closer,
+        }
+    }
+
     /// Commits what is queued, stops the writer (and on SQLite checkpoints and releases the
     /// file's lock). Call once nothing submits writes any more.
     pub async fn close(self) -> anyhow::Result<()> {
@@ -137,22 +148,13 @@ fn open_sqlite_server<B>(
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
     let store = Arc::new(SqliteStore::new(reads, writer.clone(), services));
-    Ok((
-        ServerStorage {
-            store: store.clone(),
-            outbox: store.clone(),
-            presence: store,
-            writer_stats,
-            exclusive: true,
-            closer: Closer::Sqlite {
-                writer,
-                writer_thread,
-                checkpointer,
-                lock,
-            },
-        },
-        prepared,
-    ))
+    let closer = Closer::Sqlite {
+        writer,
+        writer_thread,
+        checkpointer,
+        lock,
+    };
+    Ok((ServerStorage::over(store, writer_stats, closer), prepared))
 }
 
 fn open_postgres_server<B>(
@@ -178,21 +180,12 @@ fn open_postgres_server<B>(
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
     let store = Arc::new(PgStore::new(reads, writer.clone(), services));
-    Ok((
-        ServerStorage {
-            store: store.clone(),
-            outbox: store.clone(),
-            presence: store,
-            writer_stats,
-            exclusive: true,
-            closer: Closer::Postgres {
-                writer,
-                writer_thread,
-                lock,
-            },
-        },
-        prepared,
-    ))
+    let closer = Closer::Postgres {
+        writer,
+        writer_thread,
+        lock,
+    };
+    Ok((ServerStorage::over(store, writer_stats, closer), prepared))
 }
 
 /// Opens the configured database for a maintenance command of the command line (never
