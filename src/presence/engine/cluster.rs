@@ -13,38 +13,30 @@ use crate::domain::cluster::Takeover;
 use crate::domain::presence::{Cause, PersistedSession, Transition};
 
 impl Engine {
-    /// Takes over a lost member: a member that left gracefully hands its live sessions over
-    /// (resumed here with their expiries, as after a restart); every user it held and that
-    /// has no live session here enters its offline grace now — with `node_lost` when the
-    /// member died, or with the cause of its last session's end when it left — so a client
-    /// that reconnects anywhere within the grace sees nothing.
+    /// Takes over a lost member. Sessions a member that left gracefully handed over resume
+    /// here with their expiries, and sessions that expired or ended meanwhile end their users
+    /// as after a restart (with the true time and cause). Every other user the member held,
+    /// without a live session here, enters the offline grace now — with `node_lost` when the
+    /// member died — so that a client reconnecting anywhere within it sees nothing.
     pub fn adopt(&mut self, now: Now, takeover: Takeover) -> (Vec<Transition>, Vec<u64>) {
-        let mut ends = takeover.snapshot.ended.clone();
-        let (mut out, expired) = self.restore(
-            now,
-            crate::domain::presence::PresenceSnapshot {
-                ended: Vec::new(),
-                ..takeover.snapshot
-            },
-        );
-        // `restore` reports users whose sessions expired offline at once; the taker's hold
-        // stands for them, so their grace starts now like everyone else's.
-        out.retain(|t| t.online);
-        ends.sort_by_key(|e| e.at);
-        for (service, identity) in takeover.users {
-            let last_end = ends
-                .iter()
-                .rev()
-                .find(|e| e.service_sid == service && e.identity == identity);
-            let (at, cause) = match last_end {
-                Some(end) if takeover.graceful => (end.at, end.cause),
-                _ if takeover.graceful => (takeover.last_seen, Cause::SessionTimeout),
-                _ => (takeover.last_seen, Cause::NodeLost),
-            };
-            self.enter_grace(now, &service, &identity, at, cause);
+        let (out, gone) = self.restore(now, takeover.snapshot);
+        let decided: HashSet<(&str, &str)> = out
+            .iter()
+            .map(|t| (&*t.service_sid, &*t.identity))
+            .collect();
+        let cause = if takeover.graceful {
+            Cause::SessionTimeout
+        } else {
+            Cause::NodeLost
+        };
+        let waiting: Vec<&(String, String)> = takeover
+            .users
+            .iter()
+            .filter(|(s, i)| !decided.contains(&(s.as_str(), i.as_str())))
+            .collect();
+        for (service, identity) in waiting {
+            self.enter_grace(now, service, identity, takeover.last_seen, cause);
         }
-        let mut gone: Vec<u64> = expired;
-        gone.extend(ends.iter().map(|e| e.id));
         (out, gone)
     }
 
@@ -224,8 +216,8 @@ mod tests {
             last_seen: at(500).wall,
             ..Default::default()
         };
-        let (now, gone) = e.adopt(at(1_000), takeover);
-        assert!(now.is_empty() && gone.is_empty());
+        let (out, gone) = e.adopt(at(1_000), takeover);
+        assert!(out.is_empty() && gone.is_empty());
         assert!(e.sweep(at(2_999)).is_empty(), "inside the grace");
         let out = e.sweep(at(3_000));
         assert_eq!(kinds(&out), vec![("alice".into(), false, Cause::NodeLost)]);

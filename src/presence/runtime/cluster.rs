@@ -124,9 +124,34 @@ impl Presence {
                 Err(e) => return Err(e),
             }
         }
+        // Members that left (or died) before this node started are taken over before it
+        // serves: their clients' sessions resume here at once.
+        if let Some(member) = self.member() {
+            self.take_over_lapsed(&options, member).await;
+        }
         let stop = CancellationToken::new();
         let task = tokio::spawn(lease_loop(self.clone(), stop.clone()));
         Ok((task, stop))
+    }
+
+    /// Takes over every member whose lease has already passed.
+    async fn take_over_lapsed(&self, options: &ClusterOptions, member: MemberId) {
+        let store = options.store.clone();
+        let lease_ms = options.lease_ms;
+        let Ok(Renewal::Renewed { others }) = blocking(move || store.renew(member, lease_ms)).await
+        else {
+            return;
+        };
+        for (lost, _) in others.into_iter().filter(|(_, ms)| *ms <= 0) {
+            let store = options.store.clone();
+            match blocking(move || store.take_over(member, lost)).await {
+                Ok(Some(takeover)) => self.adopt(member, takeover),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, lost, "takeover failed; the lease task retries")
+                }
+            }
+        }
     }
 
     async fn join_once(&self, options: &ClusterOptions) -> Result<()> {
@@ -292,10 +317,15 @@ impl Presence {
         let (Some(membership), Some(member)) = (self.membership(), self.member()) else {
             return;
         };
-        if !self.barrier().wait().await {
+        // Taken together under the engine lock: every session in `known` was queued (its row
+        // written) before the barrier.
+        let (known, barrier) = {
+            let engine = self.lock();
+            (engine.session_ids(), self.barrier())
+        };
+        if !barrier.wait().await {
             return;
         }
-        let known = self.lock().session_ids();
         let store = membership.options.store.clone();
         let held = match blocking(move || store.held_sessions(member)).await {
             Ok(held) => held,
@@ -364,7 +394,8 @@ async fn lease_loop(presence: Presence, stop: CancellationToken) {
     let options = membership.options.clone();
     let lease = Duration::from_millis(options.lease_ms);
     let renew_every = lease / 3;
-    let mut next_renew = Instant::now() + renew_every;
+    // At once: the leases of the other members are not known yet.
+    let mut next_renew = Instant::now();
     // Other members and when their leases pass, as last read.
     let mut others: HashMap<MemberId, Instant> = HashMap::new();
     loop {
