@@ -26,8 +26,9 @@ pub struct Readiness {
     pub dispatcher_alive: bool,
 }
 
-/// `/readyz`: 200 when the database answers, takes a write through the writer (within 2 s) and
-/// the webhook dispatcher's loops are running; 503 naming what failed otherwise.
+/// `/readyz`: 200 when the database answers, takes a write through the writer (within 2 s),
+/// the webhook dispatcher's loops are running and (in a cluster) the node holds its lease; 503
+/// naming what failed otherwise.
 pub async fn check_readiness(state: web::Data<AppState>) -> HttpResponse {
     let cached = *state.readiness.0.lock().unwrap_or_else(|p| p.into_inner());
     let verdict = match cached {
@@ -39,7 +40,9 @@ pub async fn check_readiness(state: web::Data<AppState>) -> HttpResponse {
             verdict
         }
     };
-    if verdict.readable && verdict.writable && verdict.dispatcher_alive {
+    // Not cached: a node whose lease lapsed must leave the balancer's rotation at once.
+    let serving_presence = state.presence.is_serving();
+    if verdict.readable && verdict.writable && verdict.dispatcher_alive && serving_presence {
         return HttpResponse::Ok().json(json!({"status": "ready"}));
     }
     HttpResponse::ServiceUnavailable().json(json!({
@@ -47,6 +50,7 @@ pub async fn check_readiness(state: web::Data<AppState>) -> HttpResponse {
         "database_readable": verdict.readable,
         "database_writable": verdict.writable,
         "dispatcher_alive": verdict.dispatcher_alive,
+        "serving_presence": serving_presence,
     }))
 }
 
