@@ -3,6 +3,8 @@
 #
 #   tests/support/postgres.sh start DIR   # initdb into DIR, start on a free loopback port,
 #                                         # print the server's URL (postgres://…/postgres)
+#   tests/support/postgres.sh restart DIR # restart it (`-m fast`: every connection is dropped);
+#                                         # same port and options, back when this returns
 #   tests/support/postgres.sh stop DIR    # stop it (the folder is left for the caller to remove)
 #
 # The server runs as the `postgres` system user when this runs as root (PostgreSQL refuses to
@@ -12,7 +14,7 @@
 # tests/compat/node/lib/harness.js).
 set -euo pipefail
 
-cmd=${1:?start|stop}
+cmd=${1:?start|restart|stop}
 dir=${2:?data folder}
 
 bindir() {
@@ -47,11 +49,14 @@ start)
         start >/dev/null
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
+restart)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
+    ;;
 stop)
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|restart|stop DIR" >&2
     exit 2
     ;;
 esac
