@@ -805,9 +805,12 @@ fn a_postgres_restart_under_load_loses_no_event_and_leaves_no_gap_for_subscriber
 
         sleep_ms(1_500).await;
         let restarting = Instant::now();
-        pg.restart();
+        pg.restart(Duration::from_millis(1_500));
         let restarted = Instant::now();
-        eprintln!("PostgreSQL restarted in {:?}", restarted - restarting);
+        eprintln!(
+            "PostgreSQL down and up again in {:?}",
+            restarted - restarting
+        );
         sleep_ms(3_000).await;
         writers_stop.cancel();
         let mut reports: HashMap<String, (usize, bool, Vec<Instant>)> = HashMap::new();

@@ -292,7 +292,17 @@ impl Cluster {
             .append(true)
             .open(&self.nodes[i].log)
             .expect("log file");
-        let server = Server::start_logging(self.command(i), log);
+        let cmd = self.command(i);
+        let server = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Server::start_logging(cmd, log)
+        }))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} did not start; its log:\n{}",
+                self.nodes[i].name,
+                std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+            )
+        });
         self.nodes[i].base = server.base();
         self.nodes[i].server = Some(server);
     }
@@ -811,13 +821,14 @@ impl OwnPostgres {
         OwnPostgres { url, dir }
     }
 
-    /// `pg_ctl restart -m fast`: every connection is dropped, the server is back when this
-    /// returns.
-    pub fn restart(&self) {
+    /// Stops the server (`-m fast`: every connection is dropped), keeps it down for `down`,
+    /// and starts it again on the same port; it is up when this returns.
+    pub fn restart(&self, down: Duration) {
         let out = Command::new("bash")
             .arg(postgres_script())
             .arg("restart")
             .arg(self.dir.path().join("pg"))
+            .arg(format!("{:.3}", down.as_secs_f64()))
             .output()
             .expect("postgres.sh restart");
         assert!(
