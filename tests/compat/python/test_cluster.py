@@ -87,8 +87,10 @@ class RoundRobin(RecordingHttpClient):
                 timeout=None, allow_redirects=False):
         base = self.bases[self.turn % len(self.bases)]
         self.turn += 1
-        assert url.startswith(self.bases[0]), url
-        url = base + url[len(self.bases[0]):]
+        # twilio-python builds URLs on the first node's base, and follows paging URLs as the
+        # answering node wrote them.
+        origin = next(b for b in self.bases if url.startswith(b))
+        url = base + url[len(origin):]
         self._base = base
         response = super().request(method, url, params=params, data=data, headers=headers,
                                    auth=auth, timeout=timeout, allow_redirects=allow_redirects)
