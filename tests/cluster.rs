@@ -554,20 +554,21 @@ fn a_node_cut_from_postgres_is_lost_like_a_killed_one_and_answers_503_meanwhile(
         .await;
         assert_within_bound(&seen, GRACE_MS, &c.logs());
 
-        // Its lease has lapsed: presence answers 503, its sockets are closed.
+        // Its lease has lapsed: presence answers 503, its sockets are closed (checked at the
+        // end, so that one run shows every other part too).
         let (t0, id0) = &held["cut0"];
-        assert_eq!(
-            api.ping(&b[2], t0, id0).await,
-            503,
-            "a ping on the cut node after its lease lapsed"
-        );
+        let ping_while_cut = api
+            .client(
+                &b[2],
+                reqwest::Method::POST,
+                &format!("/client/v1/sessions/{id0}/ping"),
+                t0,
+                Some(json!({})),
+            )
+            .await;
         let probe = c.token(&svc, "probe");
-        let r = api.open(&b[2], &probe, None).await;
-        assert_eq!(r.status, 503, "an open on the cut node: {:?}", r.body);
-        assert!(
-            ws_closed_within(&mut ws, Duration::from_secs(5)).await,
-            "the cut node kept its WebSocket client"
-        );
+        let open_while_cut = api.open(&b[2], &probe, None).await;
+        let socket_closed = ws_closed_within(&mut ws, Duration::from_secs(5)).await;
 
         sleep_ms(GRACE_MS + 1_000).await;
         let events = api.feed(&b[0], &svc, cursor).await;
@@ -611,6 +612,15 @@ fn a_node_cut_from_postgres_is_lost_like_a_killed_one_and_answers_503_meanwhile(
         api.until_online(&b[1], &svc, "probe", false).await;
         let events = api.feed(&b[1], &svc, cursor).await;
         assert_eq!(transitions(&events, "probe"), vec![opened(), closed()]);
+
+        assert!(socket_closed, "the cut node kept its WebSocket client");
+        assert_eq!(
+            (open_while_cut.status, ping_while_cut.status),
+            (503, 503),
+            "presence on the cut node after its lease lapsed: open {:?}, ping {:?}",
+            open_while_cut.body,
+            ping_while_cut.body
+        );
     });
 }
 
