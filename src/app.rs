@@ -5,6 +5,7 @@
 //!
 //! May depend on: everything in the crate.
 
+mod cluster;
 mod http;
 
 use std::net::{SocketAddr, TcpListener};
@@ -26,7 +27,7 @@ use crate::domain::secret::Secret;
 use crate::domain::store::{PresenceStore, Store};
 use crate::domain::webhook::ConfigEndpoint;
 use crate::domain::webhook::RetryPolicy;
-use crate::presence::{Presence, PresenceOptions, PresenceTasks};
+use crate::presence::{ClusterOptions, Presence, PresenceOptions, PresenceTasks};
 use crate::realtime::Hub;
 use crate::storage::cache::{InvalidateServices, ServiceCache};
 use crate::storage::commit::{CommitHook, Effects, WriterStats};
@@ -201,9 +202,9 @@ struct Prepared {
     last_event_id: i64,
 }
 
-/// The lease owner of a server's own dispatcher. Stable across restarts, and safe: the server's
-/// exclusive lock on the database means at most one live server uses it, so leases under it
-/// after a crash belong to nobody and are released at start.
+/// The lease owner of a single node's dispatcher. Stable across restarts, and safe: the
+/// server's exclusive lock on its SQLite file means at most one live server uses it, so
+/// leases under it after a crash belong to nobody and are released at start.
 const SERVER_LEASE_OWNER: &str = "reachd-server";
 
 fn config_endpoints(config: &Config) -> Vec<ConfigEndpoint> {
@@ -357,6 +358,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let wake = Arc::new(Notify::new());
     let (services_tx, services_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = watch::channel(0);
+    let (notice_events, notice_services) = (events_tx.clone(), services_tx.clone());
     let hooks: HooksFor<'static, Prepared> = {
         let (services, wake) = (services.clone(), wake.clone());
         Box::new(move |prepared: &Prepared| {
@@ -371,7 +373,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         })
     };
     let opening = config.clone();
-    let (storage, prepared) = tokio::task::spawn_blocking(move || {
+    let cache = services.clone();
+    let (mut storage, prepared) = tokio::task::spawn_blocking(move || {
         open_server(&opening, services, hooks, |admin| {
             let (account, first_run) = bootstrap_account(admin, &opening)?;
             admin.sync_config_endpoints(&config_endpoints(&opening))?;
@@ -390,22 +393,47 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let writer_stats = storage.writer_stats.clone();
     let store = storage.store.clone();
     let presence_store = storage.presence.clone();
-    let (presence, presence_tasks) =
-        Presence::start(presence_store.clone(), presence_options(&config))
-            .await
-            .context("resuming presence")?;
+    let cluster = storage.cluster.take();
+    let cluster_options = cluster.as_ref().map(|c| ClusterOptions {
+        store: c.store.clone(),
+        node_id: config.cluster.node_id.clone(),
+        lease_ms: config.cluster.lease_ms,
+    });
+    let (presence, presence_tasks) = Presence::start(
+        presence_store.clone(),
+        presence_options(&config),
+        cluster_options,
+    )
+    .await
+    .context("resuming presence")?;
     let (dispatcher, dispatcher_tasks) = Dispatcher::start(
         storage.outbox.clone(),
         DispatcherOptions {
-            // Alone on the database (its lock), a stable owner lets a restart release a
-            // crashed predecessor's leases at once.
-            stable_owner: Some(SERVER_LEASE_OWNER.to_string()),
+            // Alone on its database (the file's lock), a single node's stable owner lets a
+            // restart release a crashed predecessor's leases at once. Cluster nodes lease
+            // under owners of their own: a lost node's leases expire.
+            stable_owner: cluster.is_none().then(|| SERVER_LEASE_OWNER.to_string()),
             ..dispatcher_options(&config, &account)
         },
-        wake,
+        wake.clone(),
         true,
     )?;
     let shutdown = CancellationToken::new();
+    if let Some(cluster) = cluster {
+        let targets = cluster::NoticeTargets {
+            presence: presence.clone(),
+            store: store.clone(),
+            services: cache,
+            events: notice_events,
+            hub_services: notice_services,
+            dispatcher: wake,
+        };
+        tokio::spawn(cluster::route_notices(
+            targets,
+            cluster.notices,
+            shutdown.clone(),
+        ));
+    }
     let hub = Hub::new(
         config.limits.subscriptions_per_socket as usize,
         config.limits.subscriptions_per_identity as usize,

@@ -1,5 +1,5 @@
 //! The command line (clap): `serve` (the default), `init`, `migrate`, `check-config`, `backup`,
-//! `keys create|list|revoke`, `token`.
+//! `copy-database`, `keys create|list|revoke`, `token`.
 //!
 //! May depend on: clap, config, db, app.
 
@@ -42,6 +42,26 @@ pub enum Command {
     Backup {
         /// The new file (must not exist).
         file: PathBuf,
+    },
+    /// Copy a SQLite database into an empty PostgreSQL database (stop the server first).
+    ///
+    /// Copies every durable table value for value (account, API keys, services, users,
+    /// bindings, credentials, events, webhook endpoints, deliveries and their attempts) and the
+    /// id counters, in one transaction. Live sessions are not copied: clients reconnect.
+    #[command(name = "copy-database")]
+    CopyDatabase {
+        /// The PostgreSQL database to fill (postgres://user:password@host:port/db); it must
+        /// hold no reachd data. REACHD_COPY_TO keeps the password off the command line.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "REACHD_COPY_TO",
+            hide_env_values = true
+        )]
+        to: String,
+        /// The SQLite file to copy [default: the configured `database`].
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
     },
     /// Mint a client access token (Twilio format) signed with an API key from the database.
     Token {

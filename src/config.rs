@@ -26,8 +26,9 @@ const ENV_PREFIX: &str = "REACHD_";
 
 /// Keys whose environment values are taken verbatim as strings (figment would otherwise turn an
 /// all-digit token into a number).
-const RAW_STRING_KEYS: [&str; 7] = [
+const RAW_STRING_KEYS: [&str; 8] = [
     "listen",
+    "cluster__node_id",
     "database",
     "public_url",
     "account_sid",
@@ -141,6 +142,17 @@ pub struct MetricsConfig {
     pub refresh_interval_ms: u64,
 }
 
+/// `[cluster]`: several nodes on one PostgreSQL database (ignored on SQLite).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name; empty in the file means generated at start (see [`Config::load`]).
+    pub node_id: String,
+    /// The lease a node renews every third of; a node that cannot renew for this long stops
+    /// serving presence and another takes over its users.
+    pub lease_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -157,6 +169,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub webhooks: WebhooksConfig,
     pub metrics: MetricsConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// The text `reachd init` writes: the commented defaults with fresh account credentials
@@ -227,8 +240,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Treats empty strings as unset, so `REACHD_PUBLIC_URL=` clears a value.
+    /// Treats empty strings as unset, so `REACHD_PUBLIC_URL=` clears a value; names an
+    /// unnamed cluster node.
     fn normalize(&mut self) {
+        if self.cluster.node_id.is_empty() {
+            self.cluster.node_id = format!("node-{}", crate::domain::ids::random_hex(4));
+        }
         if self.public_url.as_deref().is_some_and(str::is_empty) {
             self.public_url = None;
         }

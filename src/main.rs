@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         }
         Command::Init { .. } => Ok(()),
         Command::Backup { file } => run_backup(&config, &file),
+        Command::CopyDatabase { to, from } => run_copy_database(&config, &to, from.as_deref()),
         Command::Token {
             service,
             identity,
@@ -214,6 +215,58 @@ fn run_backup(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
         report.schema_version,
         report.users,
         report.events
+    );
+    Ok(())
+}
+
+/// `reachd copy-database --to URL [--from FILE]`: the SQLite database into an empty
+/// PostgreSQL one.
+fn run_copy_database(
+    config: &Config,
+    to: &str,
+    from: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use reachd::config::{DatabaseLocation, redact_url};
+    let from = match (from, config.database_location()) {
+        (Some(file), _) if reachd::config::is_postgres_url(&file.to_string_lossy()) => {
+            anyhow::bail!("--from takes a SQLite file, not a URL")
+        }
+        (Some(file), _) => file.to_path_buf(),
+        (None, DatabaseLocation::Sqlite(path)) => path,
+        (None, DatabaseLocation::Postgres(url)) => anyhow::bail!(
+            "the configured database is already PostgreSQL ({}); give the SQLite file to copy \
+             with --from FILE",
+            redact_url(&url)
+        ),
+    };
+    let timeout = std::time::Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
+    let report = reachd::storage::copy::sqlite_to_postgres(&from, to, timeout)?;
+    let target = redact_url(to);
+    println!(
+        "copied {} (SQLite, schema version {}) to {target} (PostgreSQL, schema version {}) in \
+         one transaction:",
+        from.display(),
+        report.source_version,
+        report.target_version
+    );
+    println!("  {:<20} {:>10}", "table", "rows");
+    for (table, rows) in &report.tables {
+        println!("  {table:<20} {rows:>10}");
+    }
+    println!(
+        "  event feed position {:>11} (the next event id is {})",
+        report.feed_position,
+        report.feed_position + 1
+    );
+    println!(
+        "not copied: {} ({} rows), live presence state: clients reconnect to the new server, \
+         and users stored online are reported offline at its first start until they do",
+        reachd::storage::copy::SESSIONS,
+        report.sessions_left
+    );
+    println!(
+        "next: start reachd with database = {target} (REACHD_DATABASE); {} stays as it was",
+        from.display()
     );
     Ok(())
 }

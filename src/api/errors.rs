@@ -130,6 +130,7 @@ impl From<Error> for ApiError {
                 tracing::warn!(%reason, "storage unavailable");
                 ApiError::unavailable()
             }
+            Error::Fenced => ApiError::unavailable(),
             Error::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 ApiError::new(

@@ -36,6 +36,21 @@ impl Config {
             }
             Some(scheme) => return Err(invalid("database", &unsupported_database(scheme))),
         }
+        if self.cluster.lease_ms < 1_000 {
+            return Err(invalid("cluster.lease_ms", "must be at least 1000"));
+        }
+        if self.cluster.node_id.len() > 64
+            || !self
+                .cluster
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "must be at most 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
                 .map_err(|_| invalid("public_url", "must be an absolute http(s) URL"))?;

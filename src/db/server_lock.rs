@@ -1,8 +1,10 @@
 //! One server per database: `reachd serve` holds an exclusive advisory lock (`flock`) on the
 //! SQLite file for its whole life, so a second server on the same file — which would run a
 //! second presence engine and webhook dispatcher and send every webhook twice — is refused at
-//! start. The CLI's other commands (`keys`, `token`, `backup`, `check-config`) never take it:
-//! they work beside a running server through SQLite's own locking.
+//! start. `copy-database` takes it too (through [`lock_existing`]), so that it never copies a
+//! database a server is still changing and no server starts on it mid-copy. The CLI's other
+//! commands (`keys`, `token`, `backup`, `check-config`) never take it: they work beside a
+//! running server through SQLite's own locking.
 //!
 //! The lock is on the database file itself (its inode), so two paths to one file (a symlink, a
 //! relative and an absolute path) still meet. It is released when the holder exits, however it
@@ -56,6 +58,23 @@ pub fn lock_for_server(path: &Path) -> anyhow::Result<ServerLock> {
     }
 }
 
+/// Takes the server lock of an existing database file without creating it, for a command that
+/// must not run beside a server. `Ok(None)`: a server (or another such command) holds it.
+///
+/// Keep the returned lock until every SQLite connection this process opened on the file is
+/// closed: closing any descriptor of a file drops the process's POSIX record locks on it,
+/// SQLite's included.
+pub fn lock_existing(path: &Path) -> anyhow::Result<Option<ServerLock>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServerLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +92,19 @@ mod tests {
         assert!(lock_for_server(&link).is_err());
         drop(first);
         lock_for_server(&link).expect("free again");
+    }
+
+    #[test]
+    fn locking_an_existing_file_never_creates_one_and_meets_a_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("reachd.db");
+        assert!(lock_existing(&path).is_err(), "a missing file is an error");
+        assert!(!path.exists(), "and is not created");
+        let server = lock_for_server(&path).expect("server");
+        assert!(lock_existing(&path).expect("checked").is_none());
+        drop(server);
+        let held = lock_existing(&path).expect("checked").expect("free");
+        assert!(lock_for_server(&path).is_err(), "a server waits for it");
+        drop(held);
     }
 }

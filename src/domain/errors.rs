@@ -28,6 +28,10 @@ pub enum Error {
     /// Storage cannot take writes right now (read-only file, writer stopped).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// This node's cluster membership has lapsed (it may have been taken over): it must not
+    /// act on what it held before, and serves presence again once it has rejoined (503).
+    #[error("this node's cluster lease has lapsed; retry (another node serves presence)")]
+    Fenced,
     /// Anything unexpected: a bug or an I/O failure.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -9,6 +9,7 @@ pub mod account;
 pub mod admin;
 pub mod binding;
 pub mod chars;
+pub mod cluster;
 pub mod credential;
 pub mod errors;
 pub mod event;

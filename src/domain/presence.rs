@@ -17,17 +17,20 @@ pub enum Cause {
     BindingAdded,
     BindingRemoved,
     ReachabilityEnabled,
+    /// The node that held the user's only sessions stopped renewing its lease (cluster mode).
+    NodeLost,
 }
 
 impl Cause {
     /// Every cause (what `reachd_transitions_total` is exported with from the start).
-    pub const ALL: [Cause; 6] = [
+    pub const ALL: [Cause; 7] = [
         Cause::SessionOpened,
         Cause::SessionClosed,
         Cause::SessionTimeout,
         Cause::BindingAdded,
         Cause::BindingRemoved,
         Cause::ReachabilityEnabled,
+        Cause::NodeLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Cause {
             Cause::BindingAdded => "binding_added",
             Cause::BindingRemoved => "binding_removed",
             Cause::ReachabilityEnabled => "reachability_enabled",
+            Cause::NodeLost => "node_lost",
         }
     }
 
@@ -138,6 +142,9 @@ pub struct SessionFlush {
 pub struct PresenceBatch {
     pub transitions: Vec<Transition>,
     pub sessions: SessionFlush,
+    /// In cluster mode, the membership whose engine made the batch: storage commits it only
+    /// while that member's lease holds (the fence), and decides transitions across members.
+    pub member: Option<super::cluster::MemberId>,
 }
 
 impl PresenceBatch {

@@ -363,7 +363,7 @@ pub(crate) mod test_db {
             Some(slash) => format!("{}/{name}", &server[..slash]),
             None => server.clone(),
         };
-        let pool = open::pool(&url, 4, Duration::from_secs(10)).expect("pool");
+        let pool = open::pool(&url, "test", 4, Duration::from_secs(10)).expect("pool");
         let (writer, _thread) = Writer::start(pool.clone(), 64, Vec::new()).expect("writer");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -14,6 +14,8 @@
 //! actix or on `db`.
 
 pub mod admin;
+pub mod cluster;
+pub mod listen;
 pub mod open;
 pub mod reads;
 pub mod writer;

@@ -15,10 +15,16 @@ use r2d2_postgres::postgres::NoTls;
 pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// Migrations: `(version, sql)`, applied in order.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_baseline.sql"),
-)];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_baseline.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_cluster.sql"),
+    ),
+];
 
 /// Key of the advisory lock held while migrating ("reachd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7265_6163_6864;
@@ -28,14 +34,43 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |(v, _)| *v)
 }
 
-/// A pool of `size` connections to `url` (connections are made lazily, checked on checkout).
-pub fn pool(url: &str, size: u32, connect_timeout: Duration) -> anyhow::Result<Pool> {
+/// How long PostgreSQL lets a connection sit idle inside a transaction before ending it: a
+/// node frozen mid-transaction (SIGSTOP, a long pause) must not hold the rows every writer
+/// needs (the feed position, its member row) for longer than this. reachd's own transactions
+/// never wait on their client for anything near it.
+const IDLE_IN_TRANSACTION_MS: u64 = 2_000;
+
+/// The connection settings `url` names, with reachd's: `application_name` (`reachd/<node>`, so
+/// an operator can tell the nodes' connections apart) and the idle-in-transaction limit.
+pub fn connect_config(
+    url: &str,
+    node_id: &str,
+    connect_timeout: Duration,
+) -> anyhow::Result<postgres::Config> {
     let mut config =
         postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(connect_timeout);
     }
-    config.application_name("reachd");
+    config.application_name(&format!("reachd/{node_id}"));
+    let options = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}");
+    let options = match config.get_options() {
+        Some(theirs) => format!("{theirs} {options}"),
+        None => options,
+    };
+    config.options(&options);
+    Ok(config)
+}
+
+/// A pool of `size` connections to `url` for node `node_id` (connections are made lazily,
+/// checked on checkout).
+pub fn pool(
+    url: &str,
+    node_id: &str,
+    size: u32,
+    connect_timeout: Duration,
+) -> anyhow::Result<Pool> {
+    let config = connect_config(url, node_id, connect_timeout)?;
     let manager = PostgresConnectionManager::new(config, NoTls);
     r2d2::Pool::builder()
         .max_size(size.max(2))
@@ -93,55 +128,4 @@ pub fn migrate(client: &mut postgres::Client) -> anyhow::Result<u32> {
     }
     tx.commit().context("committing migrations")?;
     Ok(latest_version())
-}
-
-/// Key of the session-level advisory lock a server holds for as long as it serves.
-const SERVER_LOCK: i64 = 0x7265_6163_6864_0001;
-
-/// A server's exclusive claim on the database: a connection holding a session-level advisory
-/// lock. PostgreSQL releases it when the connection ends, however the process ends. Until
-/// reachd's cluster mode exists, one server serves a database (two would each run a presence
-/// engine and a dispatcher, and send every webhook twice).
-pub struct ServerLock {
-    client: Option<postgres::Client>,
-}
-
-/// Takes the server lock on the database `url` names, or says that another server holds it.
-pub fn lock_for_server(url: &str, connect_timeout: Duration) -> anyhow::Result<ServerLock> {
-    let mut config =
-        postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
-    config.connect_timeout(connect_timeout);
-    config.application_name("reachd server lock");
-    let described = super::redact_url(url);
-    let mut client = config
-        .connect(postgres::NoTls)
-        .with_context(|| format!("connecting to {described}"))?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])?
-        .get(0);
-    if !locked {
-        bail!(
-            "another reachd server is already running on the database {described}; one \
-             server serves a database (several nodes on one PostgreSQL database are not \
-             supported yet)"
-        );
-    }
-    Ok(ServerLock {
-        client: Some(client),
-    })
-}
-
-impl ServerLock {
-    /// Releases the lock (closing its connection). Blocks: not on an async worker thread.
-    pub fn release(mut self) {
-        drop(self.client.take());
-    }
-}
-
-impl Drop for ServerLock {
-    /// Dropped without `release` (a failed start): close off any async thread.
-    fn drop(&mut self) {
-        let client = self.client.take();
-        super::off_runtime(move || drop(client));
-    }
 }

@@ -13,21 +13,33 @@ use super::PgResultExt;
 use super::events::emit_reachability_change;
 use super::users;
 use super::writer::Tx;
-use crate::domain::Result;
+use crate::domain::cluster::MemberId;
 use crate::domain::presence::{
     Cause, PersistedSession, PresenceBatch, PresenceSnapshot, SessionEnd, Transition, Transport,
 };
 use crate::domain::reachability::{TransitionPlan, plan_transition};
 use crate::domain::user::UserKey;
+use crate::domain::{Error, Result};
 
 /// Applies a batch: the session-table changes, then the transitions in order (an offline
 /// transition removes the rows its user's ended sessions kept, so those go after the marks).
+///
+/// In cluster mode (`batch.member`), only while the member's lease holds (else
+/// [`Error::Fenced`], nothing written): the member's row is held FOR KEY SHARE until commit,
+/// so a takeover (which deletes it) waits for this transaction or makes it fail. Session rows
+/// are written only where the member holds them (a session that moved is another member's),
+/// and transitions are decided across members on `presence_holds` (see [`apply_held`]).
 pub fn commit(tx: &mut Tx<'_, '_>, batch: &PresenceBatch) -> Result<()> {
+    let member = batch.member;
+    if let Some(member) = member {
+        fence(tx, member)?;
+    }
     for s in &batch.sessions.upserts {
         tx.execute(
-            "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
-             last_ping_at = excluded.last_ping_at, expires_at = excluded.expires_at",
+            "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at, member) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
+             last_ping_at = excluded.last_ping_at, expires_at = excluded.expires_at \
+             WHERE sessions.member IS NOT DISTINCT FROM excluded.member",
             &[
                 &s.id.cast_signed(),
                 &s.service_sid,
@@ -37,6 +49,7 @@ pub fn commit(tx: &mut Tx<'_, '_>, batch: &PresenceBatch) -> Result<()> {
                 &s.created_at,
                 &s.last_ping_at,
                 &s.expires_at,
+                &member,
             ],
         )
         .db()?;
@@ -48,27 +61,83 @@ pub fn commit(tx: &mut Tx<'_, '_>, batch: &PresenceBatch) -> Result<()> {
             .iter()
             .map(|id| id.cast_signed())
             .collect();
-        tx.execute("DELETE FROM sessions WHERE id = ANY($1)", &[&ids])
-            .db()?;
+        tx.execute(
+            "DELETE FROM sessions WHERE id = ANY($1) AND ($2::BIGINT IS NULL OR member = $2)",
+            &[&ids, &member],
+        )
+        .db()?;
     }
     for end in &batch.sessions.ends {
         tx.execute(
-            "UPDATE sessions SET ended_at = $2, end_cause = $3 WHERE id = $1",
-            &[&end.id.cast_signed(), &end.at, &end.cause.as_str()],
+            "UPDATE sessions SET ended_at = $2, end_cause = $3 \
+             WHERE id = $1 AND ($4::BIGINT IS NULL OR member = $4)",
+            &[&end.id.cast_signed(), &end.at, &end.cause.as_str(), &member],
         )
         .db()?;
     }
     for transition in &batch.transitions {
+        if let Some(member) = member
+            && !apply_held(tx, member, transition)?
+        {
+            continue;
+        }
         if !transition.online {
+            // The user's ended sessions (this member's, or a lost member's) go with them.
             tx.execute(
-                "DELETE FROM sessions WHERE service_sid = $1 AND identity = $2 AND ended_at IS NOT NULL",
-                &[&&*transition.service_sid, &&*transition.identity],
+                "DELETE FROM sessions WHERE service_sid = $1 AND identity = $2 \
+                 AND (ended_at IS NOT NULL OR member IS NULL) \
+                 AND ($3::BIGINT IS NULL OR member IS NULL OR member = $3)",
+                &[&&*transition.service_sid, &&*transition.identity, &member],
             )
             .db()?;
         }
         apply_transition(tx, transition)?;
     }
     Ok(())
+}
+
+/// Holds the member's row until commit, if its lease has not passed; else [`Error::Fenced`].
+pub fn fence(tx: &mut Tx<'_, '_>, member: MemberId) -> Result<()> {
+    let holds = tx
+        .query_opt(
+            "SELECT 1 FROM cluster_members WHERE member = $1 AND lease_until > now() FOR KEY SHARE",
+            &[&member],
+        )
+        .db()?
+        .is_some();
+    if holds { Ok(()) } else { Err(Error::Fenced) }
+}
+
+/// A member's view of a user's transition becomes the user's only when it changes whether
+/// any member holds the user: online takes (keeps) this member's hold, offline gives it up.
+/// Returns whether the transition is the user's (online: always, storage skips a repeat;
+/// offline: only when no other member holds the user). Writers' transactions are serialized
+/// by the feed position row (see `writer`), so two members never decide on one user at once.
+fn apply_held(tx: &mut Tx<'_, '_>, member: MemberId, t: &Transition) -> Result<bool> {
+    let (service, identity) = (&*t.service_sid, &*t.identity);
+    if t.online {
+        tx.execute(
+            "INSERT INTO presence_holds (service_sid, identity, member) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[&service, &identity, &member],
+        )
+        .db()?;
+        return Ok(true);
+    }
+    tx.execute(
+        "DELETE FROM presence_holds WHERE service_sid = $1 AND identity = $2 AND member = $3",
+        &[&service, &identity, &member],
+    )
+    .db()?;
+    let held_elsewhere: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM presence_holds WHERE service_sid = $1 AND identity = $2)",
+            &[&service, &identity],
+        )
+        .db()?
+        .try_get(0)
+        .db()?;
+    Ok(!held_elsewhere)
 }
 
 /// Stores a transition as [`plan_transition`] decides: only if it changes the user's stored
@@ -115,28 +184,50 @@ fn apply_transition(tx: &mut Tx<'_, '_>, t: &Transition) -> Result<()> {
     emit_reachability_change(tx, change)
 }
 
+/// The columns [`session_from_row`] reads, in its order.
+pub const SESSION_COLUMNS: &str =
+    "id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at";
+
+pub fn session_from_row(r: &postgres::Row) -> Result<PersistedSession> {
+    let transport: String = r.try_get(3).db()?;
+    Ok(PersistedSession {
+        id: r.try_get::<_, i64>(0).db()?.cast_unsigned(),
+        service_sid: r.try_get(1).db()?,
+        identity: r.try_get(2).db()?,
+        transport: Transport::parse(&transport),
+        endpoint: r.try_get(4).db()?,
+        created_at: r.try_get(5).db()?,
+        last_ping_at: r.try_get(6).db()?,
+        expires_at: r.try_get(7).db()?,
+    })
+}
+
+/// The columns [`end_from_row`] reads, in its order.
+pub const END_COLUMNS: &str = "id, service_sid, identity, ended_at, end_cause";
+
+pub fn end_from_row(r: &postgres::Row) -> Result<SessionEnd> {
+    let cause: Option<String> = r.try_get(4).db()?;
+    Ok(SessionEnd {
+        id: r.try_get::<_, i64>(0).db()?.cast_unsigned(),
+        service_sid: r.try_get(1).db()?,
+        identity: r.try_get(2).db()?,
+        at: r.try_get(3).db()?,
+        cause: cause
+            .as_deref()
+            .and_then(Cause::parse)
+            .unwrap_or(Cause::SessionTimeout),
+    })
+}
+
 pub fn snapshot(client: &mut impl GenericClient) -> Result<PresenceSnapshot> {
     let sessions = client
         .query(
-            "SELECT id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at \
-             FROM sessions WHERE ended_at IS NULL",
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL"),
             &[],
         )
         .db()?
         .iter()
-        .map(|r| {
-            let transport: String = r.try_get(3).db()?;
-            Ok(PersistedSession {
-                id: r.try_get::<_, i64>(0).db()?.cast_unsigned(),
-                service_sid: r.try_get(1).db()?,
-                identity: r.try_get(2).db()?,
-                transport: Transport::parse(&transport),
-                endpoint: r.try_get(4).db()?,
-                created_at: r.try_get(5).db()?,
-                last_ping_at: r.try_get(6).db()?,
-                expires_at: r.try_get(7).db()?,
-            })
-        })
+        .map(session_from_row)
         .collect::<Result<Vec<_>>>()?;
     let online_users = client
         .query(
@@ -149,24 +240,12 @@ pub fn snapshot(client: &mut impl GenericClient) -> Result<PresenceSnapshot> {
         .collect::<Result<Vec<_>>>()?;
     let ended = client
         .query(
-            "SELECT id, service_sid, identity, ended_at, end_cause FROM sessions WHERE ended_at IS NOT NULL",
+            &format!("SELECT {END_COLUMNS} FROM sessions WHERE ended_at IS NOT NULL"),
             &[],
         )
         .db()?
         .iter()
-        .map(|r| {
-            let cause: Option<String> = r.try_get(4).db()?;
-            Ok(SessionEnd {
-                id: r.try_get::<_, i64>(0).db()?.cast_unsigned(),
-                service_sid: r.try_get(1).db()?,
-                identity: r.try_get(2).db()?,
-                at: r.try_get(3).db()?,
-                cause: cause
-                    .as_deref()
-                    .and_then(Cause::parse)
-                    .unwrap_or(Cause::SessionTimeout),
-            })
-        })
+        .map(end_from_row)
         .collect::<Result<Vec<_>>>()?;
     Ok(PresenceSnapshot {
         sessions,
@@ -226,6 +305,7 @@ mod tests {
         // Large ids survive the BIGINT column.
         let id = u64::MAX - 7;
         let opened = PresenceBatch {
+            member: None,
             transitions: vec![transition(&service, "carol", true, Cause::SessionOpened)],
             sessions: SessionFlush {
                 upserts: vec![session(&service, "carol", id)],
@@ -250,6 +330,7 @@ mod tests {
         commit_batch(
             &db,
             PresenceBatch {
+                member: None,
                 transitions: Vec::new(),
                 sessions: SessionFlush {
                     ends: vec![SessionEnd {
@@ -271,6 +352,7 @@ mod tests {
             (id, Cause::SessionClosed)
         );
         let offline = PresenceBatch {
+            member: None,
             transitions: vec![transition(&service, "carol", false, Cause::SessionClosed)],
             sessions: SessionFlush::default(),
         };
@@ -309,6 +391,7 @@ mod tests {
         commit_batch(
             &db,
             PresenceBatch {
+                member: None,
                 transitions: vec![
                     transition(&disabled, "dave", true, Cause::SessionOpened),
                     // Not a first contact: no user is created.
@@ -333,6 +416,7 @@ mod tests {
         commit_batch(
             &db,
             PresenceBatch {
+                member: None,
                 transitions: Vec::new(),
                 sessions: SessionFlush {
                     deletes: vec![1],

@@ -302,7 +302,7 @@ pub(crate) mod test_db {
     }
 
     fn writer_on(url: &str) -> Writer {
-        let pool = open::pool(url, 2, Duration::from_secs(10)).expect("test pool");
+        let pool = open::pool(url, "test", 2, Duration::from_secs(10)).expect("test pool");
         let (writer, _thread) = Writer::start(pool, 64, Vec::new()).expect("test writer");
         writer
     }

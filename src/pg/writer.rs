@@ -3,9 +3,15 @@
 //! contract on a server database.
 //!
 //! Invariants:
-//! - Only this thread writes through this node's store (other nodes have their own writers;
-//!   rows they share are arbitrated by PostgreSQL's row locks, and the event feed's order by
-//!   the `feed_position` row, see `events`).
+//! - Only this thread writes through this node's store. Other nodes have their own writers:
+//!   every writer's transaction first locks the `feed_position` row, so the writers of all
+//!   nodes commit one after another. That gives the event feed one order (ids in commit
+//!   order, see `events`), lets presence decide a user's transition across nodes without a
+//!   race (`presence::apply_held`), and, since every other lock is taken after that one, keeps
+//!   writers from deadlocking on each other.
+//! - Before committing, a transaction notifies the other nodes of what it did (events up to
+//!   an id, changed services, queued deliveries); the notification is delivered with the
+//!   commit or not at all, and a node that missed some re-reads (see `listen`).
 //! - Each job runs inside its own SAVEPOINT: a job that fails rolls back only its own changes
 //!   (and clears PostgreSQL's aborted-transaction state), so a bad request never leaves a
 //!   half-written change and never spoils its batch-mates.
@@ -224,8 +230,36 @@ fn commit_batch(
 ) -> std::result::Result<(), String> {
     let mut conn = pool.get().map_err(|e| map_pool(e).to_string())?;
     let mut tx = conn.transaction().map_err(|e| e.to_string())?;
+    tx.execute(
+        "SELECT last FROM feed_position WHERE id = 1 FOR UPDATE",
+        &[],
+    )
+    .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
         job.run(&mut tx, effects);
     }
+    notify_nodes(&mut tx, effects).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// Tells the other nodes (and this one's listener) what the transaction did, delivered when
+/// it commits.
+fn notify_nodes(
+    tx: &mut postgres::Transaction<'_>,
+    effects: &Effects,
+) -> std::result::Result<(), postgres::Error> {
+    let notify = "SELECT pg_notify($1, $2)";
+    if let Some(last) = effects.event_ids.iter().max() {
+        tx.execute(notify, &[&"reachd_events", &last.to_string()])?;
+    }
+    let mut services: Vec<&String> = effects.services.iter().collect();
+    services.sort();
+    services.dedup();
+    for sid in services {
+        tx.execute(notify, &[&"reachd_services", sid])?;
+    }
+    if effects.deliveries {
+        tx.execute(notify, &[&"reachd_deliveries", &""])?;
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //!
 //! May depend on: std, domain::presence.
 
+mod cluster;
 mod persistence;
 
 use std::collections::{BTreeSet, HashMap};
@@ -76,6 +77,8 @@ pub struct SessionView {
 pub enum SessionError {
     /// No such live session for this user (expired, closed, or someone else's).
     NotFound,
+    /// This node's cluster membership has lapsed: it serves no presence until it rejoins.
+    Fenced,
     /// The proposed id is taken; retry with another.
     IdTaken,
 }

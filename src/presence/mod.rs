@@ -9,5 +9,5 @@ pub mod runtime;
 
 pub use engine::{SessionError, SessionView};
 pub use runtime::{
-    Committed, HeldSession, Presence, PresenceOptions, PresenceStats, PresenceTasks,
+    ClusterOptions, Committed, HeldSession, Presence, PresenceOptions, PresenceStats, PresenceTasks,
 };

@@ -11,6 +11,9 @@
 //! - A ping takes the engine lock, updates memory and returns: it never reaches storage. The
 //!   flusher writes the new expiry later, in a batch.
 //! - Deadlines use `tokio::time`, so tests can pause and advance time.
+//! - In cluster mode every batch carries the member its engine state belongs to, stamped
+//!   under the engine lock; storage refuses a batch whose member has lapsed, and the runtime
+//!   then drops it (see `cluster` for the membership's own invariants).
 //!
 //! May depend on: tokio, tokio-util, rand, domain, presence::engine.
 
@@ -23,11 +26,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
 mod loops;
 mod sessions;
 
+pub use cluster::ClusterOptions;
 pub use sessions::HeldSession;
 
+use cluster::Membership;
 use loops::{commit_loop, flush_loop, sweep_loop};
 
 use super::engine::{Engine, Now, SessionView};
@@ -109,6 +115,8 @@ struct Inner {
     wake: Notify,
     stop: CancellationToken,
     stats: PresenceStats,
+    /// Cluster mode: this node's membership (`None` on a single-node backend).
+    cluster: Option<Membership>,
 }
 
 /// Resolves once the changes it stands for are committed.
@@ -133,14 +141,19 @@ pub struct Presence {
 /// The runtime's tasks, joined on shutdown.
 pub struct PresenceTasks {
     tasks: Vec<JoinHandle<()>>,
+    /// The cluster lease's task, stopped first (before the member leaves).
+    lease: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 impl Presence {
     /// Configures every stored service, resumes stored sessions (committing the offline
-    /// transitions of sessions that expired while reachd was down), and starts the tasks.
+    /// transitions of sessions that expired while reachd was down), and starts the tasks. In
+    /// cluster mode, joins the cluster instead of resuming: other members' sessions are
+    /// theirs, and a lost member's come here by takeover.
     pub async fn start(
         store: Arc<dyn PresenceStore>,
         options: PresenceOptions,
+        cluster: Option<ClusterOptions>,
     ) -> crate::domain::Result<(Presence, PresenceTasks)> {
         let (commits, receiver) = mpsc::unbounded_channel();
         let clock = Clock {
@@ -156,10 +169,15 @@ impl Presence {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             stats: PresenceStats::default(),
+            cluster: cluster.as_ref().map(Membership::new),
         });
         let presence = Presence { inner };
         let services = store.presence_services()?;
-        let snapshot = store.load_presence()?;
+        let snapshot = if cluster.is_some() {
+            Default::default()
+        } else {
+            store.load_presence()?
+        };
         let batch = {
             let mut engine = presence.lock();
             let now = presence.inner.clock.now();
@@ -177,17 +195,25 @@ impl Presence {
                     deletes: expired,
                     ..Default::default()
                 },
+                member: None,
             }
         };
         if !batch.is_empty() {
             store.commit_presence(batch).await?;
         }
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(commit_loop(presence.inner.clone(), receiver)),
             tokio::spawn(sweep_loop(presence.inner.clone())),
-            tokio::spawn(flush_loop(presence.inner.clone())),
         ];
-        Ok((presence, PresenceTasks { tasks }))
+        // Pings never reach a cluster's database: a session's expiry lives here only.
+        if cluster.is_none() {
+            tasks.push(tokio::spawn(flush_loop(presence.inner.clone())));
+        }
+        let lease = match cluster {
+            Some(options) => Some(presence.join_cluster(options).await?),
+            None => None,
+        };
+        Ok((presence, PresenceTasks { tasks, lease }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Engine> {
@@ -211,12 +237,13 @@ impl Presence {
     fn queue(
         &self,
         _engine: &MutexGuard<'_, Engine>,
-        batch: PresenceBatch,
+        mut batch: PresenceBatch,
         want_ack: bool,
     ) -> Committed {
         if batch.is_empty() {
             return Committed(None);
         }
+        batch.member = self.member();
         self.inner
             .stats
             .transitions
@@ -244,6 +271,7 @@ impl Presence {
         let batch = PresenceBatch {
             transitions,
             sessions: engine.take_ended(),
+            member: None,
         };
         self.queue(engine, batch, want_ack)
     }
@@ -324,7 +352,17 @@ impl Presence {
 
     /// Stops the tasks after writing every live session's expiry; no session is closed and no
     /// user is reported offline by a shutdown.
-    pub async fn shutdown(&self, tasks: PresenceTasks) {
+    pub async fn shutdown(&self, mut tasks: PresenceTasks) {
+        if let Some((task, stop)) = tasks.lease.take() {
+            stop.cancel();
+            let _ = task.await;
+            self.leave_cluster().await;
+            self.inner.stop.cancel();
+            for task in tasks.tasks {
+                let _ = task.await;
+            }
+            return;
+        }
         let final_flush = {
             let mut engine = self.lock();
             let now = self.inner.clock.now();
@@ -428,7 +466,9 @@ mod tests {
             flush_interval: Duration::from_secs(3_600),
             max_sessions_per_identity: 100,
         };
-        Presence::start(recorder, options).await.expect("start")
+        Presence::start(recorder, options, None)
+            .await
+            .expect("start")
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,15 @@ impl ServiceCache {
         entries.insert(service.sid.clone(), service);
     }
 
+    /// Drops every entry (another node's changes may have been missed).
+    pub fn invalidate_all(&self) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
     pub fn invalidate<'a>(&self, sids: impl IntoIterator<Item = &'a String>) {
         let Ok(mut entries) = self.entries.write() else {
             return;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::mpsc;
 
 use super::cache::ServiceCache;
 use super::commit::{CommitHook, WriterStats};
@@ -18,7 +19,9 @@ use crate::db::checkpoint::Checkpointer;
 use crate::db::server_lock::{ServerLock, lock_for_server};
 use crate::db::{Database, OpenOptions, SqliteStore};
 use crate::domain::admin::{AdminStore, Opening};
+use crate::domain::cluster::{ClusterNotice, ClusterStore};
 use crate::domain::store::{OutboxStore, PresenceStore, Store};
+use crate::pg::cluster::PgCluster;
 use crate::pg::{PgAdmin, PgStore};
 
 /// How often the SQLite checkpointer runs.
@@ -30,7 +33,16 @@ pub struct ServerStorage {
     pub outbox: Arc<dyn OutboxStore>,
     pub presence: Arc<dyn PresenceStore>,
     pub writer_stats: Arc<WriterStats>,
+    /// A backend that serves several nodes: its cluster port, and the notices of what other
+    /// nodes commit (taken once by the composition root).
+    pub cluster: Option<ClusterStorage>,
     closer: Closer,
+}
+
+/// The cluster side of a backend shared by several nodes.
+pub struct ClusterStorage {
+    pub store: Arc<dyn ClusterStore>,
+    pub notices: mpsc::UnboundedReceiver<ClusterNotice>,
 }
 
 enum Closer {
@@ -44,15 +56,19 @@ enum Closer {
     Postgres {
         writer: crate::pg::writer::Writer,
         writer_thread: std::thread::JoinHandle<()>,
-        /// Released once the writer has stopped.
-        lock: Box<crate::pg::open::ServerLock>,
+        /// Stopped once the writer has.
+        listener: crate::pg::listen::Listener,
     },
 }
 
 impl ServerStorage {
-    /// One store seen through each port. Every backend's server holds its database's lock
-    /// (a file lock on SQLite, an advisory lock on PostgreSQL), so it is alone on it.
-    fn over<S>(store: Arc<S>, writer_stats: Arc<WriterStats>, closer: Closer) -> Self
+    /// One store seen through each port.
+    fn over<S>(
+        store: Arc<S>,
+        writer_stats: Arc<WriterStats>,
+        cluster: Option<ClusterStorage>,
+        closer: Closer,
+    ) -> Self
     where
         S: Store + OutboxStore + PresenceStore,
     {
@@ -61,6 +77,7 @@ impl ServerStorage {
             outbox: store.clone(),
             presence: store,
             writer_stats,
+            cluster,
             closer,
         }
     }
@@ -91,13 +108,11 @@ impl ServerStorage {
             Closer::Postgres {
                 writer,
                 writer_thread,
-                lock,
+                listener,
             } => {
                 writer.stop().await;
                 join(writer_thread).await?;
-                tokio::task::spawn_blocking(move || lock.release())
-                    .await
-                    .context("releasing the server lock")?;
+                listener.stop();
             }
         }
         Ok(())
@@ -154,9 +169,13 @@ fn open_sqlite_server<B>(
         checkpointer,
         lock,
     };
-    Ok((ServerStorage::over(store, writer_stats, closer), prepared))
+    Ok((
+        ServerStorage::over(store, writer_stats, None, closer),
+        prepared,
+    ))
 }
 
+/// PostgreSQL: any number of servers (nodes) on one database, each a cluster member.
 fn open_postgres_server<B>(
     config: &Config,
     url: &str,
@@ -165,27 +184,44 @@ fn open_postgres_server<B>(
     prepare: impl FnOnce(&dyn AdminStore) -> anyhow::Result<B>,
 ) -> anyhow::Result<(ServerStorage, B)> {
     let timeout = Duration::from_millis(config.storage.busy_timeout_ms.max(1_000));
-    let lock = Box::new(crate::pg::open::lock_for_server(url, timeout)?);
+    let node = &config.cluster.node_id;
     let prepared = {
         let admin = PgAdmin::open(url, timeout, Opening::CreateOrMigrate)?;
         prepare(&admin)?
     };
     let readers = config.storage.read_pool_size.max(1);
     // Readers, the writer, and a margin for checkouts that outlive a reader's job.
-    let pool = crate::pg::open::pool(url, readers + 2, timeout)?;
+    let pool = crate::pg::open::pool(url, node, readers + 2, timeout)?;
     let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
         .context("starting the reader threads")?;
+    // The lease's own connection: a renewal never queues behind the writer or the readers.
+    let lease_pool = crate::pg::open::pool(url, node, 2, timeout)?;
+    let lease =
+        crate::pg::reads::Reads::start(lease_pool, 1).context("starting the lease thread")?;
     let (writer, writer_thread) =
         crate::pg::writer::Writer::start(pool, config.storage.max_batch, hooks(&prepared))
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
+    let (notices_tx, notices) = mpsc::unbounded_channel();
+    let listener = crate::pg::listen::Listener::start(
+        crate::pg::open::connect_config(url, node, timeout)?,
+        notices_tx,
+    )
+    .context("starting the cluster listener")?;
+    let cluster = ClusterStorage {
+        store: Arc::new(PgCluster::new(lease, writer.clone())),
+        notices,
+    };
     let store = Arc::new(PgStore::new(reads, writer.clone(), services));
     let closer = Closer::Postgres {
         writer,
         writer_thread,
-        lock,
+        listener,
     };
-    Ok((ServerStorage::over(store, writer_stats, closer), prepared))
+    Ok((
+        ServerStorage::over(store, writer_stats, Some(cluster), closer),
+        prepared,
+    ))
 }
 
 /// Opens the configured database for a maintenance command of the command line (never

@@ -8,6 +8,7 @@ use super::{COMMIT_WAIT, Reachability};
 use crate::domain::presence::Transport;
 use crate::domain::service::Service;
 use crate::domain::{Error, Result};
+use crate::presence::engine::SessionError;
 use crate::presence::{Committed, HeldSession};
 use crate::realtime::hub::Registration;
 
@@ -26,6 +27,13 @@ async fn committed_in_time(committed: Committed) -> Result<()> {
     }
 }
 
+fn session_error(e: SessionError) -> Error {
+    match e {
+        SessionError::Fenced => Error::Fenced,
+        SessionError::NotFound | SessionError::IdTaken => Error::NotFound,
+    }
+}
+
 impl Reachability {
     /// Opens (or resumes) an HTTP session; the user goes online (and is created on this first
     /// contact when missing) in the commit this waits for. `LimitExceeded` when the identity
@@ -37,6 +45,7 @@ impl Reachability {
         endpoint: Option<&str>,
         resume: Option<u64>,
     ) -> Result<HeldSession> {
+        self.claim_resumed(service, identity, resume).await?;
         let (held, committed) =
             self.presence
                 .open(service, identity, Transport::Http, endpoint, resume)?;
@@ -45,13 +54,42 @@ impl Reachability {
     }
 
     /// Closes a session once its end is committed, so an acknowledged close survives a crash.
-    /// `NotFound` for a session that is not this identity's or has ended.
-    pub async fn close_session(&self, service_sid: &str, identity: &str, id: u64) -> Result<()> {
-        let committed = self
-            .presence
-            .close(service_sid, identity, id)
-            .map_err(|_| Error::NotFound)?;
-        committed_in_time(committed).await
+    /// `NotFound` for a session that is not this identity's or has ended. In a cluster, a
+    /// session another node holds moves here first.
+    pub async fn close_session(&self, service: &Service, identity: &str, id: u64) -> Result<()> {
+        let committed = match self.presence.close(&service.sid, identity, id) {
+            Err(SessionError::NotFound) if self.presence.claim(service, identity, id).await? => {
+                self.presence.close(&service.sid, identity, id)
+            }
+            other => other,
+        };
+        committed_in_time(committed.map_err(session_error)?).await
+    }
+
+    /// Keeps a session alive (memory only). In a cluster, a session another node holds moves
+    /// here first (one write; the pings after it stay here).
+    pub async fn ping_session(&self, service: &Service, identity: &str, id: u64) -> Result<()> {
+        match self.presence.ping(&service.sid, identity, id) {
+            Err(SessionError::NotFound) if self.presence.claim(service, identity, id).await? => {
+                self.presence.ping(&service.sid, identity, id)
+            }
+            other => other,
+        }
+        .map_err(session_error)
+    }
+
+    /// In a cluster, brings a session to resume here from the node holding it (nothing when
+    /// it is here already, or gone: the open then starts a new one).
+    async fn claim_resumed(
+        &self,
+        service: &Service,
+        identity: &str,
+        resume: Option<u64>,
+    ) -> Result<()> {
+        if let Some(id) = resume {
+            self.presence.claim(service, identity, id).await?;
+        }
+        Ok(())
     }
 
     /// Opens (or resumes) a WebSocket's session, waits for its commit, and registers the
@@ -64,6 +102,7 @@ impl Reachability {
         resume: Option<u64>,
         capacity: usize,
     ) -> Result<SocketConnection> {
+        self.claim_resumed(service, identity, resume).await?;
         let (held, committed) =
             self.presence
                 .open(service, identity, Transport::WebSocket, endpoint, resume)?;

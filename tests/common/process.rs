@@ -9,11 +9,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_reachd");
 
 /// `reachd` with a clean environment pointing at `dir`.
 pub fn reachd(dir: &Path) -> Command {
+    reachd_on(dir, super::test_database(&dir.join("data")).as_os_str())
+}
+
+/// `reachd` with a clean environment in `dir`, on the given `database` (a file or a URL)
+/// whatever `REACHD_TEST_DATABASE` says.
+pub fn reachd_on(dir: &Path, database: &std::ffi::OsStr) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("REACHD_ACCOUNT_SID")
         .env_remove("REACHD_AUTH_TOKEN")
-        .env("REACHD_DATABASE", super::test_database(&dir.join("data")))
+        .env_remove("REACHD_COPY_TO")
+        .env("REACHD_DATABASE", database)
         .env("REACHD_LISTEN", "127.0.0.1:0")
         .env("REACHD_LOG", "warn");
     cmd

@@ -57,11 +57,15 @@ pub async fn open_session(ctx: ClientCtx, params: Params) -> ApiResult {
 /// `POST /client/v1/sessions/{id}/ping`: memory only, so never charged to the write limit.
 pub async fn ping_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     let id = session_id(&id)?;
-    ctx.state
-        .presence
-        .ping(&ctx.service.sid, ctx.identity(), id)
-        .map_err(|_| session_not_found())?;
-    Ok(HttpResponse::NoContent().finish())
+    match ctx
+        .reachability()
+        .ping_session(&ctx.service, ctx.identity(), id)
+        .await
+    {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(Error::NotFound) => Err(session_not_found()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `DELETE /client/v1/sessions/{id}`: answered once the session's end is committed, so an
@@ -71,7 +75,7 @@ pub async fn close_session(ctx: ClientCtx, id: web::Path<String>) -> ApiResult {
     let id = session_id(&id)?;
     match ctx
         .reachability()
-        .close_session(&ctx.service.sid, ctx.identity(), id)
+        .close_session(&ctx.service, ctx.identity(), id)
         .await
     {
         Ok(()) => Ok(HttpResponse::NoContent().finish()),

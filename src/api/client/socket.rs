@@ -233,6 +233,8 @@ impl Socket {
         let mut keepalive =
             tokio::time::interval(Duration::from_millis(settings.ping_interval_ms.max(100)));
         keepalive.tick().await;
+        // Fires if this node's cluster membership lapses: its sessions are another node's.
+        let lapsed = self.state.presence.lapsed();
         loop {
             let expires_in = Duration::from_secs(
                 (self.grant.expires_at - chrono::Utc::now().timestamp()).max(0) as u64,
@@ -288,6 +290,9 @@ impl Socket {
                     return End::Close(CloseCode::Other(CLOSE_REVOKED), "credentials revoked".into());
                 }
                 _ = self.state.shutdown.cancelled() => return End::ServerShutdown,
+                _ = lapsed.cancelled() => {
+                    return End::Close(CloseCode::Again, "this node lost its cluster lease; reconnect".into());
+                }
                 _ = keepalive.tick() => {
                     // The engine expires a silent session; then the socket has nothing to keep.
                     if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.held.id) {

@@ -11,29 +11,47 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Inner, MAX_BATCH_TRANSITIONS, Pending, Presence, SWEEP_STEP_MS};
 
-/// Writes queued batches in order, merging what is waiting, retrying failures.
+/// Writes queued batches in order, merging what is waiting (of the same member), retrying
+/// failures — except a fenced batch: its member has lapsed and what it says must never be
+/// written, so it is dropped (its callers see their change not committed).
 pub(super) async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    let mut carried: Option<Pending> = None;
     loop {
-        let first = tokio::select! {
-            pending = receiver.recv() => match pending { Some(p) => p, None => return },
-            _ = inner.stop.cancelled() => return,
+        let first = match carried.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                pending = receiver.recv() => match pending { Some(p) => p, None => return },
+                _ = inner.stop.cancelled() => return,
+            },
         };
         let mut batch = first.batch;
         let mut acks: Vec<oneshot::Sender<()>> = first.done.into_iter().collect();
         while batch.transitions.len() < MAX_BATCH_TRANSITIONS {
             let Ok(next) = receiver.try_recv() else { break };
+            if next.batch.member != batch.member {
+                carried = Some(next);
+                break;
+            }
             batch.transitions.extend(next.batch.transitions);
             batch.sessions.upserts.extend(next.batch.sessions.upserts);
             batch.sessions.deletes.extend(next.batch.sessions.deletes);
+            batch.sessions.ends.extend(next.batch.sessions.ends);
             acks.extend(next.done);
         }
         let mut backoff = Duration::from_millis(50);
-        loop {
+        let committed = loop {
             match inner.store.commit_presence(batch.clone()).await {
-                Ok(()) => break,
+                Ok(()) => break true,
+                Err(crate::domain::Error::Fenced) => {
+                    tracing::warn!(
+                        transitions = batch.transitions.len(),
+                        "presence batch of a lapsed cluster membership dropped"
+                    );
+                    break false;
+                }
                 Err(e) if inner.stop.is_cancelled() => {
                     tracing::error!(error = %e, "presence batch not committed before shutdown");
-                    break;
+                    break true;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "presence batch failed; retrying");
@@ -41,6 +59,9 @@ pub(super) async fn commit_loop(inner: Arc<Inner>, mut receiver: mpsc::Unbounded
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
+        };
+        if !committed {
+            continue;
         }
         inner.stats.commits.fetch_add(1, Ordering::Relaxed);
         for ack in acks {

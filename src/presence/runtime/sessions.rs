@@ -30,6 +30,9 @@ impl Presence {
         endpoint: Option<&str>,
         resume: Option<u64>,
     ) -> crate::domain::Result<(HeldSession, Committed)> {
+        if !self.is_serving() {
+            return Err(Error::Fenced);
+        }
         let settings = ServicePresence::of(service, &self.inner.options.defaults);
         let mut engine = self.lock();
         let now = self.inner.clock.now();
@@ -47,7 +50,9 @@ impl Presence {
                 candidate,
             ) {
                 Ok(done) => break done,
-                Err(SessionError::IdTaken | SessionError::NotFound) => continue,
+                Err(SessionError::IdTaken | SessionError::NotFound | SessionError::Fenced) => {
+                    continue;
+                }
             }
         };
         let holder = engine.holder(id).unwrap_or_default();
@@ -59,6 +64,7 @@ impl Presence {
                 upserts,
                 ..Default::default()
             },
+            member: None,
         };
         let committed = self.queue(&engine, batch, true);
         drop(engine);
@@ -98,6 +104,9 @@ impl Presence {
 
     /// Keeps a session alive: memory only.
     pub fn ping(&self, service_sid: &str, identity: &str, id: u64) -> Result<(), SessionError> {
+        if !self.is_serving() {
+            return Err(SessionError::Fenced);
+        }
         let now = self.inner.clock.now();
         self.lock().ping(now, id, service_sid, identity)?;
         self.inner.stats.pings.fetch_add(1, Ordering::Relaxed);
@@ -111,6 +120,9 @@ impl Presence {
         identity: &str,
         id: u64,
     ) -> Result<Committed, SessionError> {
+        if !self.is_serving() {
+            return Err(SessionError::Fenced);
+        }
         self.end(|engine, now| engine.close(now, id, service_sid, identity))
     }
 
