@@ -7,8 +7,8 @@
 //! Consistency: the SQLite file is read in one read transaction (one snapshot) while this
 //! command holds the file's server lock (`db::server_lock`), so no server runs on it during
 //! the copy — a server still writing would lose what it wrote after the snapshot. PostgreSQL is
-//! migrated first, then filled in one transaction under the database's server lock: all or
-//! nothing, and only when it holds no reachd data yet.
+//! migrated first, then filled in one transaction: all or nothing, and only when it holds no
+//! reachd data yet (a server that ever ran on it left its account and first API key there).
 //!
 //! May depend on: rusqlite, postgres, anyhow, config (URL helpers), db::server_lock,
 //! pg::{open, off_runtime}.
@@ -80,8 +80,6 @@ fn copy(from: &Path, to: &str, timeout: Duration) -> anyhow::Result<CopyReport> 
     let sessions_left = source::count(&snapshot, SESSIONS)?;
 
     let mut client = connect(to, timeout)?;
-    let server_lock = crate::pg::open::lock_for_server(to, timeout)
-        .context("no reachd server may run on the target during the copy")?;
     let target_version =
         crate::pg::open::migrate(&mut client).with_context(|| format!("migrating {described}"))?;
     let mut tx = client.transaction()?;
@@ -104,7 +102,6 @@ fn copy(from: &Path, to: &str, timeout: Duration) -> anyhow::Result<CopyReport> 
     tx.commit()
         .with_context(|| format!("committing the copy into {described}"))?;
     drop(client);
-    server_lock.release();
     drop(snapshot);
     drop(conn);
     drop(file_lock);
