@@ -2,6 +2,7 @@
 //! talks HTTP to it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod process;
 pub mod receiver;
 pub mod ws;

@@ -3,6 +3,10 @@
 #
 #   tests/support/postgres.sh start DIR   # initdb into DIR, start on a free loopback port,
 #                                         # print the server's URL (postgres://…/postgres)
+#   tests/support/postgres.sh restart DIR [DOWN_SECS]
+#                                         # stop it (`-m fast`: every connection is dropped), stay
+#                                         # down DOWN_SECS (default 0), start it again on the same
+#                                         # port with the same options; up when this returns
 #   tests/support/postgres.sh stop DIR    # stop it (the folder is left for the caller to remove)
 #
 # The server runs as the `postgres` system user when this runs as root (PostgreSQL refuses to
@@ -12,7 +16,7 @@
 # tests/compat/node/lib/harness.js).
 set -euo pipefail
 
-cmd=${1:?start|stop}
+cmd=${1:?start|restart|stop}
 dir=${2:?data folder}
 
 bindir() {
@@ -42,16 +46,21 @@ start)
     chmod 700 "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
-        start >/dev/null
+    options="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500"
+    echo "$options" >"$dir/options"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$options" start >/dev/null
     echo "postgres://postgres@127.0.0.1:$port/postgres"
+    ;;
+restart)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
+    sleep "${3:-0}"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$(cat "$dir/options")" start >/dev/null
     ;;
 stop)
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start DIR | restart DIR [DOWN_SECS] | stop DIR" >&2
     exit 2
     ;;
 esac
