@@ -86,6 +86,10 @@ pub enum TokenError {
     /// 20157: the lifetime exceeds the 24 h maximum.
     #[error("Expiration Time Exceeds Maximum Time Allowed")]
     TtlExceeded,
+    /// 20503: the API keys could not be read (the database is unreachable): the token may
+    /// well be valid, so it is not refused as invalid — the caller answers 503, retry.
+    #[error("Storage is unavailable; retry later")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -100,6 +104,7 @@ impl TokenError {
             TokenError::InvalidGrants | TokenError::InvalidIdentity => 20106,
             TokenError::InvalidSignature => 20107,
             TokenError::TtlExceeded => 20157,
+            TokenError::KeysUnavailable => 20503,
         }
     }
 }
@@ -108,7 +113,16 @@ impl TokenError {
 pub trait KeySecrets {
     /// The key's secret, or None when the key is unknown or revoked.
     fn secret(&self, key_sid: &str) -> Option<String>;
+    /// Like [`KeySecrets::secret`], telling a failed lookup (the keys could not be read) from
+    /// an unknown key.
+    fn lookup(&self, key_sid: &str) -> Result<Option<String>, KeysUnreadable> {
+        Ok(self.secret(key_sid))
+    }
 }
+
+/// The API keys could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeysUnreadable;
 
 /// Whether `s` is `prefix` followed by 32 hex digits.
 fn is_sid(s: &str, prefix: &str) -> bool {
@@ -212,7 +226,10 @@ pub fn verify(
         Some(Value::String(iss)) if is_sid(iss, "SK") => iss.clone(),
         _ => return Err(TokenError::InvalidIssuer),
     };
-    let secret = keys.secret(&key_sid).ok_or(TokenError::InvalidIssuer)?;
+    let secret = keys
+        .lookup(&key_sid)
+        .map_err(|_| TokenError::KeysUnavailable)?
+        .ok_or(TokenError::InvalidIssuer)?;
 
     // Signature, checked by jsonwebtoken. Its clock-based checks are off: we check below
     // against `now`.
@@ -735,6 +752,28 @@ mod tests {
             verify(PY_TOKEN, AC, &Revoked, FIXTURE_NOW),
             Err(TokenError::InvalidIssuer)
         );
+    }
+
+    /// A key store that cannot be read (its database is unreachable).
+    struct Unreadable;
+
+    impl KeySecrets for Unreadable {
+        fn secret(&self, _key_sid: &str) -> Option<String> {
+            None
+        }
+        fn lookup(&self, _key_sid: &str) -> Result<Option<String>, KeysUnreadable> {
+            Err(KeysUnreadable)
+        }
+    }
+
+    #[test]
+    fn unreadable_keys_are_not_an_invalid_token() {
+        let token = sign(&claims(NOW), SECRET, Algorithm::HS256);
+        assert_eq!(
+            verify(&token, AC, &Unreadable, NOW),
+            Err(TokenError::KeysUnavailable)
+        );
+        assert_eq!(TokenError::KeysUnavailable.code(), 20503);
     }
 
     #[test]

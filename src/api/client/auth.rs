@@ -20,7 +20,7 @@ use crate::api::errors::ApiError;
 use crate::api::state::{AppState, app_state};
 use crate::domain::service::Service;
 use crate::domain::store::Store;
-use crate::tokens::{self, ClientGrant, KeySecrets, TokenError};
+use crate::tokens::{self, ClientGrant, KeySecrets, KeysUnreadable, TokenError};
 use crate::usecases::Reachability;
 
 pub struct ClientCtx {
@@ -55,11 +55,24 @@ struct StoreKeys<'a>(&'a dyn Store);
 
 impl KeySecrets for StoreKeys<'_> {
     fn secret(&self, key_sid: &str) -> Option<String> {
-        self.0.api_key(key_sid).ok().flatten().map(|k| k.secret)
+        self.lookup(key_sid).ok().flatten()
+    }
+    fn lookup(&self, key_sid: &str) -> Result<Option<String>, KeysUnreadable> {
+        match self.0.api_key(key_sid) {
+            Ok(key) => Ok(key.map(|k| k.secret)),
+            Err(e) => {
+                tracing::warn!(error = %e, "API keys unreadable; a token cannot be checked");
+                Err(KeysUnreadable)
+            }
+        }
     }
 }
 
+/// 401 with the token error's code — except when the keys could not be read: 503, retry.
 pub fn token_error(e: TokenError) -> ApiError {
+    if e == TokenError::KeysUnavailable {
+        return ApiError::unavailable();
+    }
     ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
 }
 
