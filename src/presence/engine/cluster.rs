@@ -262,16 +262,18 @@ mod tests {
             },
         };
         let (out, gone) = e.adopt(at(1_000), takeover);
+        // Carol's session ended before the leave: she goes offline at once, as closed, at
+        // the time of the close.
         assert_eq!(
             kinds(&out),
-            vec![("alice".into(), true, Cause::SessionOpened)]
+            vec![
+                ("alice".into(), true, Cause::SessionOpened),
+                ("carol".into(), false, Cause::SessionClosed)
+            ]
         );
+        assert_eq!(out[1].last_seen, at(900).wall);
         assert_eq!(gone, vec![2]);
-        let out = e.sweep(at(3_000));
-        assert_eq!(
-            kinds(&out),
-            vec![("carol".into(), false, Cause::SessionClosed)]
-        );
+        assert!(e.sweep(at(3_000)).is_empty(), "nobody waits for a grace");
         assert_eq!(e.live_count(SVC, "alice"), 1);
     }
 
