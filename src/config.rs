@@ -173,26 +173,37 @@ pub struct Config {
 }
 
 /// The text `reachd init` writes: the commented defaults with fresh account credentials
-/// filled in (so the account no longer depends on what the database generated).
-pub fn init_file_text(account_sid: &str, auth_token: &str) -> String {
+/// filled in (so the account no longer depends on what the database generated), and the
+/// PostgreSQL database URL when one is configured (`REACHD_DATABASE`).
+pub fn init_file_text(account_sid: &str, auth_token: &str, postgres_url: Option<&str>) -> String {
     let header = "# reachd configuration — the compiled-in defaults.";
-    DEFAULTS_TOML
-        .replacen(
-            header,
-            "# reachd configuration, written by `reachd init`. It holds the account's auth token:\n\
+    let text = match postgres_url {
+        Some(url) => DEFAULTS_TOML.replacen(
+            "database = \"./data/reachd.db\"",
+            &format!(
+                "database = \"{}\"",
+                url.replace('\\', "\\\\").replace('"', "\\\"")
+            ),
+            1,
+        ),
+        None => DEFAULTS_TOML.to_string(),
+    };
+    text.replacen(
+        header,
+        "# reachd configuration, written by `reachd init`. It holds the account's auth token:\n\
              # keep it readable by the server's user only.",
-            1,
-        )
-        .replacen(
-            "# account_sid = \"AC0123456789abcdef0123456789abcdef\"",
-            &format!("account_sid = \"{account_sid}\""),
-            1,
-        )
-        .replacen(
-            "# auth_token = \"...\"",
-            &format!("auth_token = \"{auth_token}\""),
-            1,
-        )
+        1,
+    )
+    .replacen(
+        "# account_sid = \"AC0123456789abcdef0123456789abcdef\"",
+        &format!("account_sid = \"{account_sid}\""),
+        1,
+    )
+    .replacen(
+        "# auth_token = \"...\"",
+        &format!("auth_token = \"{auth_token}\""),
+        1,
+    )
 }
 
 /// Why a configuration was refused; the CLI prints it and exits with code 2.
@@ -407,7 +418,7 @@ mod tests {
     #[test]
     fn the_init_file_loads_with_its_credentials_and_every_default() {
         let sid = "AC0123456789abcdef0123456789abcdef";
-        let text = init_file_text(sid, "0123456789abcdef0123456789abcdef");
+        let text = init_file_text(sid, "0123456789abcdef0123456789abcdef", None);
         let dir = std::env::temp_dir().join(format!("reachd-init-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("reachd.toml");
@@ -422,6 +433,22 @@ mod tests {
         assert_eq!(c.limits.sessions_per_identity, 100);
         assert_eq!(c.http.shutdown_timeout_secs, 30);
         assert!(text.contains("# Log level filter"), "comments are kept");
+    }
+
+    #[test]
+    fn an_init_file_for_postgres_names_its_database() {
+        let url = r#"postgres://reachd:se"cr\et@db:5432/reachd"#;
+        let token = "0123456789abcdef0123456789abcdef";
+        let text = init_file_text("AC0123456789abcdef0123456789abcdef", token, Some(url));
+        let dir = std::env::temp_dir().join(format!("reachd-init-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("reachd.toml");
+        std::fs::write(&path, &text).expect("write");
+        let c = Config::load_from(Some(&path), env(&[])).expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(c.database.to_string_lossy(), url);
+        assert_eq!(c.cluster.lease_ms, 10_000);
+        assert!(c.cluster.node_id.starts_with("node-"), "generated");
     }
 
     #[test]

@@ -18,7 +18,13 @@ use reachd::console::Console;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Init { file }) = &cli.command {
-        return match run_init(file) {
+        // A PostgreSQL database named by the environment (or a --config file) goes into the
+        // new file; a SQLite path keeps the default.
+        let postgres_url = Config::load(cli.config.as_deref())
+            .ok()
+            .map(|c| c.database.to_string_lossy().into_owned())
+            .filter(|d| reachd::config::is_postgres_url(d));
+        return match run_init(file, postgres_url.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("reachd: {e:#}");
@@ -148,10 +154,10 @@ fn print_first_run(console: Console, first: &FirstRun, base: &str, config: &Conf
 }
 
 /// `reachd init FILE`: fresh credentials in a new, owner-only config file.
-fn run_init(file: &std::path::Path) -> anyhow::Result<()> {
+fn run_init(file: &std::path::Path, postgres_url: Option<&str>) -> anyhow::Result<()> {
     let sid = reachd::domain::ids::new_sid(reachd::domain::ids::Prefix::Account);
     let token = reachd::domain::ids::random_hex(16);
-    let text = reachd::config::init_file_text(&sid, &token);
+    let text = reachd::config::init_file_text(&sid, &token, postgres_url);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

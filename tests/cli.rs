@@ -195,6 +195,18 @@ fn init_writes_a_private_config_the_server_runs_with_and_never_overwrites_it() {
         .map(|v| v.trim_end_matches('"').to_string())
         .expect("auth_token set");
     assert!(sid.starts_with("AC") && sid.len() == 34 && token.len() == 32);
+    // A PostgreSQL database named by the environment goes into the file; a file path does not.
+    let database = text
+        .lines()
+        .find_map(|l| l.strip_prefix("database = \""))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .expect("database set");
+    if common::on_postgres() {
+        let url = common::test_database(&dir.path().join("data"));
+        assert_eq!(database, url.to_string_lossy());
+    } else {
+        assert_eq!(database, "./data/reachd.db");
+    }
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(&token),
         "the token stays in the file"
