@@ -491,16 +491,16 @@ mod tests {
     use super::*;
     use crate::domain::presence::{PersistedSession, PresenceSnapshot};
 
-    const SVC: &str = "IS00000000000000000000000000000001";
+    pub(super) const SVC: &str = "IS00000000000000000000000000000001";
 
-    fn at(mono: u64) -> Now {
+    pub(super) fn at(mono: u64) -> Now {
         Now {
             mono,
             wall: 1_700_000_000_000 + mono as i64,
         }
     }
 
-    fn engine(grace: u64) -> Engine {
+    pub(super) fn engine(grace: u64) -> Engine {
         let mut e = Engine::new();
         let p = ServicePresence {
             reachability_enabled: true,
@@ -512,7 +512,7 @@ mod tests {
         e
     }
 
-    fn kinds(ts: &[Transition]) -> Vec<(String, bool, Cause)> {
+    pub(super) fn kinds(ts: &[Transition]) -> Vec<(String, bool, Cause)> {
         ts.iter()
             .map(|t| (t.identity.to_string(), t.online, t.cause))
             .collect()

@@ -157,37 +157,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{SVC, at, kinds};
     use super::*;
-    use crate::domain::presence::{ServicePresence, SessionEnd, Transport};
+    use crate::domain::presence::{SessionEnd, Transport};
 
-    const SVC: &str = "IS00000000000000000000000000000001";
-
-    fn at(mono: u64) -> Now {
-        Now {
-            mono,
-            wall: 1_700_000_000_000 + mono as i64,
-        }
-    }
-
+    /// Like the engine tests' engine, with a 2 s grace.
     fn engine() -> Engine {
-        let mut e = Engine::new();
-        e.configure(
-            at(0),
-            SVC,
-            ServicePresence {
-                reachability_enabled: true,
-                ping_interval_ms: 1_000,
-                session_ttl_ms: 5_000,
-                offline_grace_ms: 2_000,
-            },
-        );
-        e
-    }
-
-    fn kinds(ts: &[Transition]) -> Vec<(String, bool, Cause)> {
-        ts.iter()
-            .map(|t| (t.identity.to_string(), t.online, t.cause))
-            .collect()
+        super::super::tests::engine(2_000)
     }
 
     fn stored(id: u64, identity: &str, expires_at: i64) -> PersistedSession {
