@@ -427,6 +427,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             events: notice_events,
             hub_services: notice_services,
             dispatcher: wake,
+            origin: cluster.origin,
         };
         tokio::spawn(cluster::route_notices(
             targets,

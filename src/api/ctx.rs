@@ -58,7 +58,7 @@ impl Ctx {
             return Err(ApiError::not_found());
         }
         self.store()
-            .service(&ids::normalize(sid))?
+            .service_current(&ids::normalize(sid))?
             .ok_or_else(ApiError::not_found)
     }
 }

@@ -26,6 +26,9 @@ pub struct NoticeTargets {
     /// Services whose `serviceUpdated` the hub sends.
     pub hub_services: mpsc::UnboundedSender<String>,
     pub dispatcher: Arc<Notify>,
+    /// This node's writer's origin: its own service changes were applied before they were
+    /// answered (and, for presence, waited for), so their notices are skipped.
+    pub origin: String,
 }
 
 /// Handles notices until `stop` or the listener's end.
@@ -47,7 +50,10 @@ pub async fn route_notices(
                     newer
                 });
             }
-            ClusterNotice::Service(sid) => service_changed(&targets, sid).await,
+            ClusterNotice::Service { origin, sid } if *origin != targets.origin => {
+                service_changed(&targets, sid).await;
+            }
+            ClusterNotice::Service { .. } => {}
             ClusterNotice::Deliveries => targets.dispatcher.notify_one(),
             ClusterNotice::Resync => {
                 // Re-read everything a missed notice could have said.

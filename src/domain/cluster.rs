@@ -78,8 +78,8 @@ pub trait ClusterStore: Send + Sync + 'static {
 pub enum ClusterNotice {
     /// Events up to this id are committed.
     Events(i64),
-    /// A service changed (or was deleted).
-    Service(String),
+    /// A service changed (or was deleted) by the node whose writer has this origin.
+    Service { origin: String, sid: String },
     /// Deliveries were queued.
     Deliveries,
     /// A session moved from member `from` to another.
@@ -105,7 +105,13 @@ impl ClusterNotice {
     pub fn parse(channel: &str, payload: &str) -> Option<Self> {
         match channel {
             "reachd_events" => payload.parse().ok().map(ClusterNotice::Events),
-            "reachd_services" => Some(ClusterNotice::Service(payload.to_string())),
+            "reachd_services" => {
+                let (origin, sid) = payload.split_once(' ')?;
+                Some(ClusterNotice::Service {
+                    origin: origin.to_string(),
+                    sid: sid.to_string(),
+                })
+            }
             "reachd_deliveries" => Some(ClusterNotice::Deliveries),
             "reachd_sessions" => {
                 let (id, from) = payload.split_once(' ')?;
@@ -138,6 +144,13 @@ mod tests {
             })
         );
         assert_eq!(ClusterNotice::parse("reachd_sessions", "x 7"), None);
+        assert_eq!(
+            ClusterNotice::parse("reachd_services", "ab12 IS1"),
+            Some(ClusterNotice::Service {
+                origin: "ab12".into(),
+                sid: "IS1".into()
+            })
+        );
         assert_eq!(ClusterNotice::parse("elsewhere", ""), None);
     }
 }

@@ -60,6 +60,12 @@ pub trait Store: Send + Sync + 'static {
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service>;
     /// A service, shared (services are read on almost every request).
     fn service(&self, sid: &str) -> Result<Option<Arc<Service>>>;
+    /// A service as stored now, even if another node changed it a moment ago — what a REST
+    /// request reads, so that a write through one node is what the next request through any
+    /// node answers. A backend that serves one node answers from its cache ([`Store::service`]).
+    fn service_current(&self, sid: &str) -> Result<Option<Arc<Service>>> {
+        self.service(sid)
+    }
     fn list_services(&self, page: PageRequest) -> Result<Page<Service>>;
     fn update_service(&self, sid: &str, patch: ServicePatch) -> WriteFuture<Service>;
     fn delete_service(&self, sid: &str) -> WriteFuture<bool>;

@@ -123,6 +123,12 @@ impl Store for PgStore {
         if let Some(cached) = self.services.get(sid) {
             return Ok(Some(cached));
         }
+        self.service_current(sid)
+    }
+
+    /// Read from the database (other nodes' changes reach this node's cache only when their
+    /// notification arrives), and cached for the client paths.
+    fn service_current(&self, sid: &str) -> Result<Option<Arc<Service>>> {
         let generation = self.services.generation();
         let key = owned(sid);
         let found = self

@@ -126,6 +126,7 @@ where
 pub struct Writer {
     sender: mpsc::Sender<Message>,
     stats: Arc<WriterStats>,
+    origin: Arc<str>,
 }
 
 enum Message {
@@ -134,6 +135,8 @@ enum Message {
 }
 
 impl Writer {
+    /// Starts the writer thread. Its notifications to the other nodes are signed with a new
+    /// random origin ([`Writer::origin`]), so that this node can tell its own apart.
     pub fn start(
         pool: Pool,
         max_batch: usize,
@@ -142,10 +145,28 @@ impl Writer {
         let (sender, receiver) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let origin: Arc<str> = Arc::from(crate::domain::ids::random_hex(8));
+        let thread_origin = origin.clone();
         let handle = std::thread::Builder::new()
             .name("reachd-pg-writer".into())
-            .spawn(move || run(&pool, receiver, max_batch.max(1), hooks, &thread_stats))?;
-        Ok((Writer { sender, stats }, handle))
+            .spawn(move || {
+                run(
+                    &pool,
+                    receiver,
+                    max_batch.max(1),
+                    hooks,
+                    &thread_stats,
+                    &thread_origin,
+                )
+            })?;
+        Ok((
+            Writer {
+                sender,
+                stats,
+                origin,
+            },
+            handle,
+        ))
     }
 
     pub fn submit<T, F>(&self, work: F) -> WriteFuture<T>
@@ -175,6 +196,11 @@ impl Writer {
         &self.stats
     }
 
+    /// What this writer's notifications of changed services carry as their origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     pub async fn stop(&self) {
         let _ = self.sender.send(Message::Stop).await;
     }
@@ -186,6 +212,7 @@ fn run(
     max_batch: usize,
     mut hooks: Vec<Box<dyn CommitHook>>,
     stats: &WriterStats,
+    origin: &str,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -206,7 +233,7 @@ fn run(
         }
         let started = Instant::now();
         let mut effects = Effects::default();
-        let commit = commit_batch(pool, &mut batch, &mut effects);
+        let commit = commit_batch(pool, &mut batch, &mut effects, origin);
         // Hooks before replies: a caller that sees its write acknowledged must also see its
         // effects (e.g. an invalidated cache) — read-your-writes.
         after_batch(
@@ -227,6 +254,7 @@ fn commit_batch(
     pool: &Pool,
     batch: &mut [Box<dyn Job>],
     effects: &mut Effects,
+    origin: &str,
 ) -> std::result::Result<(), String> {
     let mut conn = pool.get().map_err(|e| map_pool(e).to_string())?;
     let mut tx = conn.transaction().map_err(|e| e.to_string())?;
@@ -238,15 +266,17 @@ fn commit_batch(
     for job in batch.iter_mut() {
         job.run(&mut tx, effects);
     }
-    notify_nodes(&mut tx, effects).map_err(|e| e.to_string())?;
+    notify_nodes(&mut tx, effects, origin).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())
 }
 
 /// Tells the other nodes (and this one's listener) what the transaction did, delivered when
-/// it commits.
+/// it commits. A changed service is announced with the writer's origin: this node applied
+/// it already (before answering), and must not apply it again behind its callers' backs.
 fn notify_nodes(
     tx: &mut postgres::Transaction<'_>,
     effects: &Effects,
+    origin: &str,
 ) -> std::result::Result<(), postgres::Error> {
     let notify = "SELECT pg_notify($1, $2)";
     if let Some(last) = effects.event_ids.iter().max() {
@@ -256,7 +286,7 @@ fn notify_nodes(
     services.sort();
     services.dedup();
     for sid in services {
-        tx.execute(notify, &[&"reachd_services", sid])?;
+        tx.execute(notify, &[&"reachd_services", &format!("{origin} {sid}")])?;
     }
     if effects.deliveries {
         tx.execute(notify, &[&"reachd_deliveries", &""])?;

@@ -43,6 +43,8 @@ pub struct ServerStorage {
 pub struct ClusterStorage {
     pub store: Arc<dyn ClusterStore>,
     pub notices: mpsc::UnboundedReceiver<ClusterNotice>,
+    /// What this node's own notices carry as their origin.
+    pub origin: String,
 }
 
 enum Closer {
@@ -211,6 +213,7 @@ fn open_postgres_server<B>(
     let cluster = ClusterStorage {
         store: Arc::new(PgCluster::new(lease, writer.clone())),
         notices,
+        origin: writer.origin().to_string(),
     };
     let store = Arc::new(PgStore::new(reads, writer.clone(), services));
     let closer = Closer::Postgres {

@@ -49,7 +49,7 @@ impl Scope {
     /// The default service if it exists (reads, updates and deletes never create it).
     fn existing_default(ctx: &Ctx) -> ApiResult<Option<Self>> {
         let existing = match ctx.store().account()?.default_chat_service_sid {
-            Some(sid) => ctx.store().service(&sid)?,
+            Some(sid) => ctx.store().service_current(&sid)?,
             None => None,
         };
         Ok(existing.map(Self::of_default))
