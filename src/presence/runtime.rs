@@ -584,6 +584,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn batches_merged_by_the_committer_keep_every_session_end() {
+        let recorder = Arc::new(Recorder::default());
+        let (presence, tasks) = start(recorder.clone()).await;
+        let svc = service();
+        let mut held = Vec::new();
+        for identity in ["alice", "bob"] {
+            let (session, committed) = presence
+                .open(&svc, identity, Transport::WebSocket, None, None)
+                .expect("open");
+            assert!(committed.wait().await);
+            held.push((identity, session.id));
+        }
+        // Both closes are queued before the committer runs: it merges them into one batch.
+        let closes: Vec<Committed> = held
+            .iter()
+            .map(|(identity, id)| presence.close(&svc.sid, identity, *id).expect("close"))
+            .collect();
+        for committed in closes {
+            assert!(committed.wait().await);
+        }
+        let batches = recorder.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let ends: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| b.sessions.ends.iter().map(|e| e.id))
+            .collect();
+        assert_eq!(
+            ends,
+            held.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+            "each close inside the grace keeps its row, marked ended"
+        );
+        drop(batches);
+        presence.shutdown(tasks).await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn enabling_reports_live_users_and_waits_for_the_commit() {
         let recorder = Arc::new(Recorder::default());
         let (presence, tasks) = start(recorder.clone()).await;
