@@ -451,16 +451,27 @@ async fn scenario(
     } else {
         "SQLite"
     };
-    println!(
-        "reachd-bench: {storage}, load from {}, {} connections, {}s × {} rounds",
-        match run.client {
-            load::Client::Wrk => format!("wrk ({} threads)", args.wrk_threads),
-            _ => "the bench's own client".to_string(),
-        },
-        args.connections,
-        args.seconds,
-        args.rounds
+    let http = matches!(
+        args.scenario,
+        Scenario::Rest
+            | Scenario::Ping { .. }
+            | Scenario::Http { .. }
+            | Scenario::PingBackends { .. }
     );
+    if http {
+        println!(
+            "reachd-bench: {storage}, load from {}, {} connections, {}s × {} rounds",
+            match run.client {
+                load::Client::Wrk => format!("wrk ({} threads)", args.wrk_threads),
+                _ => "the bench's own client".to_string(),
+            },
+            args.connections,
+            args.seconds,
+            args.rounds
+        );
+    } else {
+        println!("reachd-bench: {storage}");
+    }
     match args.scenario {
         Scenario::Sockets {
             sockets,
