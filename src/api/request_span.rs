@@ -16,6 +16,25 @@ pub struct RedactedSpan;
 
 impl RootSpanBuilder for RedactedSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        use tracing::field::{Empty, display};
+        let span = tracing::info_span!(
+            "HTTP request",
+            http.method = Empty,
+            http.route = Empty,
+            http.target = Empty,
+            http.client_ip = Empty,
+            http.user_agent = Empty,
+            http.status_code = Empty,
+            otel.status_code = Empty,
+            request_id = Empty,
+            exception.message = Empty,
+            exception.details = Empty,
+        );
+        // The fields cost a route match (regexes) and allocations: only a span that some
+        // subscriber records gets them.
+        if span.is_disabled() {
+            return span;
+        }
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "default".to_owned());
@@ -33,19 +52,13 @@ impl RootSpanBuilder for RedactedSpan {
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        tracing::info_span!(
-            "HTTP request",
-            http.method = %request.method(),
-            http.route = %route,
-            http.target = %request.path(),
-            http.client_ip = %client_ip,
-            http.user_agent = %user_agent,
-            http.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            request_id = %request_id,
-            exception.message = tracing::field::Empty,
-            exception.details = tracing::field::Empty,
-        )
+        span.record("http.method", display(request.method()));
+        span.record("http.route", display(&route));
+        span.record("http.target", display(request.path()));
+        span.record("http.client_ip", display(&client_ip));
+        span.record("http.user_agent", display(user_agent));
+        span.record("request_id", display(&request_id));
+        span
     }
 
     fn on_request_end<B: MessageBody>(

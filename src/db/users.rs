@@ -2,6 +2,8 @@
 //!
 //! May depend on: rusqlite, domain, db::{events, paging, services, writer}.
 
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -46,16 +48,23 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 
 /// Looks a user up by SID (when the key is SID-shaped) and then by identity.
 pub fn get(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
+    // The SQL is built once: this is the user fetch's hot path.
+    static BY_SID_OR_IDENTITY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND (sid = ?2 OR identity = ?3) \
+             ORDER BY sid = ?2 DESC LIMIT 1"
+        )
+    });
+    static BY_IDENTITY: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND identity = ?2")
+    });
     match key {
         UserKey::SidOrIdentity(v) => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND (sid = ?2 OR identity = ?3) \
-                 ORDER BY sid = ?2 DESC LIMIT 1"
-            ))
+            .prepare_cached(&BY_SID_OR_IDENTITY)
             .db()?
             .query_row(params![service_sid, ids::normalize(v), v], from_row),
         UserKey::Identity(v) => conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE service_sid = ?1 AND identity = ?2"))
+            .prepare_cached(&BY_IDENTITY)
             .db()?
             .query_row(params![service_sid, v], from_row),
     }

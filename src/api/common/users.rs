@@ -54,12 +54,19 @@ pub fn reachability_json(
     user: &User,
     single: bool,
 ) -> (serde_json::Value, serde_json::Value) {
+    let (is_online, is_notifiable) = reachability_flags(service, user, single);
+    (is_online.into(), is_notifiable.into())
+}
+
+/// [`reachability_json`] as options (`None` renders as null).
+pub fn reachability_flags(
+    service: &Service,
+    user: &User,
+    single: bool,
+) -> (Option<bool>, Option<bool>) {
     if single && service.reachability_enabled {
-        (
-            user.reachability.is_online.into(),
-            user.reachability.is_notifiable.into(),
-        )
+        (user.reachability.is_online, user.reachability.is_notifiable)
     } else {
-        (serde_json::Value::Null, serde_json::Value::Null)
+        (None, None)
     }
 }

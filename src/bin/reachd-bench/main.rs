@@ -2,18 +2,33 @@
 //! are ratios that survive noisy machines.
 //!
 //! Scenarios: `rest` (fetch a user by identity vs `/healthz`), `ping` (session pings vs
-//! `/healthz`), `memory` (engine bytes per session), `burst` (N sessions opened at once, time
-//! until all are committed online).
+//! `/healthz`), `http` (a bare actix-web hello server, `/healthz`, the user fetch and pings in
+//! one run), `ping-backends` (pings on PostgreSQL vs the same build on SQLite), `memory`
+//! (engine bytes per session), `burst` (N sessions opened at once, time until all are
+//! committed online), `sockets`, `webhooks`, `node-loss` (two nodes on PostgreSQL, one killed
+//! with SIGKILL: time until its users are offline).
 //!
-//! Run with `cargo run --release --bin reachd-bench -- <scenario>`.
+//! HTTP load comes from `wrk` when it is installed (`--client`), with the Lua scripts in
+//! `bench/`. `--database` picks the storage: a scratch SQLite file (default), a PostgreSQL the
+//! bench starts itself (`postgres`), or a server given by URL.
+//!
+//! Run with `cargo run --release --bin reachd-bench -- [options] <scenario>`.
+//!
+//! May depend on: reachd's public API, actix-web (the hello server), tokio, reqwest, clap.
 
 #![forbid(unsafe_code)]
 
+mod child;
+mod cluster;
+mod database;
+mod hello;
+mod load;
 mod presence;
 mod sockets;
 mod webhooks;
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -39,6 +54,16 @@ struct Args {
     /// Rounds (baseline and subject alternate; medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// HTTP load generator.
+    #[arg(long, value_enum, default_value_t = load::Client::Auto)]
+    client: load::Client,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// Storage: `sqlite` (a scratch file), `postgres` (start a scratch PostgreSQL with
+    /// tests/support/postgres.sh) or a postgres:// URL of a server to create databases on.
+    #[arg(long, default_value = "sqlite")]
+    database: database::Choice,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -52,6 +77,33 @@ enum Scenario {
         /// Open sessions, pinged round-robin.
         #[arg(long, default_value_t = 1000)]
         sessions: usize,
+    },
+    /// In one run: a bare actix-web hello server, GET /healthz, the user fetch and session
+    /// pings (hello vs healthz, user fetch vs healthz, ping vs healthz).
+    Http {
+        /// Open sessions, pinged round-robin.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+    },
+    /// Session pings on PostgreSQL vs the same build on SQLite, two servers in one run (on
+    /// `--database`'s PostgreSQL, or one the bench starts).
+    PingBackends {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+    },
+    /// Two nodes (child processes) on one PostgreSQL database: N users online on node A,
+    /// A killed with SIGKILL, per-user time until the offline (`node_lost`) event is in the
+    /// feed read through node B.
+    NodeLoss {
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        #[arg(long, default_value_t = 2_000)]
+        lease_ms: u64,
+        #[arg(long, default_value_t = 1_000)]
+        grace_ms: u64,
+        /// Kills (each with a new node A and the same users).
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
     },
     /// RSS cost per session in the presence engine.
     Memory {
@@ -86,7 +138,7 @@ enum Scenario {
 type RequestFn = Arc<dyn Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// Results of one load run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Stats {
     requests: u64,
     errors: u64,
@@ -163,26 +215,45 @@ fn print_stats(name: &str, s: &Stats) {
     );
 }
 
-/// Alternates `/healthz` and `subject` for `args.rounds` rounds and prints the median ratio.
-async fn compare(args: &Args, base: &str, name: &str, subject: RequestFn, target: f64) {
-    let health_url = format!("{base}/healthz");
-    let health: RequestFn = Arc::new(move |c: &reqwest::Client, _, _| c.get(&health_url));
-    let duration = Duration::from_secs_f64(args.seconds);
-    let (mut base_rates, mut subject_rates) = (Vec::new(), Vec::new());
-    for round in 1..=args.rounds {
-        println!("round {round}:");
-        let h = load(args.connections, duration, health.clone()).await;
-        print_stats("GET /healthz", &h);
-        let u = load(args.connections, duration, subject.clone()).await;
-        print_stats(name, &u);
-        base_rates.push(h.per_second);
-        subject_rates.push(u.per_second);
+/// Runs every target once per round (`args.rounds` rounds, the order rotating each round) and
+/// returns each target's median rate.
+async fn measure(args: &Args, run: &Run, targets: &[load::Target]) -> Vec<f64> {
+    let mut rates = vec![Vec::new(); targets.len()];
+    for round in 0..args.rounds {
+        println!("round {}:", round + 1);
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let stats = load::run(args, run.client, &targets[i], &run.scratch).await;
+            print_stats(&targets[i].name, &stats);
+            rates[i].push(stats.per_second);
+        }
     }
-    let (b, s) = (median(base_rates), median(subject_rates));
+    rates.into_iter().map(median).collect()
+}
+
+/// Prints `subject / base` against its target.
+fn print_ratio(subject: (&str, f64), base: (&str, f64), target: f64) -> f64 {
+    let ratio = subject.1 / base.1.max(f64::MIN_POSITIVE);
+    let verdict = if ratio >= target { "met" } else { "NOT met" };
     println!(
-        "median: healthz {b:.0} req/s, {name} {s:.0} req/s, ratio {:.2} (target ≥ {target:.2})",
-        s / b
+        "median: {} {:.0} req/s / {} {:.0} req/s = {ratio:.2} (target ≥ {target:.2}: {verdict})",
+        subject.0, subject.1, base.0, base.1
     );
+    ratio
+}
+
+/// Alternates `/healthz` and `subject` for `args.rounds` rounds and prints the median ratio.
+async fn compare(args: &Args, run: &Run, base: &str, subject: load::Target, target: f64) {
+    let health = load::Target::get("GET /healthz", base, "/healthz");
+    let medians = measure(args, run, &[health, subject.clone()]).await;
+    print_ratio((&subject.name, medians[1]), ("healthz", medians[0]), target);
+}
+
+/// What every scenario of a run shares.
+struct Run {
+    client: load::Client,
+    /// Scratch files (SQLite databases, wrk request lists, child logs).
+    scratch: std::path::PathBuf,
 }
 
 async fn admin_post(
@@ -218,9 +289,14 @@ async fn service(base: &str, reachability: bool) -> anyhow::Result<String> {
 
 /// A fresh API key, made the way an operator makes one (`reachd keys create`): through the
 /// configured backend's maintenance port, beside the running server.
-fn api_key(config: &Config) -> anyhow::Result<ApiKey> {
-    let admin = app::open_admin(config, app::AdminOpening::Existing)?;
-    Ok(admin.create_api_key(Some("bench"))?)
+/// Runs on the blocking pool: the PostgreSQL client must not run on an async worker.
+async fn api_key(config: &Config) -> anyhow::Result<ApiKey> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let admin = app::open_admin(&config, app::AdminOpening::Existing)?;
+        Ok(admin.create_api_key(Some("bench"))?)
+    })
+    .await?
 }
 
 async fn admin_get(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -254,7 +330,9 @@ fn mint(key: &ApiKey, service: &str, identity: &str) -> anyhow::Result<String> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn bench_rest(args: &Args, base: &str) -> anyhow::Result<()> {
+/// Creates 1,000 users (one of them `alice@example.com`) and returns the target fetching
+/// alice with Basic auth.
+async fn user_target(base: &str) -> anyhow::Result<load::Target> {
     let service = service(base, false).await?;
     for i in 0..1000 {
         let identity = if i == 500 {
@@ -269,80 +347,194 @@ async fn bench_rest(args: &Args, base: &str) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let user_url = format!("{base}/chat/v2/Services/{service}/Users/alice@example.com");
-    let user: RequestFn = Arc::new(move |c: &reqwest::Client, _, _| {
-        c.get(&user_url).basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
-    });
-    compare(args, base, "GET user by identity", user, 0.50).await;
+    Ok(load::Target {
+        name: "GET user by identity".into(),
+        base: base.into(),
+        script: "user-fetch",
+        requests: Arc::new(vec![load::Request {
+            post: false,
+            path: format!("/chat/v2/Services/{service}/Users/alice@example.com"),
+            auth: load::Auth::Basic(ACCOUNT_SID.into(), AUTH_TOKEN.into()),
+        }]),
+    })
+}
+
+async fn bench_rest(args: &Args, run: &Run, base: &str) -> anyhow::Result<()> {
+    let user = user_target(base).await?;
+    compare(args, run, base, user, 0.50).await;
     Ok(())
+}
+
+/// `http`: the hello server, `/healthz`, the user fetch and pings, in one run.
+async fn bench_http(
+    args: &Args,
+    run: &Run,
+    base: &str,
+    config: &Config,
+    sessions: usize,
+) -> anyhow::Result<()> {
+    let hello = hello::Hello::start(config.http.workers)?;
+    let user = user_target(base).await?;
+    let ping = presence::ping_target(base, config, sessions).await?;
+    let targets = [
+        load::Target::get("hello (bare actix-web)", &hello.base, "/"),
+        load::Target::get("GET /healthz", base, "/healthz"),
+        user,
+        ping,
+    ];
+    let m = measure(args, run, &targets).await;
+    print_ratio(("healthz", m[1]), ("hello", m[0]), 0.80);
+    print_ratio(("user fetch", m[2]), ("healthz", m[1]), 0.50);
+    print_ratio(("ping", m[3]), ("healthz", m[1]), 0.75);
+    hello.stop().await;
+    Ok(())
+}
+
+/// A server started in this process on a fresh database named `name`.
+async fn start_server(
+    databases: &mut database::Databases,
+    name: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<(app::Running, Config, String)> {
+    let mut config = Config::load_from(None, Vec::new())?;
+    config.database = databases.fresh(name)?.into();
+    config.account_sid = Some(ACCOUNT_SID.into());
+    config.auth_token = Some(Secret::new(AUTH_TOKEN));
+    config.log = "warn".into();
+    config.webhooks.retry_schedule_secs = vec![3_600];
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let running = app::start(config.clone(), listener).await?;
+    let base = format!("http://{}", running.addr);
+    Ok((running, config, base))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Scenario::Sockets {
-        sockets,
-        subscribers,
-    } = args.scenario
-    {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        return runtime.block_on(sockets::bench_sockets(sockets, subscribers));
-    }
     if let Scenario::Memory { sessions } = args.scenario {
         presence::bench_memory(sessions);
         return Ok(());
     }
+    let scratch = std::env::temp_dir().join(format!("reachd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let run = Run {
+        client: load::resolve(args.client)?,
+        scratch: scratch.clone(),
+    };
+    // Scenarios that need PostgreSQL start one when the run names none.
+    let needs_postgres = matches!(
+        args.scenario,
+        Scenario::PingBackends { .. } | Scenario::NodeLoss { .. }
+    );
+    let choice = match &args.database {
+        database::Choice::Sqlite if needs_postgres => database::Choice::StartPostgres,
+        other => other.clone(),
+    };
+    let mut databases = database::Databases::open(&choice, &scratch)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let dir = std::env::temp_dir().join(format!("reachd-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let db = dir.join("bench.db");
-        let mut config = Config::load_from(None, Vec::new())?;
-        config.database = db.clone();
-        config.account_sid = Some(ACCOUNT_SID.into());
-        config.auth_token = Some(Secret::new(AUTH_TOKEN));
-        config.log = "warn".into();
-        config.webhooks.retry_schedule_secs = vec![3_600];
+    let result = runtime.block_on(scenario(&args, &run, &mut databases));
+    drop(runtime);
+    drop(databases);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+async fn scenario(
+    args: &Args,
+    run: &Run,
+    databases: &mut database::Databases,
+) -> anyhow::Result<()> {
+    let storage = if databases.is_postgres() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let http = matches!(
+        args.scenario,
+        Scenario::Rest
+            | Scenario::Ping { .. }
+            | Scenario::Http { .. }
+            | Scenario::PingBackends { .. }
+    );
+    if http {
+        println!(
+            "reachd-bench: {storage}, load from {}, {} connections, {}s × {} rounds",
+            match run.client {
+                load::Client::Wrk => format!("wrk ({} threads)", args.wrk_threads),
+                _ => "the bench's own client".to_string(),
+            },
+            args.connections,
+            args.seconds,
+            args.rounds
+        );
+    } else {
+        println!("reachd-bench: {storage}");
+    }
+    match args.scenario {
+        Scenario::Sockets {
+            sockets,
+            subscribers,
+        } => return sockets::bench_sockets(databases, &run.scratch, sockets, subscribers).await,
+        Scenario::NodeLoss {
+            users,
+            lease_ms,
+            grace_ms,
+            kills,
+        } => {
+            let options = cluster::NodeLoss {
+                users,
+                lease_ms,
+                grace_ms,
+                kills,
+            };
+            return cluster::bench_node_loss(databases, &run.scratch, options).await;
+        }
+        Scenario::PingBackends { sessions } => {
+            return presence::bench_ping_backends(args, run, databases, sessions).await;
+        }
+        _ => {}
+    }
+    let (running, config, base) = start_server(databases, "bench", |config| {
         if let Scenario::Webhooks { concurrency, .. } = args.scenario {
             config.webhooks.concurrency = concurrency;
         }
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let running = app::start(config.clone(), listener).await?;
-        let base = format!("http://{}", running.addr);
-        println!(
-            "reachd-bench: server on {base}, {} connections, {}s × {} rounds",
-            args.connections, args.seconds, args.rounds
-        );
-        let result = match args.scenario {
-            Scenario::Rest => bench_rest(&args, &base).await,
-            Scenario::Ping { sessions } => {
-                presence::bench_ping(&args, &base, &config, sessions).await
-            }
-            Scenario::Burst { sessions } => {
-                let stats = running.writer_stats.clone();
-                let (tx0, jobs0) = (stats.transactions.load(Relaxed), stats.jobs.load(Relaxed));
-                let result = presence::bench_burst(&args, &base, &config, sessions).await;
-                let (tx, jobs) = (
-                    stats.transactions.load(Relaxed) - tx0,
-                    stats.jobs.load(Relaxed) - jobs0,
-                );
-                println!(
-                    "writer: {jobs} jobs in {tx} transactions ({:.1} jobs per commit)",
-                    jobs as f64 / tx.max(1) as f64
-                );
-                result
-            }
-            Scenario::Webhooks {
-                deliveries,
-                concurrency,
-            } => webhooks::bench_webhooks(&base, &config, deliveries, concurrency).await,
-            Scenario::Memory { .. } | Scenario::Sockets { .. } => Ok(()),
-        };
-        running.stop().await?;
-        let _ = std::fs::remove_dir_all(&dir);
-        result
     })
+    .await?;
+    println!("reachd-bench: server on {base}");
+    let result = match args.scenario {
+        Scenario::Rest => bench_rest(args, run, &base).await,
+        Scenario::Http { sessions } => bench_http(args, run, &base, &config, sessions).await,
+        Scenario::Ping { sessions } => {
+            presence::bench_ping(args, run, &base, &config, sessions).await
+        }
+        Scenario::Burst { sessions } => {
+            let stats = running.writer_stats.clone();
+            let (tx0, jobs0) = (stats.transactions.load(Relaxed), stats.jobs.load(Relaxed));
+            let result = presence::bench_burst(args, &base, &config, sessions).await;
+            let (tx, jobs) = (
+                stats.transactions.load(Relaxed) - tx0,
+                stats.jobs.load(Relaxed) - jobs0,
+            );
+            println!(
+                "writer: {jobs} jobs in {tx} transactions ({:.1} jobs per commit)",
+                jobs as f64 / tx.max(1) as f64
+            );
+            result
+        }
+        Scenario::Webhooks {
+            deliveries,
+            concurrency,
+        } => {
+            let target = if databases.is_postgres() { 0.20 } else { 0.35 };
+            webhooks::bench_webhooks(&base, &config, deliveries, concurrency, target).await
+        }
+        Scenario::Memory { .. }
+        | Scenario::Sockets { .. }
+        | Scenario::NodeLoss { .. }
+        | Scenario::PingBackends { .. } => Ok(()),
+    };
+    running.stop().await?;
+    result
 }

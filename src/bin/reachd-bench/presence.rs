@@ -1,20 +1,21 @@
-//! Presence benchmarks: session pings vs `/healthz`, engine memory per session, and a burst
-//! of first-contact session opens.
+//! Presence benchmarks: session pings vs `/healthz` and on PostgreSQL vs SQLite, engine memory
+//! per session, and a burst of first-contact session opens.
 //!
 //! May depend on: the bench's shared helpers (`super`), reachd's public API, tokio, reqwest.
 
 use super::*;
 
-pub async fn bench_ping(
-    args: &Args,
+/// Opens `sessions` sessions (one user each) in a new service and returns the target pinging
+/// them round-robin, each with its own access token.
+pub async fn ping_target(
     base: &str,
     config: &Config,
     sessions: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<load::Target> {
     let service = service(base, true).await?;
-    let key = api_key(config)?;
+    let key = api_key(config).await?;
     let http = reqwest::Client::new();
-    let mut targets = Vec::with_capacity(sessions);
+    let mut requests = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let token = mint(&key, &service, &format!("user{i}"))?;
         let opened: serde_json::Value = http
@@ -26,19 +27,54 @@ pub async fn bench_ping(
             .error_for_status()?
             .json()
             .await?;
-        let id = opened["session_id"]
-            .as_str()
-            .context("session id")?
-            .to_string();
-        targets.push((format!("{base}/client/v1/sessions/{id}/ping"), token));
+        let id = opened["session_id"].as_str().context("session id")?;
+        requests.push(load::Request {
+            post: true,
+            path: format!("/client/v1/sessions/{id}/ping"),
+            auth: load::Auth::Bearer(token),
+        });
     }
-    let targets = Arc::new(targets);
-    let connections = args.connections;
-    let ping: RequestFn = Arc::new(move |c: &reqwest::Client, worker, i| {
-        let (url, token) = &targets[(worker + connections * i as usize) % targets.len()];
-        c.post(url).bearer_auth(token)
-    });
-    compare(args, base, "POST session ping", ping, 0.70).await;
+    Ok(load::Target {
+        name: "POST session ping".into(),
+        base: base.into(),
+        script: "ping",
+        requests: Arc::new(requests),
+    })
+}
+
+pub async fn bench_ping(
+    args: &Args,
+    run: &Run,
+    base: &str,
+    config: &Config,
+    sessions: usize,
+) -> anyhow::Result<()> {
+    let ping = ping_target(base, config, sessions).await?;
+    compare(args, run, base, ping, 0.75).await;
+    Ok(())
+}
+
+/// Pings on a PostgreSQL server vs a SQLite server of the same build, both in this process,
+/// the same load generator alternating between them.
+pub async fn bench_ping_backends(
+    args: &Args,
+    run: &Run,
+    databases: &mut database::Databases,
+    sessions: usize,
+) -> anyhow::Result<()> {
+    let mut sqlite = database::Databases::open(&database::Choice::Sqlite, &run.scratch)?;
+    let (on_sqlite, sqlite_config, sqlite_base) =
+        start_server(&mut sqlite, "ping-sqlite", |_| {}).await?;
+    let (on_pg, pg_config, pg_base) = start_server(databases, "ping_pg", |_| {}).await?;
+    println!("reachd-bench: SQLite server on {sqlite_base}, PostgreSQL server on {pg_base}");
+    let mut sqlite_ping = ping_target(&sqlite_base, &sqlite_config, sessions).await?;
+    sqlite_ping.name = "ping on SQLite".into();
+    let mut pg_ping = ping_target(&pg_base, &pg_config, sessions).await?;
+    pg_ping.name = "ping on PostgreSQL".into();
+    let m = measure(args, run, &[sqlite_ping, pg_ping]).await;
+    print_ratio(("PostgreSQL", m[1]), ("SQLite", m[0]), 0.95);
+    on_pg.stop().await?;
+    on_sqlite.stop().await?;
     Ok(())
 }
 
@@ -95,7 +131,7 @@ pub async fn bench_burst(
     sessions: usize,
 ) -> anyhow::Result<()> {
     let service = service(base, true).await?;
-    let key = api_key(config)?;
+    let key = api_key(config).await?;
     let tokens: Vec<String> = (0..sessions)
         .map(|i| mint(&key, &service, &format!("burst{i}")))
         .collect::<anyhow::Result<_>>()?;
@@ -137,11 +173,16 @@ pub async fn bench_burst(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let committed = started.elapsed().as_secs_f64();
     println!(
-        "{opened}/{sessions} opens answered in {:.2} s ({:.0}/s, each after its commit); {online} users committed online after {:.2} s",
+        "{opened}/{sessions} opens answered in {:.2} s ({:.0}/s, each after its commit); {online} users committed online after {committed:.2} s (target ≤ 3 s: {})",
         issued.as_secs_f64(),
         opened as f64 / issued.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        if online as usize >= sessions && committed <= 3.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     Ok(())
 }

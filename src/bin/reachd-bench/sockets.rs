@@ -1,5 +1,5 @@
-//! WebSocket benchmark: server RSS per idle session (reachd as a child process) and the time
-//! for one transition to reach 1,000 subscribers.
+//! WebSocket benchmark: server RSS per idle session (reachd as a child process, on the run's
+//! database) and the time for one transition to reach 1,000 subscribers.
 //!
 //! May depend on: the bench's shared helpers (`super`), reachd's public API, tokio, reqwest.
 
@@ -28,85 +28,14 @@ pub fn rss_of(pid: u32) -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// reachd as a child process on a scratch database.
-struct Child {
-    process: std::process::Child,
-    exe: std::path::PathBuf,
-    env: Vec<(&'static str, String)>,
-    dir: std::path::PathBuf,
-    base: String,
-}
-
-impl Child {
-    fn start() -> anyhow::Result<Child> {
-        use std::io::BufRead;
-        let dir = std::env::temp_dir().join(format!("reachd-bench-ws-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let exe = std::env::current_exe()?.with_file_name("reachd");
-        let env = vec![
-            ("REACHD_LISTEN", "127.0.0.1:0".to_string()),
-            (
-                "REACHD_DATABASE",
-                dir.join("bench.db").display().to_string(),
-            ),
-            ("REACHD_ACCOUNT_SID", ACCOUNT_SID.to_string()),
-            ("REACHD_AUTH_TOKEN", AUTH_TOKEN.to_string()),
-            ("REACHD_LOG", "warn".to_string()),
-        ];
-        let mut process = std::process::Command::new(&exe)
-            .envs(env.iter().cloned())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("start reachd (build it with --release first)")?;
-        let stdout = process.stdout.take().context("stdout")?;
-        let mut addr = String::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            if let Some(a) = line?.strip_prefix("reachd listening on ") {
-                addr = a.to_string();
-                break;
-            }
-        }
-        let base = format!("http://{addr}");
-        Ok(Child {
-            process,
-            exe,
-            env,
-            dir,
-            base,
-        })
-    }
-
-    /// An API key made by `reachd keys create` against the child's database.
-    fn api_key(&self) -> anyhow::Result<ApiKey> {
-        let out = std::process::Command::new(&self.exe)
-            .envs(self.env.iter().cloned())
-            .args(["keys", "create"])
-            .output()?;
-        let key: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let field = |name: &str| key[name].as_str().unwrap_or_default().to_string();
-        Ok(ApiKey {
-            sid: field("sid"),
-            friendly_name: None,
-            secret: field("secret"),
-            date_created: 0,
-        })
-    }
-
-    fn rss(&self) -> u64 {
-        rss_of(self.process.id())
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub async fn bench_sockets(sockets: usize, subscribers: usize) -> anyhow::Result<()> {
-    let child = Child::start()?;
+pub async fn bench_sockets(
+    databases: &mut database::Databases,
+    scratch: &std::path::Path,
+    sockets: usize,
+    subscribers: usize,
+) -> anyhow::Result<()> {
+    let database = databases.fresh("sockets")?;
+    let child = child::Child::start(&database, &[], scratch.join("reachd-sockets.log"))?;
     let base = child.base.clone();
     let service = service(&base, true).await?;
     let key = child.api_key()?;
@@ -117,11 +46,11 @@ pub async fn bench_sockets(sockets: usize, subscribers: usize) -> anyhow::Result
     admin_post(&base, &settings, &[("offline_grace_ms", "0")]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = child.rss();
+    let before = rss_of(child.pid());
     let (arrived, mut arrivals) = unbounded_channel::<Instant>();
     let readers = open_idle_sockets(&base, &key, &service, sockets, subscribers, arrived).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let grown = child.rss().saturating_sub(before);
+    let grown = rss_of(child.pid()).saturating_sub(before);
     println!(
         "{sockets} idle WebSocket sessions: server RSS +{:.1} MiB = {:.1} KB per session (target ≤ 20 KB)",
         grown as f64 / 1_048_576.0,

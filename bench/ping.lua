@@ -1,0 +1,20 @@
+-- POST /client/v1/sessions/{id}/ping with each session's Bearer access token, rotating over
+-- the many open sessions listed in the requests file (each thread from its own offset).
+-- Usage: wrk -s ping.lua URL -- REQUESTS_FILE THREADS  (run from this folder)
+local common = require "common"
+local requests, next_index
+
+setup = common.setup
+
+function init(args)
+  requests = common.load(args[1])
+  local threads = tonumber(args[2]) or 1
+  next_index = (thread_index or 0) * math.floor(#requests / threads)
+end
+
+function request()
+  next_index = next_index % #requests + 1
+  return requests[next_index]
+end
+
+done = common.done
