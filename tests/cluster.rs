@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Api, Cluster, Ev, Options, OwnPostgres, SlowReceiver, run, skip, tcp_ports_of, transitions,
+    Api, Cluster, Ev, Options, OwnPostgres, SlowReceiver, Ws, run, skip, tcp_ports_of, transitions,
     watch_offline, ws_closed_within, ws_next, ws_send, ws_session,
 };
 use rand::{Rng, SeedableRng};
@@ -45,11 +45,135 @@ async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// Asserts the offline bound: each event was committed after the start of the last poll that
-/// did not show it, so that start must not be past `lease + grace + 1 s` from the death.
-fn assert_within_bound(seen: &HashMap<String, (Duration, Duration)>, grace: u64, logs: &str) {
-    let bound = Duration::from_millis(LEASE_MS + grace + 1_000);
-    for (who, (seen_at, last_miss)) in seen {
+/// Three nodes with the suite's lease and a service with reachability (pings every 10 s,
+/// sessions that live 30 s, an offline grace of `grace_ms`): the cluster, its HTTP client, the
+/// service's SID and the nodes' bases.
+async fn three_nodes(grace_ms: u64) -> (Cluster, Api, String, Vec<String>) {
+    let c = Cluster::start(Options::new(3, LEASE_MS));
+    let api = c.api.clone();
+    let svc = c.service(10_000, 30_000, grace_ms).await;
+    let b = (0..3).map(|i| c.base(i).to_string()).collect();
+    (c, api, svc, b)
+}
+
+// ------------------------------------------------------------------- losing node 2 (2 to 4)
+
+/// The node that scenarios 2 to 4 kill, stop or cut from the database.
+const VICTIM: usize = 2;
+/// The node that holds the second session of a user shared with the victim.
+const PARTNER: usize = 0;
+/// The node that holds the sessions of the users the victim never served.
+const FAR: usize = 1;
+
+/// Who opens sessions where before the victim goes.
+struct Lineup<'a> {
+    /// Users with one HTTP session, on the victim.
+    only: &'a [String],
+    /// Whether each of `only` pings its session on the victim once after opening it (a ping
+    /// the node holds in memory and would flush later).
+    ping: bool,
+    /// A user with one WebSocket session, on the victim.
+    socket: &'a str,
+    /// Users with a session on the victim and one on the partner node.
+    shared: &'a [String],
+    /// Users with one session, on the far node.
+    far: &'a [String],
+}
+
+/// The sessions of a [`Lineup`], all online as seen from node 0.
+struct Held {
+    /// The WebSocket of `Lineup::socket`.
+    ws: Ws,
+    /// `Lineup::only`.
+    only: Vec<String>,
+    /// The users whose every session is on the victim: `only`, then the socket's user.
+    lost: Vec<String>,
+    /// The users with a session on a live node: `shared`, then `far`.
+    kept: Vec<String>,
+    /// Each HTTP user's token and sessions `(id, node)`, in opening order.
+    sessions: HashMap<String, (String, Vec<(String, usize)>)>,
+    /// Node 0's newest event once everyone was online.
+    cursor: i64,
+}
+
+impl Held {
+    /// `who`'s token and the id of its session on `node`.
+    fn on(&self, who: &str, node: usize) -> (String, String) {
+        let (token, sessions) = &self.sessions[who];
+        let (id, _) = sessions
+            .iter()
+            .find(|(_, n)| *n == node)
+            .unwrap_or_else(|| panic!("{who} has no session on node{node}"));
+        (token.clone(), id.clone())
+    }
+}
+
+impl Lineup<'_> {
+    /// Opens these sessions (in this order) and waits until node 0 shows everyone online.
+    async fn hold(self, c: &Cluster, svc: &str) -> Held {
+        let api = &c.api;
+        let mut sessions: HashMap<String, (String, Vec<(String, usize)>)> = HashMap::new();
+        // Opens a session for `who` on each of `nodes`, pinging it once there when `ping`.
+        let mut open = async |who: &String, nodes: &[usize], ping: bool| {
+            let t = c.token(svc, who);
+            for &node in nodes {
+                let id = api.open_ok(c.base(node), &t).await;
+                if ping {
+                    assert_eq!(api.ping(c.base(node), &t, &id).await, 204);
+                }
+                let entry = sessions
+                    .entry(who.clone())
+                    .or_insert_with(|| (t.clone(), Vec::new()));
+                entry.1.push((id, node));
+            }
+        };
+        for who in self.only {
+            open(who, &[VICTIM], self.ping).await;
+        }
+        let (ws, _, _) = ws_session(c.base(VICTIM), &c.token(svc, self.socket), None)
+            .await
+            .expect("socket on the victim");
+        for who in self.shared {
+            open(who, &[VICTIM, PARTNER], false).await;
+        }
+        for who in self.far {
+            open(who, &[FAR], false).await;
+        }
+        let mut lost = self.only.to_vec();
+        lost.push(self.socket.to_string());
+        let mut kept = self.shared.to_vec();
+        kept.extend(self.far.iter().cloned());
+        for who in lost.iter().chain(&kept) {
+            api.until_online(c.base(0), svc, who, true).await;
+        }
+        Held {
+            ws,
+            only: self.only.to_vec(),
+            lost,
+            kept,
+            sessions,
+            cursor: api.cursor(c.base(0), svc).await,
+        }
+    }
+}
+
+/// Waits until node 0's feed shows an offline event for each of `held.lost`, and asserts the
+/// offline bound: each event was committed after the start of the last poll that did not show
+/// it, so that start must not be past `lease + grace + 1 s` from `gone` (the victim's death).
+async fn assert_lost_within_the_bound(c: &Cluster, svc: &str, held: &Held, gone: Instant) {
+    let seen = watch_offline(
+        &c.api,
+        c.base(0),
+        svc,
+        held.cursor,
+        &held.lost,
+        gone,
+        Duration::from_secs(20),
+    )
+    .await;
+    let logs = c.logs();
+    let bound = Duration::from_millis(LEASE_MS + GRACE_MS + 1_000);
+    for (who, (seen_at, last_miss)) in &seen {
         eprintln!(
             "{who}: offline event seen {seen_at:?} after the death (absent at {last_miss:?}); bound {bound:?}"
         );
@@ -61,6 +185,95 @@ fn assert_within_bound(seen: &HashMap<String, (Duration, Duration)>, grace: u64,
     }
 }
 
+/// Asserts the reachability events of `events` (after `held.cursor`): one offline, caused by
+/// node_lost, for each of `held.lost`; none for `held.kept`.
+fn assert_lost_once(events: &[Ev], held: &Held) {
+    for who in &held.lost {
+        assert_eq!(
+            transitions(events, who),
+            vec![lost()],
+            "{who}: one offline, caused by node_lost, never online again\n{events:#?}"
+        );
+    }
+    for who in &held.kept {
+        assert_eq!(
+            transitions(events, who),
+            vec![],
+            "{who} has a session on a live node: no event\n{events:#?}"
+        );
+    }
+}
+
+/// Asserts, on each of `bases`, that the sessions of `held.only` are gone (a ping answers 404)
+/// and their users offline.
+async fn assert_old_sessions_gone(api: &Api, svc: &str, bases: &[String], held: &Held) {
+    for base in bases {
+        for who in &held.only {
+            let (t, id) = held.on(who, VICTIM);
+            assert_eq!(
+                api.ping(base, &t, &id).await,
+                404,
+                "{who}'s session on the lost node, pinged on {base}"
+            );
+            assert_eq!(api.is_online(base, svc, who).await, json!(false), "{who}");
+        }
+    }
+}
+
+/// Asserts, on each of `bases` (node 0 first), that the socket's user is offline and
+/// `held.kept` online, and that the kept users' sessions off the victim answer their pings.
+async fn assert_kept_online(api: &Api, svc: &str, bases: &[String], held: &Held) {
+    let socket = held.lost.last().expect("the socket's user");
+    for base in bases {
+        assert_eq!(
+            api.is_online(base, svc, socket).await,
+            json!(false),
+            "{socket}"
+        );
+        for who in &held.kept {
+            assert_eq!(api.is_online(base, svc, who).await, json!(true), "{who}");
+        }
+    }
+    for who in &held.kept {
+        let (t, sessions) = &held.sessions[who];
+        for (id, node) in sessions.iter().filter(|(_, n)| *n != VICTIM) {
+            assert_eq!(
+                api.ping(&bases[*node], t, id).await,
+                204,
+                "{who}'s session on node{node} lives"
+            );
+        }
+    }
+}
+
+/// Opens a session for `token` on the victim every 100 ms until it answers 201 (the victim
+/// rejoined after `what`), and returns its id; panics when that takes past `within` of
+/// `since`.
+async fn open_once_served(
+    c: &Cluster,
+    token: &str,
+    since: Instant,
+    within: Duration,
+    what: &str,
+) -> String {
+    let mut statuses = Vec::new();
+    let id = loop {
+        let r = c.api.open(c.base(VICTIM), token, None).await;
+        if r.status == 201 {
+            break r.str("session_id");
+        }
+        statuses.push(r.status);
+        assert!(
+            since.elapsed() < within,
+            "node{VICTIM} serves no new session after {what}: {statuses:?}\n{}",
+            c.logs()
+        );
+        sleep_ms(100).await;
+    };
+    eprintln!("answers to opens on node{VICTIM} before it rejoined after {what}: {statuses:?}");
+    id
+}
+
 // ------------------------------------------------------------------------------ scenario 1
 
 #[test]
@@ -69,10 +282,7 @@ fn sessions_on_several_nodes_make_one_online_and_one_offline_event() {
         return;
     }
     run(async {
-        let c = Cluster::start(Options::new(3, LEASE_MS));
-        let api = &c.api;
-        let svc = c.service(10_000, 30_000, 0).await;
-        let b: Vec<String> = (0..3).map(|i| c.base(i).to_string()).collect();
+        let (c, api, svc, b) = three_nodes(0).await;
 
         // Two devices on two nodes, closed in opening order.
         let t = c.token(&svc, "in_order");
@@ -259,107 +469,31 @@ fn a_killed_node_s_users_go_offline_once_with_node_lost_within_the_bound() {
         return;
     }
     run(async {
-        let mut c = Cluster::start(Options::new(3, LEASE_MS));
-        let api = c.api.clone();
-        let svc = c.service(10_000, 30_000, GRACE_MS).await;
-        let b: Vec<String> = (0..3).map(|i| c.base(i).to_string()).collect();
+        let (mut c, api, svc, b) = three_nodes(GRACE_MS).await;
 
         // Users only on node2 (the victim), one of them over a WebSocket; users on node2 and
         // node0; users on node1 only.
-        let only = names("only", 4);
-        let both = names("both", 3);
-        let elsewhere = names("elsewhere", 3);
-        let mut held: HashMap<String, Vec<(String, usize)>> = HashMap::new();
-        for who in &only {
-            let id = api.open_ok(&b[2], &c.token(&svc, who)).await;
-            held.entry(who.clone()).or_default().push((id, 2));
+        let held = Lineup {
+            only: &names("only", 4),
+            ping: false,
+            socket: "only_ws",
+            shared: &names("both", 3),
+            far: &names("elsewhere", 3),
         }
-        let (ws, _, _) = ws_session(&b[2], &c.token(&svc, "only_ws"), None)
-            .await
-            .expect("socket on node2");
-        for who in &both {
-            let t = c.token(&svc, who);
-            let on2 = api.open_ok(&b[2], &t).await;
-            let on0 = api.open_ok(&b[0], &t).await;
-            held.entry(who.clone())
-                .or_default()
-                .extend([(on2, 2), (on0, 0)]);
-        }
-        for who in &elsewhere {
-            let id = api.open_ok(&b[1], &c.token(&svc, who)).await;
-            held.entry(who.clone()).or_default().push((id, 1));
-        }
-        let mut lost_users = only.clone();
-        lost_users.push("only_ws".into());
-        let mut kept_users = both.clone();
-        kept_users.extend(elsewhere.iter().cloned());
-        for who in lost_users.iter().chain(&kept_users) {
-            api.until_online(&b[0], &svc, who, true).await;
-        }
-        let cursor = api.cursor(&b[0], &svc).await;
+        .hold(&c, &svc)
+        .await;
 
         let killed = Instant::now();
-        c.kill(2);
-        let seen = watch_offline(
-            &api,
-            &b[0],
-            &svc,
-            cursor,
-            &lost_users,
-            killed,
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_within_bound(&seen, GRACE_MS, &c.logs());
+        c.kill(VICTIM);
+        assert_lost_within_the_bound(&c, &svc, &held, killed).await;
 
         // A wrong event (a second offline, one for a user with another session) would show
         // within another grace and second.
         sleep_ms(GRACE_MS + 1_500).await;
-        let events = api.feed(&b[1], &svc, cursor).await;
-        for who in &lost_users {
-            assert_eq!(
-                transitions(&events, who),
-                vec![lost()],
-                "{who}: one offline, caused by node_lost\n{events:#?}"
-            );
-        }
-        for who in &kept_users {
-            assert_eq!(
-                transitions(&events, who),
-                vec![],
-                "{who} has a session on a live node: no event\n{events:#?}"
-            );
-        }
-        for base in &b[..2] {
-            for who in &lost_users {
-                assert_eq!(api.is_online(base, &svc, who).await, json!(false), "{who}");
-            }
-            for who in &kept_users {
-                assert_eq!(api.is_online(base, &svc, who).await, json!(true), "{who}");
-            }
-        }
-        for who in &only {
-            let t = c.token(&svc, who);
-            let (id, _) = &held[who][0];
-            for base in &b[..2] {
-                assert_eq!(
-                    api.ping(base, &t, id).await,
-                    404,
-                    "{who}'s session on the dead node, pinged on {base}"
-                );
-            }
-        }
-        for who in &kept_users {
-            let t = c.token(&svc, who);
-            for (id, node) in held[who].iter().filter(|(_, n)| *n != 2) {
-                assert_eq!(
-                    api.ping(&b[*node], &t, id).await,
-                    204,
-                    "{who}'s session on node{node} lives"
-                );
-            }
-        }
-        drop(ws);
+        let events = api.feed(&b[1], &svc, held.cursor).await;
+        assert_lost_once(&events, &held);
+        assert_old_sessions_gone(&api, &svc, &b[..2], &held).await;
+        assert_kept_online(&api, &svc, &b[..2], &held).await;
     });
 }
 
@@ -371,58 +505,33 @@ fn a_node_resumed_after_sigstop_past_its_lease_resurrects_nothing() {
         return;
     }
     run(async {
-        let c = Cluster::start(Options::new(3, LEASE_MS));
-        let api = c.api.clone();
-        let svc = c.service(10_000, 30_000, GRACE_MS).await;
-        let b: Vec<String> = (0..3).map(|i| c.base(i).to_string()).collect();
+        let (c, api, svc, b) = three_nodes(GRACE_MS).await;
 
-        let stopped = names("stopped", 2);
-        let mut held = HashMap::new();
-        for who in &stopped {
-            let t = c.token(&svc, who);
-            let id = api.open_ok(&b[2], &t).await;
-            // A ping the node has in memory (and would flush later).
-            assert_eq!(api.ping(&b[2], &t, &id).await, 204);
-            held.insert(who.clone(), (t, id));
+        let mut held = Lineup {
+            only: &names("stopped", 2),
+            ping: true,
+            socket: "stopped_ws",
+            shared: &["shared".to_string()],
+            far: &[],
         }
-        let (mut ws, _, _) = ws_session(&b[2], &c.token(&svc, "stopped_ws"), None)
-            .await
-            .expect("socket on node2");
-        let shared_token = c.token(&svc, "shared");
-        api.open_ok(&b[2], &shared_token).await;
-        let shared_on0 = api.open_ok(&b[0], &shared_token).await;
-        let mut lost_users = stopped.clone();
-        lost_users.push("stopped_ws".into());
-        for who in lost_users.iter().chain(["shared".to_string()].iter()) {
-            api.until_online(&b[0], &svc, who, true).await;
-        }
-        let cursor = api.cursor(&b[0], &svc).await;
+        .hold(&c, &svc)
+        .await;
 
         let frozen = Instant::now();
-        c.signal(2, "STOP");
+        c.signal(VICTIM, "STOP");
         // A ping that waits in the frozen node's backlog, served when it resumes.
         let queued = {
-            let (api, base) = (api.clone(), b[2].clone());
-            let (t, id) = held["stopped0"].clone();
+            let (api, base) = (api.clone(), b[VICTIM].clone());
+            let (t, id) = held.on("stopped0", VICTIM);
             tokio::spawn(async move { api.ping(&base, &t, &id).await })
         };
-        let seen = watch_offline(
-            &api,
-            &b[0],
-            &svc,
-            cursor,
-            &lost_users,
-            frozen,
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_within_bound(&seen, GRACE_MS, &c.logs());
+        assert_lost_within_the_bound(&c, &svc, &held, frozen).await;
         let past = Duration::from_millis(LEASE_MS + GRACE_MS + 1_500);
         tokio::time::sleep(past.saturating_sub(frozen.elapsed())).await;
 
-        c.signal(2, "CONT");
-        let (t1, id1) = &held["stopped1"];
-        let right_after = api.ping(&b[2], t1, id1).await;
+        c.signal(VICTIM, "CONT");
+        let (t1, id1) = held.on("stopped1", VICTIM);
+        let right_after = api.ping(&b[VICTIM], &t1, &id1).await;
         assert_ne!(
             right_after, 204,
             "the resumed node served a ping of a session it lost with its lease"
@@ -433,55 +542,25 @@ fn a_node_resumed_after_sigstop_past_its_lease_resurrects_nothing() {
             "a ping sent while the node was stopped was served as live"
         );
         assert!(
-            ws_closed_within(&mut ws, Duration::from_secs(10)).await,
+            ws_closed_within(&mut held.ws, Duration::from_secs(10)).await,
             "the resumed node's WebSocket client was not disconnected"
         );
 
         // It rejoins and serves new sessions.
         let fresh = c.token(&svc, "fresh");
-        let mut statuses = Vec::new();
-        let fresh_id = loop {
-            let r = api.open(&b[2], &fresh, None).await;
-            if r.status == 201 {
-                break r.str("session_id");
-            }
-            statuses.push(r.status);
-            assert!(
-                frozen.elapsed() < Duration::from_secs(30),
-                "node2 serves no new session after SIGCONT: {statuses:?}\n{}",
-                c.logs()
-            );
-            sleep_ms(100).await;
-        };
-        eprintln!("answers to opens on node2 before it rejoined: {statuses:?}");
-        assert_eq!(api.close(&b[2], &fresh, &fresh_id).await, 204);
+        let fresh_id =
+            open_once_served(&c, &fresh, frozen, Duration::from_secs(30), "SIGCONT").await;
+        assert_eq!(api.close(&b[VICTIM], &fresh, &fresh_id).await, 204);
         api.until_online(&b[0], &svc, "fresh", false).await;
         // Past a flush interval (2 s): stale writes of the resumed node would show now.
         sleep_ms(2_500).await;
 
-        let events = api.feed(&b[0], &svc, cursor).await;
-        for who in &lost_users {
-            assert_eq!(
-                transitions(&events, who),
-                vec![lost()],
-                "{who}: offline once (node_lost), never online again\n{events:#?}"
-            );
-        }
-        assert_eq!(
-            transitions(&events, "shared"),
-            vec![],
-            "shared kept a session on node0\n{events:#?}"
-        );
+        let events = api.feed(&b[0], &svc, held.cursor).await;
+        assert_lost_once(&events, &held);
         assert_eq!(transitions(&events, "fresh"), vec![opened(), closed()]);
+        assert_old_sessions_gone(&api, &svc, &b, &held).await;
         for base in &b {
-            for who in &stopped {
-                let (t, id) = &held[who];
-                assert_eq!(
-                    api.ping(base, t, id).await,
-                    404,
-                    "{who}'s old session pinged on {base}"
-                );
-                assert_eq!(api.is_online(base, &svc, who).await, json!(false), "{who}");
+            for who in &held.only {
                 let sessions = api
                     .get(
                         base,
@@ -496,10 +575,8 @@ fn a_node_resumed_after_sigstop_past_its_lease_resurrects_nothing() {
                     sessions.body
                 );
             }
-            assert_eq!(api.is_online(base, &svc, "stopped_ws").await, json!(false));
-            assert_eq!(api.is_online(base, &svc, "shared").await, json!(true));
         }
-        assert_eq!(api.ping(&b[0], &shared_token, &shared_on0).await, 204);
+        assert_kept_online(&api, &svc, &b, &held).await;
     });
 }
 
@@ -511,106 +588,57 @@ fn a_node_cut_from_postgres_is_lost_like_a_killed_one_and_answers_503_meanwhile(
         return;
     }
     run(async {
-        let c = Cluster::start(Options::new(3, LEASE_MS));
-        let api = c.api.clone();
-        let svc = c.service(10_000, 30_000, GRACE_MS).await;
-        let b: Vec<String> = (0..3).map(|i| c.base(i).to_string()).collect();
+        let (c, api, svc, b) = three_nodes(GRACE_MS).await;
 
-        let cut = names("cut", 2);
-        let mut held = HashMap::new();
-        for who in &cut {
-            let t = c.token(&svc, who);
-            let id = api.open_ok(&b[2], &t).await;
-            held.insert(who.clone(), (t, id));
+        let mut held = Lineup {
+            only: &names("cut", 2),
+            ping: false,
+            socket: "cut_ws",
+            shared: &["shared".to_string()],
+            far: &["far".to_string()],
         }
-        let (mut ws, _, _) = ws_session(&b[2], &c.token(&svc, "cut_ws"), None)
-            .await
-            .expect("socket on node2");
-        let shared = c.token(&svc, "shared");
-        api.open_ok(&b[2], &shared).await;
-        api.open_ok(&b[0], &shared).await;
-        api.open_ok(&b[1], &c.token(&svc, "far")).await;
-        let mut lost_users = cut.clone();
-        lost_users.push("cut_ws".into());
-        for who in lost_users
-            .iter()
-            .chain(["shared".into(), "far".into()].iter())
-        {
-            api.until_online(&b[0], &svc, who, true).await;
-        }
-        let cursor = api.cursor(&b[0], &svc).await;
+        .hold(&c, &svc)
+        .await;
 
         let severed = Instant::now();
-        c.nodes[2].proxy.cut();
-        let seen = watch_offline(
-            &api,
-            &b[0],
-            &svc,
-            cursor,
-            &lost_users,
-            severed,
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_within_bound(&seen, GRACE_MS, &c.logs());
+        c.nodes[VICTIM].proxy.cut();
+        assert_lost_within_the_bound(&c, &svc, &held, severed).await;
 
         // Its lease has lapsed: presence answers 503, its sockets are closed (checked at the
         // end, so that one run shows every other part too).
-        let (t0, id0) = &held["cut0"];
+        let (t0, id0) = held.on("cut0", VICTIM);
         let ping_while_cut = api
             .client(
-                &b[2],
+                &b[VICTIM],
                 reqwest::Method::POST,
                 &format!("/client/v1/sessions/{id0}/ping"),
-                t0,
+                &t0,
                 Some(json!({})),
             )
             .await;
         let probe = c.token(&svc, "probe");
-        let open_while_cut = api.open(&b[2], &probe, None).await;
-        let socket_closed = ws_closed_within(&mut ws, Duration::from_secs(5)).await;
+        let open_while_cut = api.open(&b[VICTIM], &probe, None).await;
+        let socket_closed = ws_closed_within(&mut held.ws, Duration::from_secs(5)).await;
 
         sleep_ms(GRACE_MS + 1_000).await;
-        let events = api.feed(&b[0], &svc, cursor).await;
-        for who in &lost_users {
-            assert_eq!(
-                transitions(&events, who),
-                vec![lost()],
-                "{who}\n{events:#?}"
-            );
-        }
-        for who in ["shared", "far"] {
-            assert_eq!(transitions(&events, who), vec![], "{who}\n{events:#?}");
-        }
+        let events = api.feed(&b[0], &svc, held.cursor).await;
+        assert_lost_once(&events, &held);
 
         // Back on the database: a fresh member that serves new sessions, none of the old.
-        c.nodes[2].proxy.restore();
-        let restored = Instant::now();
-        let mut statuses = Vec::new();
-        let probe_id = loop {
-            let r = api.open(&b[2], &probe, None).await;
-            if r.status == 201 {
-                break r.str("session_id");
-            }
-            statuses.push(r.status);
-            assert!(
-                restored.elapsed() < Duration::from_secs(20),
-                "node2 serves no session after it got the database back: {statuses:?}\n{}",
-                c.logs()
-            );
-            sleep_ms(100).await;
-        };
+        c.nodes[VICTIM].proxy.restore();
+        let probe_id = open_once_served(
+            &c,
+            &probe,
+            Instant::now(),
+            Duration::from_secs(20),
+            "it got the database back",
+        )
+        .await;
         assert_eq!(api.ping(&b[0], &probe, &probe_id).await, 204);
-        for base in &b {
-            for who in &cut {
-                let (t, id) = &held[who];
-                assert_eq!(api.ping(base, t, id).await, 404, "{who} pinged on {base}");
-                assert_eq!(api.is_online(base, &svc, who).await, json!(false));
-            }
-        }
+        assert_old_sessions_gone(&api, &svc, &b, &held).await;
         assert_eq!(api.close(&b[0], &probe, &probe_id).await, 204);
         api.until_online(&b[1], &svc, "probe", false).await;
-        let events = api.feed(&b[1], &svc, cursor).await;
+        let events = api.feed(&b[1], &svc, held.cursor).await;
         assert_eq!(transitions(&events, "probe"), vec![opened(), closed()]);
 
         assert!(socket_closed, "the cut node kept its WebSocket client");
@@ -925,10 +953,7 @@ fn webhooks_from_three_nodes_survive_a_node_killed_mid_request() {
         return;
     }
     run(async {
-        let mut c = Cluster::start(Options::new(3, LEASE_MS));
-        let api = c.api.clone();
-        let svc = c.service(10_000, 30_000, 0).await;
-        let b: Vec<String> = (0..3).map(|i| c.base(i).to_string()).collect();
+        let (mut c, api, svc, b) = three_nodes(0).await;
         let hooks = SlowReceiver::start(Duration::from_millis(500)).await;
         let r = api
             .admin_form(

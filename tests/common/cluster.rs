@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{BIN, Server};
+use super::receiver::read_request;
 use super::{ACCOUNT_SID, AUTH_TOKEN, Reply};
 
 /// One test at a time: every scenario starts several debug servers and measures lease
@@ -922,48 +923,19 @@ async fn serve_slowly(
     hits: Arc<Mutex<Vec<Hit>>>,
     delay: Duration,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut buf = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let header = |name: &str| {
-            head.split("\r\n")
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_string())
-        };
-        let length = header("content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let token = header("I-Twilio-Idempotency-Token").unwrap_or_default();
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let params = url::form_urlencoded::parse(&buf[head_end..head_end + length])
-            .into_owned()
-            .collect();
-        buf.drain(..head_end + length);
+    while let Some(request) = read_request(&mut socket, &mut buf).await {
         let index = {
             let mut all = hits.lock().unwrap_or_else(|e| e.into_inner());
             all.push(Hit {
                 peer_port,
-                token,
-                params,
-                started: Instant::now(),
+                token: request
+                    .header("I-Twilio-Idempotency-Token")
+                    .unwrap_or_default()
+                    .to_string(),
+                params: request.params(),
+                started: request.at,
                 finished: None,
             });
             all.len() - 1
