@@ -604,8 +604,10 @@ mod tests {
         for committed in closes {
             assert!(committed.wait().await);
         }
-        let batches = recorder.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let ends: Vec<u64> = batches
+        let ends: Vec<u64> = recorder
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .flat_map(|b| b.sessions.ends.iter().map(|e| e.id))
             .collect();
@@ -614,7 +616,6 @@ mod tests {
             held.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
             "each close inside the grace keeps its row, marked ended"
         );
-        drop(batches);
         presence.shutdown(tasks).await;
     }
 
