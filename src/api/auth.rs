@@ -46,9 +46,12 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
+    // Split in place: the decoded buffer becomes the user, its tail the password.
+    let mut user = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let colon = user.find(':')?;
+    let password = user[colon + 1..].to_string();
+    user.truncate(colon);
+    Some((user, password))
 }
 
 /// Equal strings, compared without an early exit on the first differing byte.
@@ -59,6 +62,28 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_split_at_the_first_colon() {
+        let with = |value: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((AUTHORIZATION, value))
+                .to_http_request();
+            basic_credentials(&req)
+        };
+        let encode = |s: &str| STANDARD.encode(s);
+        assert_eq!(
+            with(&format!("Basic {}", encode("AC1:tok:en"))),
+            Some(("AC1".to_string(), "tok:en".to_string()))
+        );
+        assert_eq!(
+            with(&format!("basic  {} ", encode(":"))),
+            Some((String::new(), String::new()))
+        );
+        assert_eq!(with(&format!("Basic {}", encode("no colon"))), None);
+        assert_eq!(with(&format!("Bearer {}", encode("a:b"))), None);
+        assert_eq!(with("Basic !!!"), None);
+    }
 
     #[test]
     fn constant_time_eq_matches_equality() {

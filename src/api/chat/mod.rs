@@ -16,8 +16,18 @@ use super::resource;
 use credentials::{ChatV1Credentials, ChatV2Credentials};
 
 /// Services and Users, identical routes in both versions.
+///
+/// A scope tries its resources in registration order, each dynamic one with a regex capture,
+/// and no two of these patterns match the same path (a segment never holds a `/`): the user
+/// fetch, the hottest REST route, is registered first so that it costs one match, not four.
 fn services_and_users<const V: u8>(scope: Scope) -> Scope {
     scope
+        .service(
+            resource("/Services/{sid}/Users/{user}")
+                .get(users::fetch_user::<V>)
+                .post(users::update_user::<V>)
+                .delete(users::delete_user::<V>),
+        )
         .service(
             resource("/Services")
                 .get(services::list_services::<V>)
@@ -33,12 +43,6 @@ fn services_and_users<const V: u8>(scope: Scope) -> Scope {
             resource("/Services/{sid}/Users")
                 .get(users::list_users::<V>)
                 .post(users::create_user::<V>),
-        )
-        .service(
-            resource("/Services/{sid}/Users/{user}")
-                .get(users::fetch_user::<V>)
-                .post(users::update_user::<V>)
-                .delete(users::delete_user::<V>),
         )
 }
 

@@ -35,7 +35,16 @@ pub async fn bench_sockets(
     subscribers: usize,
 ) -> anyhow::Result<()> {
     let database = databases.fresh("sockets")?;
-    let child = child::Child::start(&database, &[], scratch.join("reachd-sockets.log"))?;
+    // The fan-out opens and closes one identity's session many times a second: above the
+    // per-identity client write limit a real client would meet.
+    let limits = [
+        ("REACHD_LIMITS__CLIENT_WRITE_BURST", "100000".to_string()),
+        (
+            "REACHD_LIMITS__CLIENT_WRITES_PER_SECOND",
+            "100000".to_string(),
+        ),
+    ];
+    let child = child::Child::start(&database, &limits, scratch.join("reachd-sockets.log"))?;
     let base = child.base.clone();
     let service = service(&base, true).await?;
     let key = child.api_key()?;
@@ -143,6 +152,7 @@ async fn measure_fan_out(
         let opened: serde_json::Value = tokio::time::timeout(STEP_TIMEOUT, open)
             .await
             .context("opening the target's session timed out")??
+            .error_for_status()?
             .json()
             .await?;
         let last = last_arrival(arrivals, subscribers).await?.max(sent);
