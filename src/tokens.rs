@@ -17,7 +17,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -199,8 +199,10 @@ pub fn verify(
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::InvalidToken);
     }
-    let parts: Vec<&str> = token.split('.').collect();
-    let [header_b64, payload_b64, _signature_b64] = parts.as_slice() else {
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::InvalidToken);
     };
 
@@ -220,7 +222,8 @@ pub fn verify(
         return Err(TokenError::InvalidHeader);
     }
 
-    // Unverified payload, read only to pick the key named by `iss`.
+    // The payload, decoded once: before the signature is checked only `iss` is read, to pick
+    // the key that must have signed it.
     let unverified = decode_part(payload_b64)?;
     let key_sid = match unverified.get("iss") {
         Some(Value::String(iss)) if is_sid(iss, "SK") => iss.clone(),
@@ -231,26 +234,21 @@ pub fn verify(
         .map_err(|_| TokenError::KeysUnavailable)?
         .ok_or(TokenError::InvalidIssuer)?;
 
-    // Signature, checked by jsonwebtoken. Its clock-based checks are off: we check below
-    // against `now`.
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    let data = jsonwebtoken::decode::<Map<String, Value>>(
-        token,
+    // Signature: HMAC-SHA256 over `header.payload`, compared in constant time by
+    // jsonwebtoken's verifier. The header and the claims were decoded once, above; only an
+    // authentic token gets past this point, so from here on every claim is authenticated.
+    let signed_len = header_b64.len() + 1 + payload_b64.len();
+    let verified = jsonwebtoken::crypto::verify(
+        signature_b64,
+        &token.as_bytes()[..signed_len],
         &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
+        Algorithm::HS256,
     )
     .map_err(|e| map_jwt_error(&e))?;
-    let claims = data.claims;
-
-    // From here on every claim is authenticated.
-    if claims.get("iss").and_then(Value::as_str) != Some(key_sid.as_str()) {
-        return Err(TokenError::InvalidIssuer);
+    if !verified {
+        return Err(TokenError::InvalidSignature);
     }
+    let claims = unverified;
     let sub = claims.get("sub").and_then(Value::as_str);
     if sub != Some(account_sid) {
         return Err(TokenError::InvalidIssuer);
@@ -807,6 +805,32 @@ mod tests {
                 Err(TokenError::InvalidSignature)
             );
         }
+    }
+
+    #[test]
+    fn reencoded_header_is_bad_signature() {
+        // The signature covers the header's bytes, not what they mean: the same header
+        // written with other spacing must not verify under the original signature.
+        let good = sign(&claims(NOW), SECRET, Algorithm::HS256);
+        let (header, rest) = good.split_once('.').unwrap();
+        let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        let spaced = decoded.replace(':', ": ");
+        assert_ne!(spaced, decoded);
+        let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(spaced));
+        assert_eq!(
+            verify(&forged, AC, &keys(), NOW),
+            Err(TokenError::InvalidSignature)
+        );
+        assert!(verify(&good, AC, &keys(), NOW).is_ok());
+    }
+
+    #[test]
+    fn extra_part_is_invalid_token() {
+        let good = sign(&claims(NOW), SECRET, Algorithm::HS256);
+        assert_eq!(
+            verify(&format!("{good}.x"), AC, &keys(), NOW),
+            Err(TokenError::InvalidToken)
+        );
     }
 
     #[test]
