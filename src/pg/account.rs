@@ -5,7 +5,9 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::services.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::services;
@@ -15,7 +17,7 @@ use crate::domain::time::now_ms;
 use crate::domain::{Error, Result};
 
 /// The account's SID and auth token, if the account row exists.
-pub fn credentials(client: &mut impl GenericClient) -> Result<Option<(String, String)>> {
+pub fn credentials(client: &mut impl Sql) -> Result<Option<(String, String)>> {
     client
         .query_opt("SELECT sid, auth_token FROM account WHERE id = 1", &[])
         .db()?
@@ -24,11 +26,7 @@ pub fn credentials(client: &mut impl GenericClient) -> Result<Option<(String, St
 }
 
 /// Creates the account row, or replaces its credentials.
-pub fn store_credentials(
-    client: &mut impl GenericClient,
-    sid: &str,
-    auth_token: &str,
-) -> Result<()> {
+pub fn store_credentials(client: &mut impl Sql, sid: &str, auth_token: &str) -> Result<()> {
     let now = now_ms();
     client
         .execute(
@@ -65,7 +63,7 @@ fn from_row(r: &Row) -> Result<Account> {
 }
 
 /// The account; `lock` takes the row's lock until the transaction ends.
-fn fetch(client: &mut impl GenericClient, lock: bool) -> Result<Account> {
+fn fetch(client: &mut impl Sql, lock: bool) -> Result<Account> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     client
         .query_opt(
@@ -79,11 +77,11 @@ fn fetch(client: &mut impl GenericClient, lock: bool) -> Result<Account> {
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the account row is missing")))
 }
 
-pub fn get(client: &mut impl GenericClient) -> Result<Account> {
+pub fn get(client: &mut impl Sql) -> Result<Account> {
     fetch(client, false)
 }
 
-fn save(client: &mut impl GenericClient, a: &Account) -> Result<()> {
+fn save(client: &mut impl Sql, a: &Account) -> Result<()> {
     let filters = a
         .webhook
         .filters
@@ -112,10 +110,7 @@ fn save(client: &mut impl GenericClient, a: &Account) -> Result<()> {
     Ok(())
 }
 
-pub fn update_config(
-    client: &mut impl GenericClient,
-    patch: &AccountConfigPatch,
-) -> Result<Account> {
+pub fn update_config(client: &mut impl Sql, patch: &AccountConfigPatch) -> Result<Account> {
     patch.validate()?;
     if let Some(sid) = &patch.default_chat_service_sid {
         services::get(client, sid)?
@@ -127,7 +122,7 @@ pub fn update_config(
     Ok(account)
 }
 
-pub fn update_webhook(client: &mut impl GenericClient, patch: &WebhookPatch) -> Result<Account> {
+pub fn update_webhook(client: &mut impl Sql, patch: &WebhookPatch) -> Result<Account> {
     patch.validate()?;
     let mut account = fetch(client, true)?;
     patch.apply(&mut account.webhook);
@@ -136,7 +131,7 @@ pub fn update_webhook(client: &mut impl GenericClient, patch: &WebhookPatch) -> 
 }
 
 /// The default Conversations service, created and recorded on first use.
-pub fn default_service(client: &mut impl GenericClient) -> Result<Service> {
+pub fn default_service(client: &mut impl Sql) -> Result<Service> {
     let mut account = fetch(client, true)?;
     if let Some(sid) = &account.default_chat_service_sid
         && let Some(service) = services::get(client, sid)?

@@ -11,8 +11,10 @@
 //!
 //! May depend on: postgres, domain, pg::{events, paging, services, users, writer}.
 
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{GenericClient, Row};
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::events::emit_reachability_change;
@@ -85,7 +87,7 @@ fn filter_sql(service_sid: &str, filter: &BindingFilter) -> (String, Vec<Arg>) {
 }
 
 pub fn get(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     sid: &str,
     filter: &BindingFilter,
@@ -105,7 +107,7 @@ pub fn get(
 }
 
 pub fn list(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     filter: &BindingFilter,
     page: PageRequest,
@@ -132,8 +134,8 @@ pub fn register(
     origin: Origin,
 ) -> Result<Binding> {
     new.validate()?;
-    let service = services::require(&mut **tx, service_sid)?;
-    let user = users::require(&mut **tx, service_sid, key)?;
+    let service = services::require(tx, service_sid)?;
+    let user = users::require(tx, service_sid, key)?;
     let endpoint = new.endpoint_for(&user.identity);
     let mut stored: Option<RegistrationPlan> = None;
     for _ in 0..REGISTER_ATTEMPTS {
@@ -247,7 +249,7 @@ pub fn delete(
     };
     tx.execute("DELETE FROM bindings WHERE sid = $1", &[&binding.sid])
         .db()?;
-    let service = services::require(&mut **tx, service_sid)?;
+    let service = services::require(tx, service_sid)?;
     refresh_notifiable(
         tx,
         &service,
@@ -281,12 +283,8 @@ fn refresh_notifiable(
     )
     .db()?;
     for user_sid in user_sids {
-        let user = users::require(
-            &mut **tx,
-            &service.sid,
-            &UserKey::SidOrIdentity(user_sid.clone()),
-        )?;
-        let types = binding_types_of(&mut **tx, user_sid)?;
+        let user = users::require(tx, &service.sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
+        let types = binding_types_of(tx, user_sid)?;
         let Some(change) =
             plan_notifiable(service.reachability_enabled, &user, &types, cause, origin)
         else {
@@ -303,7 +301,7 @@ fn refresh_notifiable(
 }
 
 /// The types of a user's bindings (unknown stored types are skipped).
-fn binding_types_of(client: &mut impl GenericClient, user_sid: &str) -> Result<Vec<BindingType>> {
+fn binding_types_of(client: &mut impl Sql, user_sid: &str) -> Result<Vec<BindingType>> {
     let mut types = Vec::new();
     for row in client
         .query(

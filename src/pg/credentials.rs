@@ -8,7 +8,9 @@
 //!
 //! May depend on: postgres, sha2, domain, pg::paging.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 use sha2::{Digest, Sha256};
 
 use super::PgResultExt;
@@ -34,7 +36,7 @@ fn from_row(row: &Row) -> Result<Credential> {
 }
 
 /// The credential `sid` names; `lock` takes the row's lock until the transaction ends.
-fn find(client: &mut impl GenericClient, sid: &str, lock: bool) -> Result<Option<Credential>> {
+fn find(client: &mut impl Sql, sid: &str, lock: bool) -> Result<Option<Credential>> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     client
         .query_opt(
@@ -47,11 +49,11 @@ fn find(client: &mut impl GenericClient, sid: &str, lock: bool) -> Result<Option
         .transpose()
 }
 
-pub fn get(client: &mut impl GenericClient, sid: &str) -> Result<Option<Credential>> {
+pub fn get(client: &mut impl Sql, sid: &str) -> Result<Option<Credential>> {
     find(client, sid, false)
 }
 
-pub fn list(client: &mut impl GenericClient, page: PageRequest) -> Result<Page<Credential>> {
+pub fn list(client: &mut impl Sql, page: PageRequest) -> Result<Page<Credential>> {
     fetch_page(
         client,
         &format!("SELECT {COLUMNS} FROM credentials"),
@@ -62,7 +64,7 @@ pub fn list(client: &mut impl GenericClient, page: PageRequest) -> Result<Page<C
     )
 }
 
-pub fn insert(client: &mut impl GenericClient, new: &NewCredential) -> Result<Credential> {
+pub fn insert(client: &mut impl Sql, new: &NewCredential) -> Result<Credential> {
     new.validate()?;
     let credential = new.to_credential(now_ms());
     let s = &new.secrets;
@@ -88,11 +90,7 @@ pub fn insert(client: &mut impl GenericClient, new: &NewCredential) -> Result<Cr
     Ok(credential)
 }
 
-pub fn update(
-    client: &mut impl GenericClient,
-    sid: &str,
-    patch: &CredentialPatch,
-) -> Result<Credential> {
+pub fn update(client: &mut impl Sql, sid: &str, patch: &CredentialPatch) -> Result<Credential> {
     patch.validate()?;
     let mut credential = find(client, sid, true)?.ok_or(Error::NotFound)?;
     patch.apply(&mut credential, now_ms());
@@ -119,7 +117,7 @@ pub fn update(
     Ok(credential)
 }
 
-pub fn delete(client: &mut impl GenericClient, sid: &str) -> Result<bool> {
+pub fn delete(client: &mut impl Sql, sid: &str) -> Result<bool> {
     let n = client
         .execute(
             "DELETE FROM credentials WHERE sid = $1",
@@ -144,7 +142,7 @@ fn fingerprint(value: Option<&str>) -> Option<String> {
 
 /// Replaces plain secrets with their fingerprints, in one transaction (a savepoint when
 /// `client` is a transaction already); returns how many credentials changed.
-pub fn fingerprint_stored(client: &mut impl GenericClient) -> Result<usize> {
+pub fn fingerprint_stored(client: &mut impl postgres::GenericClient) -> Result<usize> {
     let plain = |c: &str| format!("({c} IS NOT NULL AND substr({c}, 1, 7) <> '{FINGERPRINT}')");
     let filter = ["certificate", "private_key", "api_key", "secret"].map(plain);
     let mut tx = client.transaction().db()?;

@@ -5,7 +5,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::writer::Tx;
@@ -44,7 +46,7 @@ pub fn new_secret() -> String {
     format!("whsec_{}", STANDARD.encode(ids::random_bytes(24)))
 }
 
-fn next_seq(client: &mut impl GenericClient) -> Result<i64> {
+fn next_seq(client: &mut impl Sql) -> Result<i64> {
     client
         .query_one(
             "SELECT coalesce(max(seq), 0) + 1 FROM webhook_endpoints",
@@ -57,7 +59,7 @@ fn next_seq(client: &mut impl GenericClient) -> Result<i64> {
 
 /// Creates an endpoint of a service; returns it with its secret (shown once).
 pub fn create(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     new: &NewEndpoint,
 ) -> Result<(Endpoint, String)> {
@@ -89,11 +91,7 @@ pub fn create(
 }
 
 /// An endpoint visible to a service (its own, or a config endpoint).
-pub fn get(
-    client: &mut impl GenericClient,
-    service_sid: &str,
-    id: &str,
-) -> Result<Option<Endpoint>> {
+pub fn get(client: &mut impl Sql, service_sid: &str, id: &str) -> Result<Option<Endpoint>> {
     client
         .query_opt(
             &format!(
@@ -107,7 +105,7 @@ pub fn get(
         .transpose()
 }
 
-pub fn list(client: &mut impl GenericClient, service_sid: &str) -> Result<Vec<Endpoint>> {
+pub fn list(client: &mut impl Sql, service_sid: &str) -> Result<Vec<Endpoint>> {
     client
         .query(
             &format!(
@@ -131,7 +129,7 @@ pub fn update(
     patch: &EndpointPatch,
 ) -> Result<Endpoint> {
     patch.validate()?;
-    let mut e = get(&mut **tx, service_sid, id)?.ok_or(Error::NotFound)?;
+    let mut e = get(tx, service_sid, id)?.ok_or(Error::NotFound)?;
     let reschedule = patch.redirects_pending_deliveries(&e);
     if e.from_config {
         return Err(Error::Conflict(
@@ -185,7 +183,7 @@ pub fn update(
     Ok(e)
 }
 
-pub fn delete(client: &mut impl GenericClient, service_sid: &str, id: &str) -> Result<bool> {
+pub fn delete(client: &mut impl Sql, service_sid: &str, id: &str) -> Result<bool> {
     let n = client
         .execute(
             "DELETE FROM webhook_endpoints WHERE id = $1 AND service_sid = $2",
@@ -197,7 +195,7 @@ pub fn delete(client: &mut impl GenericClient, service_sid: &str, id: &str) -> R
 
 /// Makes the stored config endpoints match the config file: ids derive from the names, so an
 /// entry keeps its id (and its delivery log) across restarts.
-pub fn sync_config(client: &mut impl GenericClient, entries: &[ConfigEndpoint]) -> Result<()> {
+pub fn sync_config(client: &mut impl Sql, entries: &[ConfigEndpoint]) -> Result<()> {
     let now = now_ms();
     let mut keep = Vec::new();
     for entry in entries {

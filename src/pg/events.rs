@@ -19,7 +19,9 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::{outbox, writer}.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::outbox::{self, OutboxEvent};
@@ -154,7 +156,7 @@ fn decode_all(rows: Vec<Row>) -> Result<Vec<Event>> {
 }
 
 #[cfg(test)]
-pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Event>> {
+pub fn get(client: &mut impl Sql, id: i64) -> Result<Option<Event>> {
     client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM events WHERE id = $1"),
@@ -168,7 +170,7 @@ pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Event>> {
 
 /// A service's events with an id above `after`, oldest first.
 pub fn list_after(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     after: i64,
     limit: usize,
@@ -185,11 +187,7 @@ pub fn list_after(
 }
 
 /// A service's newest `count` events, oldest first.
-pub fn tail(
-    client: &mut impl GenericClient,
-    service_sid: &str,
-    count: usize,
-) -> Result<Vec<Event>> {
+pub fn tail(client: &mut impl Sql, service_sid: &str, count: usize) -> Result<Vec<Event>> {
     let rows = client
         .query(
             &format!(
@@ -204,7 +202,7 @@ pub fn tail(
 }
 
 /// Every service's events with an id above `after`, oldest first.
-pub fn list_since(client: &mut impl GenericClient, after: i64, limit: usize) -> Result<Vec<Event>> {
+pub fn list_since(client: &mut impl Sql, after: i64, limit: usize) -> Result<Vec<Event>> {
     let rows = client
         .query(
             &format!("SELECT {COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"),
@@ -217,7 +215,7 @@ pub fn list_since(client: &mut impl GenericClient, after: i64, limit: usize) -> 
 /// The newest event id ever assigned (0 before the first): from `feed_position`, so the
 /// retention purge emptying the table does not take it back. Only committed positions are
 /// visible, and every id below a committed position is committed too (see the module doc).
-pub fn last_id(client: &mut impl GenericClient) -> Result<i64> {
+pub fn last_id(client: &mut impl Sql) -> Result<i64> {
     client
         .query_one("SELECT last FROM feed_position WHERE id = 1", &[])
         .db()?

@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use crate::domain::Result;
@@ -14,7 +16,7 @@ use crate::domain::ids::{self, Prefix};
 use crate::domain::time::now_ms;
 
 /// Creates a key with a fresh random secret (32 bytes, hex).
-pub fn create(client: &mut impl GenericClient, friendly_name: Option<&str>) -> Result<ApiKey> {
+pub fn create(client: &mut impl Sql, friendly_name: Option<&str>) -> Result<ApiKey> {
     let key = ApiKey {
         sid: ids::new_sid(Prefix::ApiKey),
         friendly_name: friendly_name.map(str::to_string),
@@ -40,7 +42,7 @@ fn from_row(r: &Row) -> Result<ApiKey> {
 }
 
 /// A key that exists and is not revoked.
-pub fn get_live(client: &mut impl GenericClient, sid: &str) -> Result<Option<ApiKey>> {
+pub fn get_live(client: &mut impl Sql, sid: &str) -> Result<Option<ApiKey>> {
     client
         .query_opt(
             "SELECT sid, friendly_name, secret, date_created FROM api_keys WHERE sid = $1 AND revoked_at IS NULL",
@@ -54,7 +56,7 @@ pub fn get_live(client: &mut impl GenericClient, sid: &str) -> Result<Option<Api
 
 /// Which of `sids` are live keys: one statement whatever their number (the SIDs travel as
 /// one array).
-pub fn live_among(client: &mut impl GenericClient, sids: &[String]) -> Result<HashSet<String>> {
+pub fn live_among(client: &mut impl Sql, sids: &[String]) -> Result<HashSet<String>> {
     client
         .query(
             "SELECT sid FROM api_keys WHERE revoked_at IS NULL AND sid = ANY($1)",
@@ -67,7 +69,7 @@ pub fn live_among(client: &mut impl GenericClient, sids: &[String]) -> Result<Ha
 }
 
 /// The oldest live key (with its secret).
-pub fn first_live(client: &mut impl GenericClient) -> Result<Option<ApiKey>> {
+pub fn first_live(client: &mut impl Sql) -> Result<Option<ApiKey>> {
     client
         .query_opt(
             "SELECT sid, friendly_name, secret, date_created FROM api_keys WHERE revoked_at IS NULL ORDER BY id LIMIT 1",
@@ -80,7 +82,7 @@ pub fn first_live(client: &mut impl GenericClient) -> Result<Option<ApiKey>> {
 }
 
 /// Every key, oldest first, with whether it is revoked; secrets blanked.
-pub fn list(client: &mut impl GenericClient) -> Result<Vec<(ApiKey, bool)>> {
+pub fn list(client: &mut impl Sql) -> Result<Vec<(ApiKey, bool)>> {
     client
         .query(
             "SELECT sid, friendly_name, date_created, revoked_at IS NOT NULL FROM api_keys ORDER BY id",
@@ -101,7 +103,7 @@ pub fn list(client: &mut impl GenericClient) -> Result<Vec<(ApiKey, bool)>> {
 }
 
 /// Revokes a key; false when no live key has this SID.
-pub fn revoke(client: &mut impl GenericClient, sid: &str) -> Result<bool> {
+pub fn revoke(client: &mut impl Sql, sid: &str) -> Result<bool> {
     let n = client
         .execute(
             "UPDATE api_keys SET revoked_at = $2 WHERE sid = $1 AND revoked_at IS NULL",

@@ -4,13 +4,13 @@
 //!
 //! May depend on: postgres, domain.
 
-use postgres::GenericClient;
+use super::statements::Sql;
 
 use super::PgResultExt;
 use crate::domain::Result;
 use crate::domain::store::MetricsSnapshot;
 
-pub fn snapshot(client: &mut impl GenericClient) -> Result<MetricsSnapshot> {
+pub fn snapshot(client: &mut impl Sql) -> Result<MetricsSnapshot> {
     let online_users = client
         .query(
             "SELECT s.sid, (SELECT count(*) FROM users u WHERE u.service_sid = s.sid AND u.is_online) \

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod listen;
 pub mod open;
 pub mod reads;
+pub mod statements;
 pub mod writer;
 
 pub use admin::PgAdmin;

@@ -40,8 +40,10 @@ mod fanout;
 use fanout::insert;
 pub use fanout::{OutboxEvent, enqueue};
 
+use postgres::Row;
 use postgres::types::ToSql;
-use postgres::{GenericClient, Row};
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::events::{self, limit_arg};
@@ -96,7 +98,7 @@ fn delivery_at(row: &Row, at: usize) -> Result<Delivery> {
 }
 
 /// Takes the (target, user) queue's advisory lock until the transaction ends.
-fn lock_queue(client: &mut impl GenericClient, target: &str, user_sid: &str) -> Result<()> {
+fn lock_queue(client: &mut impl Sql, target: &str, user_sid: &str) -> Result<()> {
     client
         .execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2::text || ' ' || $3::text))",
@@ -107,7 +109,7 @@ fn lock_queue(client: &mut impl GenericClient, target: &str, user_sid: &str) -> 
 }
 
 /// Takes the advisory lock of a delivery's queue (nothing when there is no such delivery).
-fn lock_queue_of(client: &mut impl GenericClient, delivery_id: i64) -> Result<()> {
+fn lock_queue_of(client: &mut impl Sql, delivery_id: i64) -> Result<()> {
     client
         .execute(
             "SELECT pg_advisory_xact_lock($1, hashtext(target || ' ' || user_sid)) \
@@ -167,7 +169,7 @@ pub fn claim(
 
 /// Releases every lease `owner` holds: its deliveries are due again at once (their
 /// `next_attempt_at` was at most their claim time). Returns how many.
-pub fn release(client: &mut impl GenericClient, owner: &str) -> Result<usize> {
+pub fn release(client: &mut impl Sql, owner: &str) -> Result<usize> {
     let n = client
         .execute(
             "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
@@ -220,7 +222,7 @@ pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> 
     for o in outcomes {
         let (a, s) = (&o.attempt, &o.settlement);
         let status = s.status.as_str();
-        lock_queue_of(&mut **tx, o.delivery_id)?;
+        lock_queue_of(tx, o.delivery_id)?;
         let updated = tx
             .execute(
                 "UPDATE deliveries SET attempts = $3, status = $4, next_attempt_at = $5, \
@@ -257,7 +259,7 @@ pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> 
         )
         .db()?;
         if s.status != DeliveryStatus::Pending {
-            promote_next(&mut **tx, o.delivery_id)?;
+            promote_next(tx, o.delivery_id)?;
         }
         if let Some(gone) = &s.disable_endpoint {
             tx.execute(
@@ -281,7 +283,7 @@ pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> 
 
 /// Makes the oldest pending delivery of a finished delivery's queue its new head (the caller
 /// holds the queue's lock).
-fn promote_next(client: &mut impl GenericClient, finished: i64) -> Result<()> {
+fn promote_next(client: &mut impl Sql, finished: i64) -> Result<()> {
     client
         .execute(
             "UPDATE deliveries SET head = TRUE WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
@@ -297,7 +299,7 @@ fn promote_next(client: &mut impl GenericClient, finished: i64) -> Result<()> {
 /// leased one when its lease expires. Deliveries waiting behind a head do not count: they
 /// cannot be claimed before it. Two lookups at the ends of `deliveries_due` ranges (`LEAST`
 /// ignores a NULL side).
-pub fn next_due(client: &mut impl GenericClient) -> Result<Option<Millis>> {
+pub fn next_due(client: &mut impl Sql) -> Result<Option<Millis>> {
     client
         .query_one(
             "SELECT LEAST( \
@@ -312,7 +314,7 @@ pub fn next_due(client: &mut impl GenericClient) -> Result<Option<Millis>> {
         .db()
 }
 
-pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Delivery>> {
+pub fn get(client: &mut impl Sql, id: i64) -> Result<Option<Delivery>> {
     client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1"),
@@ -324,7 +326,7 @@ pub fn get(client: &mut impl GenericClient, id: i64) -> Result<Option<Delivery>>
         .transpose()
 }
 
-pub fn attempts(client: &mut impl GenericClient, delivery_id: i64) -> Result<Vec<Attempt>> {
+pub fn attempts(client: &mut impl Sql, delivery_id: i64) -> Result<Vec<Attempt>> {
     client
         .query(
             "SELECT attempt, started_at, status_code, latency_ms, response_body, error FROM delivery_attempts \
@@ -348,7 +350,7 @@ pub fn attempts(client: &mut impl GenericClient, delivery_id: i64) -> Result<Vec
 
 /// Deliveries to one target, newest first, optionally by status, before a cursor id.
 pub fn list(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     target: &str,
     status: Option<DeliveryStatus>,
     before: Option<i64>,
@@ -384,7 +386,7 @@ pub fn list(
 /// A finished one (delivered or failed) gets a fresh pending copy (new id and token, attempts
 /// from zero).
 pub fn resend(tx: &mut Tx<'_, '_>, id: i64) -> Result<Delivery> {
-    let old = get(&mut **tx, id)?.ok_or(Error::NotFound)?;
+    let old = get(tx, id)?.ok_or(Error::NotFound)?;
     if old.status == DeliveryStatus::Pending {
         let now = now_ms();
         tx.execute(
@@ -394,7 +396,7 @@ pub fn resend(tx: &mut Tx<'_, '_>, id: i64) -> Result<Delivery> {
         )
         .db()?;
         tx.record_deliveries();
-        return get(&mut **tx, id)?.ok_or(Error::NotFound);
+        return get(tx, id)?.ok_or(Error::NotFound);
     }
     let target = NewDelivery {
         target: old.target.clone(),
@@ -404,7 +406,7 @@ pub fn resend(tx: &mut Tx<'_, '_>, id: i64) -> Result<Delivery> {
         max_attempts: old.max_attempts,
     };
     let new_id = insert(
-        &mut **tx,
+        tx,
         old.event_id,
         &old.service_sid,
         &old.user_sid,
@@ -412,7 +414,7 @@ pub fn resend(tx: &mut Tx<'_, '_>, id: i64) -> Result<Delivery> {
         now_ms(),
     )?;
     tx.record_deliveries();
-    get(&mut **tx, new_id)?.ok_or(Error::NotFound)
+    get(tx, new_id)?.ok_or(Error::NotFound)
 }
 
 /// Resends every failed delivery to `target` created since `since`; returns how many.
@@ -433,7 +435,7 @@ pub fn recover(tx: &mut Tx<'_, '_>, target: &str, since: Millis) -> Result<usize
 }
 
 /// User and delivery counts of a service (the dashboard).
-pub fn stats(client: &mut impl GenericClient, service_sid: &str) -> Result<ServiceStats> {
+pub fn stats(client: &mut impl Sql, service_sid: &str) -> Result<ServiceStats> {
     let row = client
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE is_online) FROM users WHERE service_sid = $1",
@@ -471,7 +473,7 @@ pub fn stats(client: &mut impl GenericClient, service_sid: &str) -> Result<Servi
 }
 
 /// Deletes finished deliveries and unreferenced events older than `before`.
-pub fn purge(client: &mut impl GenericClient, before: Millis) -> Result<usize> {
+pub fn purge(client: &mut impl Sql, before: Millis) -> Result<usize> {
     let deliveries = client
         .execute(
             "DELETE FROM deliveries WHERE created_at < $1 AND status <> 'pending'",

@@ -3,7 +3,7 @@
 //!
 //! May depend on: postgres, domain::page.
 
-use postgres::GenericClient;
+use super::statements::Sql;
 use postgres::types::ToSql;
 
 use super::PgResultExt;
@@ -16,7 +16,7 @@ pub type Arg = Box<dyn ToSql + Sync + Send>;
 /// Runs `SELECT id, <columns> FROM <from> WHERE <filter>` one page at a time. `select` must
 /// start with the `id` column (a BIGINT); `filter` uses `$1…$n` for the `n` values in `args`.
 pub fn fetch_page<T>(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     select: &str,
     filter: &str,
     mut args: Vec<Arg>,

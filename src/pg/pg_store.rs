@@ -85,12 +85,12 @@ impl Store for PgStore {
 
     fn update_account_config(&self, patch: AccountConfigPatch) -> WriteFuture<Account> {
         self.writer
-            .submit(move |tx| account::update_config(&mut **tx, &patch))
+            .submit(move |tx| account::update_config(tx, &patch))
     }
 
     fn update_account_webhook(&self, patch: WebhookPatch) -> WriteFuture<Account> {
         self.writer
-            .submit(move |tx| account::update_webhook(&mut **tx, &patch))
+            .submit(move |tx| account::update_webhook(tx, &patch))
     }
 
     fn api_key(&self, sid: &str) -> Result<Option<ApiKey>> {
@@ -113,7 +113,7 @@ impl Store for PgStore {
     fn create_service(&self, friendly_name: String) -> WriteFuture<Service> {
         self.writer.submit(move |tx| {
             let service = Service::new(&friendly_name, now_ms())?;
-            services::insert(&mut **tx, &service)?;
+            services::insert(tx, &service)?;
             tx.record_service(&service.sid);
             Ok(service)
         })
@@ -158,13 +158,13 @@ impl Store for PgStore {
         let sid = owned(sid);
         self.writer.submit(move |tx| {
             tx.record_service(&sid);
-            services::delete(&mut **tx, &sid)
+            services::delete(tx, &sid)
         })
     }
 
     fn default_conversations_service(&self) -> WriteFuture<Service> {
         self.writer.submit(|tx| {
-            let service = account::default_service(&mut **tx)?;
+            let service = account::default_service(tx)?;
             tx.record_service(&service.sid);
             Ok(service)
         })
@@ -206,7 +206,7 @@ impl Store for PgStore {
     ) -> WriteFuture<Service> {
         let sid = owned(sid);
         self.writer.submit(move |tx| {
-            let service = services::set_presence(&mut **tx, &sid, presence)?;
+            let service = services::set_presence(tx, &sid, presence)?;
             tx.record_service(&sid);
             Ok(service)
         })
@@ -314,7 +314,7 @@ impl Store for PgStore {
 
     fn create_credential(&self, credential: NewCredential) -> WriteFuture<Credential> {
         self.writer
-            .submit(move |tx| credentials::insert(&mut **tx, &credential))
+            .submit(move |tx| credentials::insert(tx, &credential))
     }
 
     fn credential(&self, sid: &str) -> Result<Option<Credential>> {
@@ -329,13 +329,12 @@ impl Store for PgStore {
     fn update_credential(&self, sid: &str, patch: CredentialPatch) -> WriteFuture<Credential> {
         let sid = owned(sid);
         self.writer
-            .submit(move |tx| credentials::update(&mut **tx, &sid, &patch))
+            .submit(move |tx| credentials::update(tx, &sid, &patch))
     }
 
     fn delete_credential(&self, sid: &str) -> WriteFuture<bool> {
         let sid = owned(sid);
-        self.writer
-            .submit(move |tx| credentials::delete(&mut **tx, &sid))
+        self.writer.submit(move |tx| credentials::delete(tx, &sid))
     }
 
     fn create_endpoint(
@@ -345,7 +344,7 @@ impl Store for PgStore {
     ) -> WriteFuture<(Endpoint, String)> {
         let service_sid = owned(service_sid);
         self.writer
-            .submit(move |tx| endpoints::create(&mut **tx, &service_sid, &endpoint))
+            .submit(move |tx| endpoints::create(tx, &service_sid, &endpoint))
     }
 
     fn endpoint(&self, service_sid: &str, id: &str) -> Result<Option<Endpoint>> {
@@ -373,7 +372,7 @@ impl Store for PgStore {
     fn delete_endpoint(&self, service_sid: &str, id: &str) -> WriteFuture<bool> {
         let (service_sid, id) = (owned(service_sid), owned(id));
         self.writer
-            .submit(move |tx| endpoints::delete(&mut **tx, &service_sid, &id))
+            .submit(move |tx| endpoints::delete(tx, &service_sid, &id))
     }
 
     fn list_deliveries(
@@ -461,8 +460,7 @@ impl OutboxStore for PgStore {
 
     fn release_leases(&self, owner: &str) -> WriteFuture<usize> {
         let owner = owned(owner);
-        self.writer
-            .submit(move |tx| outbox::release(&mut **tx, &owner))
+        self.writer.submit(move |tx| outbox::release(tx, &owner))
     }
 
     fn next_delivery_due(&self) -> Result<Option<Millis>> {
@@ -470,8 +468,7 @@ impl OutboxStore for PgStore {
     }
 
     fn purge_before(&self, before: Millis) -> WriteFuture<usize> {
-        self.writer
-            .submit(move |tx| outbox::purge(&mut **tx, before))
+        self.writer.submit(move |tx| outbox::purge(tx, before))
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! May depend on: postgres, domain, pg::{events, users, writer}.
 
-use postgres::GenericClient;
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::events::emit_reachability_change;
@@ -158,7 +158,7 @@ fn apply_transition(tx: &mut Tx<'_, '_>, t: &Transition) -> Result<()> {
         .transpose()
         .db()?;
     let key = UserKey::Identity(t.identity.to_string());
-    let mut user = users::get(&mut **tx, &t.service_sid, &key)?;
+    let mut user = users::get(tx, &t.service_sid, &key)?;
     let change = loop {
         match plan_transition(enabled, user.as_ref(), t) {
             TransitionPlan::Skip => return Ok(()),
@@ -219,7 +219,7 @@ pub fn end_from_row(r: &postgres::Row) -> Result<SessionEnd> {
     })
 }
 
-pub fn snapshot(client: &mut impl GenericClient) -> Result<PresenceSnapshot> {
+pub fn snapshot(client: &mut impl Sql) -> Result<PresenceSnapshot> {
     let sessions = client
         .query(
             &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL"),

@@ -4,7 +4,9 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::{events, paging, users, writer}.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::events::emit;
@@ -60,7 +62,7 @@ fn settings_json(service: &Service) -> Result<String> {
     serde_json::to_string(&service.settings).map_err(|e| Error::Internal(e.into()))
 }
 
-pub fn get(client: &mut impl GenericClient, sid: &str) -> Result<Option<Service>> {
+pub fn get(client: &mut impl Sql, sid: &str) -> Result<Option<Service>> {
     client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM services WHERE sid = $1"),
@@ -72,12 +74,12 @@ pub fn get(client: &mut impl GenericClient, sid: &str) -> Result<Option<Service>
         .transpose()
 }
 
-pub fn require(client: &mut impl GenericClient, sid: &str) -> Result<Service> {
+pub fn require(client: &mut impl Sql, sid: &str) -> Result<Service> {
     get(client, sid)?.ok_or(Error::NotFound)
 }
 
 /// `require`, locking the row until the transaction ends (read-modify-write).
-fn require_locked(client: &mut impl GenericClient, sid: &str) -> Result<Service> {
+fn require_locked(client: &mut impl Sql, sid: &str) -> Result<Service> {
     client
         .query_opt(
             &format!("SELECT {COLUMNS} FROM services WHERE sid = $1 FOR UPDATE"),
@@ -90,7 +92,7 @@ fn require_locked(client: &mut impl GenericClient, sid: &str) -> Result<Service>
         .ok_or(Error::NotFound)
 }
 
-pub fn list(client: &mut impl GenericClient, page: PageRequest) -> Result<Page<Service>> {
+pub fn list(client: &mut impl Sql, page: PageRequest) -> Result<Page<Service>> {
     fetch_page(
         client,
         &format!("SELECT {COLUMNS} FROM services"),
@@ -101,7 +103,7 @@ pub fn list(client: &mut impl GenericClient, page: PageRequest) -> Result<Page<S
     )
 }
 
-pub fn insert(client: &mut impl GenericClient, service: &Service) -> Result<()> {
+pub fn insert(client: &mut impl Sql, service: &Service) -> Result<()> {
     client
         .execute(
             "INSERT INTO services (sid, friendly_name, reachability_enabled, ping_interval_ms, \
@@ -123,7 +125,7 @@ pub fn insert(client: &mut impl GenericClient, service: &Service) -> Result<()> 
     Ok(())
 }
 
-fn save(client: &mut impl GenericClient, service: &Service) -> Result<()> {
+fn save(client: &mut impl Sql, service: &Service) -> Result<()> {
     client
         .execute(
             "UPDATE services SET friendly_name = $2, reachability_enabled = $3, \
@@ -152,9 +154,9 @@ pub fn update(
     sid: &str,
     patch: &ServicePatch,
 ) -> Result<(Service, ReachabilityToggle)> {
-    let mut service = require_locked(&mut **tx, sid)?;
+    let mut service = require_locked(tx, sid)?;
     let toggle = service.apply(patch, now_ms())?;
-    save(&mut **tx, &service)?;
+    save(tx, &service)?;
     if toggle == ReachabilityToggle::Enabled {
         tx.execute(
             "UPDATE users SET is_online = NULL, is_notifiable = NULL, online_since = NULL \
@@ -185,8 +187,7 @@ pub fn update(
             .filter(|(_, kinds)| reachability::is_notifiable(kinds))
             .map(|(user_sid, _)| user_sid);
         for user_sid in notifiable {
-            let mut user =
-                users::require(&mut **tx, sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
+            let mut user = users::require(tx, sid, &UserKey::SidOrIdentity(user_sid.clone()))?;
             tx.execute(
                 "UPDATE users SET is_notifiable = TRUE WHERE sid = $1",
                 &[&user_sid],
@@ -209,7 +210,7 @@ pub fn update(
 
 /// Replaces the presence overrides.
 pub fn set_presence(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     sid: &str,
     presence: PresenceOverrides,
 ) -> Result<Service> {
@@ -222,7 +223,7 @@ pub fn set_presence(
 
 /// A service's default role for new users, without decoding its settings; `NotFound` when the
 /// service does not exist.
-pub fn default_role(client: &mut impl GenericClient, sid: &str) -> Result<String> {
+pub fn default_role(client: &mut impl Sql, sid: &str) -> Result<String> {
     let row = client
         .query_opt(
             "SELECT settings::json ->> 'default_service_role_sid' FROM services WHERE sid = $1",
@@ -237,7 +238,7 @@ pub fn default_role(client: &mut impl GenericClient, sid: &str) -> Result<String
 }
 
 /// Every service (for the presence engine at startup).
-pub fn all(client: &mut impl GenericClient) -> Result<Vec<Service>> {
+pub fn all(client: &mut impl Sql) -> Result<Vec<Service>> {
     client
         .query(&format!("SELECT {COLUMNS} FROM services ORDER BY id"), &[])
         .db()?
@@ -246,7 +247,7 @@ pub fn all(client: &mut impl GenericClient) -> Result<Vec<Service>> {
         .collect()
 }
 
-pub fn delete(client: &mut impl GenericClient, sid: &str) -> Result<bool> {
+pub fn delete(client: &mut impl Sql, sid: &str) -> Result<bool> {
     let deleted = client
         .execute("DELETE FROM services WHERE sid = $1", &[&sid])
         .db()?;

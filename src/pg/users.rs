@@ -5,8 +5,10 @@
 //!
 //! May depend on: postgres, domain, pg::{events, paging, services, writer}.
 
+use postgres::Row;
 use postgres::error::SqlState;
-use postgres::{GenericClient, Row};
+
+use super::statements::Sql;
 
 use super::PgResultExt;
 use super::events::emit;
@@ -49,7 +51,7 @@ fn from_row(row: &Row) -> Result<User> {
 
 /// The user `key` names; `lock` takes the row's lock until the transaction ends.
 fn find(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     key: &UserKey,
     lock: bool,
@@ -73,23 +75,15 @@ fn find(
 }
 
 /// Looks a user up by SID (when the key is SID-shaped) and then by identity.
-pub fn get(
-    client: &mut impl GenericClient,
-    service_sid: &str,
-    key: &UserKey,
-) -> Result<Option<User>> {
+pub fn get(client: &mut impl Sql, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
     find(client, service_sid, key, false)
 }
 
-pub fn require(client: &mut impl GenericClient, service_sid: &str, key: &UserKey) -> Result<User> {
+pub fn require(client: &mut impl Sql, service_sid: &str, key: &UserKey) -> Result<User> {
     get(client, service_sid, key)?.ok_or(Error::NotFound)
 }
 
-pub fn list(
-    client: &mut impl GenericClient,
-    service_sid: &str,
-    page: PageRequest,
-) -> Result<Page<User>> {
+pub fn list(client: &mut impl Sql, service_sid: &str, page: PageRequest) -> Result<Page<User>> {
     fetch_page(
         client,
         &format!("SELECT {COLUMNS} FROM users"),
@@ -101,7 +95,7 @@ pub fn list(
 }
 
 pub fn list_online(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     page: PageRequest,
 ) -> Result<Page<User>> {
@@ -116,7 +110,7 @@ pub fn list_online(
 }
 
 pub fn by_identities(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     service_sid: &str,
     identities: &[String],
 ) -> Result<Vec<User>> {
@@ -155,7 +149,7 @@ fn create(
     origin: Origin,
 ) -> Result<Option<User>> {
     new.validate()?;
-    let default_role = services::default_role(&mut **tx, service_sid)?;
+    let default_role = services::default_role(tx, service_sid)?;
     let mut user = new.into_user(service_sid, &default_role, now_ms());
     let inserted = tx
         .query_opt(
@@ -205,13 +199,13 @@ pub fn insert(
 /// when several nodes see the first contact at the same time).
 pub fn ensure(tx: &mut Tx<'_, '_>, service_sid: &str, identity: &str) -> Result<(User, bool)> {
     let key = UserKey::Identity(identity.to_string());
-    if let Some(user) = get(&mut **tx, service_sid, &key)? {
+    if let Some(user) = get(tx, service_sid, &key)? {
         return Ok((user, false));
     }
     let (new, origin) = first_contact(identity);
     match create(tx, service_sid, new, origin)? {
         Some(user) => Ok((user, true)),
-        None => Ok((require(&mut **tx, service_sid, &key)?, false)),
+        None => Ok((require(tx, service_sid, &key)?, false)),
     }
 }
 
@@ -223,7 +217,7 @@ pub fn update(
     origin: Origin,
 ) -> Result<User> {
     patch.validate()?;
-    let mut user = find(&mut **tx, service_sid, key, true)?.ok_or(Error::NotFound)?;
+    let mut user = find(tx, service_sid, key, true)?.ok_or(Error::NotFound)?;
     let before = user.clone();
     patch.apply(&mut user, now_ms());
     tx.execute(
@@ -253,7 +247,7 @@ pub fn delete(
     key: &UserKey,
     origin: Origin,
 ) -> Result<Option<User>> {
-    let Some(mut user) = find(&mut **tx, service_sid, key, true)? else {
+    let Some(mut user) = find(tx, service_sid, key, true)? else {
         return Ok(None);
     };
     emit(

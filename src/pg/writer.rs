@@ -21,6 +21,9 @@
 //!   batch's jobs recorded, *before* any caller is answered; they must not block.
 //! - A lost connection fails the batch it was running (503 to its callers) and is replaced
 //!   from the pool for the next batch; a panicking job is caught and reported as internal.
+//! - The writer keeps one connection from batch to batch, with the statements it prepared on
+//!   it ([`StatementCache`]): a job's `tx.execute(sql, …)` costs one round trip once `sql`
+//!   has been seen. A failed batch gives the connection back and drops its cache with it.
 //!
 //! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage.
 
@@ -32,6 +35,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::open::Pool;
+use super::statements::{Sql, StatementCache};
 use super::{map_pg, map_pool};
 use crate::domain::store::WriteFuture;
 use crate::domain::{Error, Result};
@@ -46,6 +50,77 @@ const QUEUE_CAPACITY: usize = 16_384;
 pub struct Tx<'a, 'b> {
     conn: &'a mut postgres::Transaction<'b>,
     effects: &'a mut Effects,
+    statements: &'a mut StatementCache,
+}
+
+type Params<'p> = &'p [&'p (dyn postgres::types::ToSql + Sync)];
+
+/// The cached calls, as inherent methods so that `tx.execute(…)` finds them before the
+/// transaction's own (uncached) ones behind `Deref`.
+impl Tx<'_, '_> {
+    pub fn execute(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<u64, postgres::Error> {
+        self.statements
+            .with(self.conn, sql, |c, s| c.execute(s, params))
+    }
+    pub fn query(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<Vec<postgres::Row>, postgres::Error> {
+        self.statements
+            .with(self.conn, sql, |c, s| c.query(s, params))
+    }
+    pub fn query_one(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<postgres::Row, postgres::Error> {
+        self.statements
+            .with(self.conn, sql, |c, s| c.query_one(s, params))
+    }
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<Option<postgres::Row>, postgres::Error> {
+        self.statements
+            .with(self.conn, sql, |c, s| c.query_opt(s, params))
+    }
+}
+
+impl Sql for Tx<'_, '_> {
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<u64, postgres::Error> {
+        Tx::execute(self, sql, params)
+    }
+    fn query(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<Vec<postgres::Row>, postgres::Error> {
+        Tx::query(self, sql, params)
+    }
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<postgres::Row, postgres::Error> {
+        Tx::query_one(self, sql, params)
+    }
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> std::result::Result<Option<postgres::Row>, postgres::Error> {
+        Tx::query_opt(self, sql, params)
+    }
 }
 
 impl Tx<'_, '_> {
@@ -80,7 +155,12 @@ impl<'b> std::ops::DerefMut for Tx<'_, 'b> {
 }
 
 trait Job: Send {
-    fn run(&mut self, tx: &mut postgres::Transaction<'_>, effects: &mut Effects);
+    fn run(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        effects: &mut Effects,
+        statements: &mut StatementCache,
+    );
     fn finish(self: Box<Self>, commit: &std::result::Result<(), String>);
 }
 
@@ -95,7 +175,12 @@ where
     T: Send + 'static,
     F: for<'a, 'b> FnOnce(&mut Tx<'a, 'b>) -> Result<T> + Send + 'static,
 {
-    fn run(&mut self, tx: &mut postgres::Transaction<'_>, effects: &mut Effects) {
+    fn run(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        effects: &mut Effects,
+        statements: &mut StatementCache,
+    ) {
         let Some(work) = self.work.take() else { return };
         let outcome = (|| {
             let mut savepoint = tx.transaction().map_err(map_pg)?;
@@ -104,6 +189,7 @@ where
                 work(&mut Tx {
                     conn: &mut savepoint,
                     effects: &mut local,
+                    statements: &mut *statements,
                 })
             }))
             .unwrap_or_else(|_| Err(Error::Internal(anyhow::anyhow!("write job panicked"))));
@@ -215,6 +301,7 @@ fn run(
     origin: &str,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let mut connection: Option<Connection> = None;
     let mut stopping = false;
     while !stopping {
         match receiver.blocking_recv() {
@@ -233,7 +320,11 @@ fn run(
         }
         let started = Instant::now();
         let mut effects = Effects::default();
-        let commit = commit_batch(pool, &mut batch, &mut effects, origin);
+        let commit = commit_batch(pool, &mut connection, &mut batch, &mut effects, origin);
+        if commit.is_err() {
+            // Maybe lost: the next batch starts from a fresh connection and an empty cache.
+            connection = None;
+        }
         // Hooks before replies: a caller that sees its write acknowledged must also see its
         // effects (e.g. an invalidated cache) — read-your-writes.
         after_batch(
@@ -250,21 +341,37 @@ fn run(
     }
 }
 
+/// The writer's connection and the statements prepared on it.
+struct Connection {
+    conn: r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>,
+    statements: StatementCache,
+}
+
 fn commit_batch(
     pool: &Pool,
+    connection: &mut Option<Connection>,
     batch: &mut [Box<dyn Job>],
     effects: &mut Effects,
     origin: &str,
 ) -> std::result::Result<(), String> {
-    let mut conn = pool.get().map_err(|e| map_pool(e).to_string())?;
+    let connection = match connection {
+        Some(connection) => connection,
+        None => connection.insert(Connection {
+            conn: pool.get().map_err(|e| map_pool(e).to_string())?,
+            statements: StatementCache::default(),
+        }),
+    };
+    let Connection { conn, statements } = connection;
     let mut tx = conn.transaction().map_err(|e| e.to_string())?;
-    tx.execute(
-        "SELECT last FROM feed_position WHERE id = 1 FOR UPDATE",
-        &[],
-    )
-    .map_err(|e| e.to_string())?;
+    statements
+        .with(
+            &mut tx,
+            "SELECT last FROM feed_position WHERE id = 1 FOR UPDATE",
+            |c, s| c.execute(s, &[]),
+        )
+        .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
-        job.run(&mut tx, effects);
+        job.run(&mut tx, effects, statements);
     }
     notify_nodes(&mut tx, effects, origin).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())

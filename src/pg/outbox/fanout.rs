@@ -24,7 +24,7 @@ pub struct OutboxEvent<'a> {
 }
 
 /// Every target the event's service may send to, as stored.
-fn candidates(client: &mut impl GenericClient, service_sid: &str) -> Result<Candidates> {
+fn candidates(client: &mut impl Sql, service_sid: &str) -> Result<Candidates> {
     let settings: Option<String> = client
         .query_opt(
             "SELECT settings FROM services WHERE sid = $1",
@@ -91,10 +91,10 @@ pub fn enqueue(tx: &mut Tx<'_, '_>, e: &OutboxEvent<'_>) -> Result<usize> {
         source: e.source,
         rest_webhooks: e.rest_webhooks,
     };
-    let deliveries = route(&routed, &candidates(&mut **tx, e.service_sid)?);
+    let deliveries = route(&routed, &candidates(tx, e.service_sid)?);
     let now = now_ms();
     for d in &deliveries {
-        insert(&mut **tx, e.id, e.service_sid, e.user_sid, d, now)?;
+        insert(tx, e.id, e.service_sid, e.user_sid, d, now)?;
     }
     if !deliveries.is_empty() {
         tx.record_deliveries();
@@ -107,7 +107,7 @@ pub fn enqueue(tx: &mut Tx<'_, '_>, e: &OutboxEvent<'_>) -> Result<usize> {
 /// that the head test below reads a snapshot in which no other transaction is changing this
 /// queue's head (see the module doc of `outbox`).
 pub(super) fn insert(
-    client: &mut impl GenericClient,
+    client: &mut impl Sql,
     event_id: i64,
     service_sid: &str,
     user_sid: &str,

@@ -1,0 +1,194 @@
+//! The four calls every SQL module of the adapter makes (`execute`, `query`, `query_one`,
+//! `query_opt` with a SQL string), as the [`Sql`] trait, and the cache of prepared statements
+//! that lets the writer make them in one round trip instead of two.
+//!
+//! Sending a SQL string makes the `postgres` client prepare an unnamed statement first
+//! (Parse/Describe, wait, then Bind/Execute, wait): two round trips per statement. The writer
+//! runs its statements one after another on one connection, so on a burst it waits on the
+//! network far longer than PostgreSQL works. [`StatementCache`] prepares each distinct SQL
+//! string once per connection and reuses the named statement afterwards.
+//!
+//! Invariants:
+//! - A cache belongs to one connection: prepared statements exist only in the session that
+//!   prepared them. Whoever drops or replaces the connection drops its cache with it.
+//! - Prepared statements are not transactional: one prepared inside a savepoint or
+//!   transaction that rolls back stays valid (tested below).
+//! - A statement whose execution fails is forgotten, so a statement that went stale (say,
+//!   a plan invalidated by a schema change made by a newer node) is prepared afresh on its
+//!   next use instead of failing forever.
+//! - The cache is bounded ([`MAX_STATEMENTS`]); the adapter's SQL is a fixed set of strings
+//!   well below it, so the bound only guards against SQL built from input.
+//!
+//! May depend on: postgres.
+
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Error, GenericClient, Row, Statement};
+
+/// Statements kept per connection before the cache starts over.
+pub const MAX_STATEMENTS: usize = 1_024;
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+/// The calls the SQL modules make, on a client, a transaction, or the writer's cached view.
+pub trait Sql {
+    fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error>;
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error>;
+    fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, Error>;
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error>;
+}
+
+/// Any `postgres` client or transaction: statements prepared anew each time (readers and
+/// one-off commands, whose connections come and go from the pool).
+impl<C: GenericClient> Sql for C {
+    fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        GenericClient::execute(self, sql, params)
+    }
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        GenericClient::query(self, sql, params)
+    }
+    fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, Error> {
+        GenericClient::query_one(self, sql, params)
+    }
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
+        GenericClient::query_opt(self, sql, params)
+    }
+}
+
+/// Prepared statements of one connection, by SQL text.
+#[derive(Default)]
+pub struct StatementCache {
+    prepared: HashMap<String, Statement>,
+}
+
+impl StatementCache {
+    /// The statement for `sql`, prepared on `client` the first time.
+    pub fn prepare(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        if self.prepared.len() >= MAX_STATEMENTS {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs `call` with `sql`'s statement; a failure forgets the statement.
+    pub fn with<C: GenericClient, T>(
+        &mut self,
+        client: &mut C,
+        sql: &str,
+        call: impl FnOnce(&mut C, &Statement) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let statement = self.prepare(client, sql)?;
+        let result = call(client, &statement);
+        if result.is_err() {
+            self.prepared.remove(sql);
+        }
+        result
+    }
+
+    pub fn len(&self) -> usize {
+        self.prepared.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prepared.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::events::test_db::fresh_database;
+    use super::*;
+
+    #[test]
+    fn a_statement_prepared_in_a_rolled_back_savepoint_stays_usable() {
+        let Some(db) = fresh_database() else { return };
+        let mut client = db.client();
+        let mut cache = StatementCache::default();
+        let sql = "SELECT $1::BIGINT + 1";
+        {
+            let mut tx = client.transaction().expect("begin");
+            {
+                let mut savepoint = tx.transaction().expect("savepoint");
+                let row = cache
+                    .with(&mut savepoint, sql, |c, s| c.query_one(s, &[&41_i64]))
+                    .expect("first use");
+                assert_eq!(row.get::<_, i64>(0), 42);
+                // Dropped: rolled back to the savepoint.
+            }
+            let row = cache
+                .with(&mut tx, sql, |c, s| c.query_one(s, &[&1_i64]))
+                .expect("after the savepoint's rollback");
+            assert_eq!(row.get::<_, i64>(0), 2);
+            // Dropped: the transaction rolls back too.
+        }
+        let row = cache
+            .with(&mut *client, sql, |c, s| c.query_one(s, &[&9_i64]))
+            .expect("after the transaction's rollback");
+        assert_eq!(row.get::<_, i64>(0), 10);
+        assert_eq!(cache.len(), 1, "prepared once, reused twice");
+    }
+
+    #[test]
+    fn a_failed_statement_is_forgotten_and_prepared_again() {
+        let Some(db) = fresh_database() else { return };
+        let mut client = db.client();
+        let mut cache = StatementCache::default();
+        let sql = "SELECT 1 / $1::INTEGER";
+        let failed = cache.with(&mut *client, sql, |c, s| c.query_one(s, &[&0_i32]));
+        assert!(failed.is_err(), "division by zero");
+        assert!(cache.is_empty(), "the failed statement is forgotten");
+        let row = cache
+            .with(&mut *client, sql, |c, s| c.query_one(s, &[&1_i32]))
+            .expect("prepared again");
+        assert_eq!(row.get::<_, i32>(0), 1);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_statement_whose_table_changed_shape_is_prepared_afresh() {
+        let Some(db) = fresh_database() else { return };
+        let mut client = db.client();
+        client
+            .batch_execute("CREATE TABLE shapes (a INTEGER); INSERT INTO shapes VALUES (1)")
+            .expect("table");
+        let mut cache = StatementCache::default();
+        let sql = "SELECT * FROM shapes";
+        let rows = cache
+            .with(&mut *client, sql, |c, s| c.query(s, &[]))
+            .expect("first");
+        assert_eq!(rows[0].len(), 1);
+        // What a newer node's migration could do under a running one.
+        client
+            .batch_execute("ALTER TABLE shapes ADD COLUMN b INTEGER DEFAULT 2")
+            .expect("alter");
+        let stale = cache.with(&mut *client, sql, |c, s| c.query(s, &[]));
+        assert!(stale.is_err(), "the cached plan no longer matches");
+        let rows = cache
+            .with(&mut *client, sql, |c, s| c.query(s, &[]))
+            .expect("prepared afresh");
+        assert_eq!(rows[0].len(), 2);
+    }
+
+    #[test]
+    fn the_cache_starts_over_past_its_bound() {
+        let Some(db) = fresh_database() else { return };
+        let mut client = db.client();
+        let mut cache = StatementCache::default();
+        for i in 0..=MAX_STATEMENTS {
+            cache
+                .prepare(&mut *client, &format!("SELECT {i}"))
+                .expect("prepare");
+        }
+        assert_eq!(cache.len(), 1);
+    }
+}
