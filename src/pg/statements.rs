@@ -29,7 +29,8 @@ use postgres::{Error, GenericClient, Row, Statement};
 /// Statements kept per connection before the cache starts over.
 pub const MAX_STATEMENTS: usize = 1_024;
 
-type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+/// The parameters of one call.
+pub type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// The calls the SQL modules make, on a client, a transaction, or the writer's cached view.
 pub trait Sql {

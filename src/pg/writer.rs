@@ -35,7 +35,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::open::Pool;
-use super::statements::{Sql, StatementCache};
+use super::statements::{Params, Sql, StatementCache};
 use super::{map_pg, map_pool};
 use crate::domain::store::WriteFuture;
 use crate::domain::{Error, Result};
@@ -52,8 +52,6 @@ pub struct Tx<'a, 'b> {
     effects: &'a mut Effects,
     statements: &'a mut StatementCache,
 }
-
-type Params<'p> = &'p [&'p (dyn postgres::types::ToSql + Sync)];
 
 /// The cached calls, as inherent methods so that `tx.execute(…)` finds them before the
 /// transaction's own (uncached) ones behind `Deref`.
