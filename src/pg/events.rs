@@ -26,13 +26,67 @@ use super::statements::Sql;
 use super::PgResultExt;
 use super::outbox::{self, OutboxEvent};
 use super::writer::Tx;
-use crate::domain::Result;
 use crate::domain::event::{Event, EventDraft, EventType, Source, profile_json};
 use crate::domain::presence::Cause;
 use crate::domain::reachability::ReachabilityChange;
 use crate::domain::time::now_ms;
 use crate::domain::user::User;
+use crate::domain::{Error, Result};
 use crate::storage::commit::StoredTransition;
+
+/// An event about to be stored: every column but its id, as `spec` describes `user` (whose
+/// `reachability`, sequence included, already holds the new state).
+pub struct EventRow {
+    pub kind: EventType,
+    pub service_sid: String,
+    pub user_sid: String,
+    pub identity: String,
+    reasons: String,
+    cause: Option<&'static str>,
+    sequence: i64,
+    is_online: Option<bool>,
+    is_notifiable: Option<bool>,
+    session_count: Option<i64>,
+    last_seen: Option<i64>,
+    pub source: Source,
+    pub rest_webhooks: bool,
+    user_json: String,
+    created_at: i64,
+}
+
+impl EventRow {
+    pub fn of(user: &User, spec: &EventDraft) -> EventRow {
+        let (source, rest_webhooks) = spec.origin.source();
+        EventRow {
+            kind: spec.kind,
+            service_sid: user.service_sid.clone(),
+            user_sid: user.sid.clone(),
+            identity: user.identity.clone(),
+            reasons: serde_json::Value::from(spec.reasons.clone()).to_string(),
+            cause: spec.cause.map(Cause::as_str),
+            sequence: user.reachability.sequence,
+            is_online: user.reachability.is_online,
+            is_notifiable: user.reachability.is_notifiable,
+            session_count: spec.session_count.map(i64::from),
+            last_seen: user.reachability.last_seen,
+            source,
+            rest_webhooks,
+            user_json: profile_json(user),
+            created_at: now_ms(),
+        }
+    }
+
+    fn outbox(&self, id: i64) -> OutboxEvent<'_> {
+        OutboxEvent {
+            id,
+            kind: self.kind,
+            service_sid: &self.service_sid,
+            user_sid: &self.user_sid,
+            source: self.source,
+            rest_webhooks: self.rest_webhooks,
+        }
+    }
+}
 
 /// Bumps the user's sequence (stored and in `user`, whose `reachability` already holds the new
 /// state) and records the event with the next feed id; the user row must still exist (record a
@@ -47,49 +101,91 @@ pub fn emit(tx: &mut Tx<'_, '_>, user: &mut User, spec: &EventDraft) -> Result<i
         .try_get(0)
         .db()?;
     user.reachability.sequence = sequence;
-    let u = &*user;
-    let (source, rest_webhooks) = spec.origin.source();
-    let reasons = serde_json::Value::from(spec.reasons.clone()).to_string();
-    let session_count = spec.session_count.map(i64::from);
+    let row = EventRow::of(user, spec);
     let id: i64 = tx
         .query_one(
-            "WITH position AS (UPDATE feed_position SET last = last + 1 WHERE id = 1 RETURNING last) \
-             INSERT INTO events (id, service_sid, user_sid, identity, type, reasons, cause, sequence, is_online, \
-             is_notifiable, session_count, last_seen, source, rest_webhooks, user_json, created_at) \
-             SELECT position.last, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
-             FROM position RETURNING id",
+            &format!(
+                "WITH position AS (UPDATE feed_position SET last = last + 1 WHERE id = 1 RETURNING last) \
+                 INSERT INTO events ({COLUMNS}) \
+                 SELECT position.last, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+                 FROM position RETURNING id"
+            ),
             &[
-                &u.service_sid,
-                &u.sid,
-                &u.identity,
-                &spec.kind.as_str(),
-                &reasons,
-                &spec.cause.map(Cause::as_str),
-                &sequence,
-                &u.reachability.is_online,
-                &u.reachability.is_notifiable,
-                &session_count,
-                &u.reachability.last_seen,
-                &source.as_str(),
-                &rest_webhooks,
-                &profile_json(u),
-                &now_ms(),
+                &row.service_sid,
+                &row.user_sid,
+                &row.identity,
+                &row.kind.as_str(),
+                &row.reasons,
+                &row.cause,
+                &row.sequence,
+                &row.is_online,
+                &row.is_notifiable,
+                &row.session_count,
+                &row.last_seen,
+                &row.source.as_str(),
+                &row.rest_webhooks,
+                &row.user_json,
+                &row.created_at,
             ],
         )
         .db()?
         .try_get(0)
         .db()?;
     tx.record_event(id);
-    let outbox = OutboxEvent {
-        id,
-        kind: spec.kind,
-        service_sid: &u.service_sid,
-        user_sid: &u.sid,
-        source,
-        rest_webhooks,
-    };
-    outbox::enqueue(tx, &outbox)?;
+    outbox::enqueue(tx, &row.outbox(id))?;
     Ok(id)
+}
+
+/// Records `rows` (their users' rows already hold their sequences) with the next feed ids, in
+/// order, and their deliveries: a fixed handful of statements however many rows there are.
+pub fn emit_all(tx: &mut Tx<'_, '_>, rows: &[EventRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(rows.len()).map_err(|e| Error::Internal(e.into()))?;
+    let last: i64 = tx
+        .query_one(
+            "UPDATE feed_position SET last = last + $1 WHERE id = 1 RETURNING last",
+            &[&count],
+        )
+        .db()?
+        .try_get(0)
+        .db()?;
+    let ids: Vec<i64> = (last - count + 1..=last).collect();
+    let column = |f: fn(&EventRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    tx.execute(
+        &format!(
+            "INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], \
+             $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], \
+             $9::BOOLEAN[], $10::BOOLEAN[], $11::BIGINT[], $12::BIGINT[], $13::TEXT[], \
+             $14::BOOLEAN[], $15::TEXT[], $16::BIGINT[])"
+        ),
+        &[
+            &ids,
+            &column(|r| &r.service_sid),
+            &column(|r| &r.user_sid),
+            &column(|r| &r.identity),
+            &column(|r| r.kind.as_str()),
+            &column(|r| &r.reasons),
+            &rows.iter().map(|r| r.cause).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.is_online).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.is_notifiable).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.session_count).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.last_seen).collect::<Vec<_>>(),
+            &column(|r| r.source.as_str()),
+            &rows.iter().map(|r| r.rest_webhooks).collect::<Vec<_>>(),
+            &column(|r| &r.user_json),
+            &rows.iter().map(|r| r.created_at).collect::<Vec<_>>(),
+        ],
+    )
+    .db()?;
+    for id in &ids {
+        tx.record_event(*id);
+    }
+    let outbox: Vec<OutboxEvent<'_>> = rows.iter().zip(&ids).map(|(r, id)| r.outbox(*id)).collect();
+    outbox::enqueue_all(tx, &outbox)?;
+    Ok(())
 }
 
 /// Records a reachability change the domain decided: its event (the caller has written the

@@ -36,6 +36,7 @@ mod paging;
 mod pg_store;
 mod presence;
 mod services;
+mod transitions;
 mod users;
 
 use crate::domain::Error;

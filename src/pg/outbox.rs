@@ -38,7 +38,7 @@
 mod fanout;
 
 use fanout::insert;
-pub use fanout::{OutboxEvent, enqueue};
+pub use fanout::{OutboxEvent, enqueue, enqueue_all};
 
 use postgres::Row;
 use postgres::types::ToSql;

@@ -5,55 +5,36 @@
 //! reinterpretation ([`u64::cast_signed`], undone by [`i64::cast_unsigned`]) — lossless both
 //! ways and the same stored value as the SQLite backend.
 //!
-//! May depend on: postgres, domain, pg::{events, users, writer}.
+//! May depend on: postgres, domain, pg::{transitions, writer}.
 
 use super::statements::Sql;
 
+use std::collections::{HashMap, HashSet};
+
 use super::PgResultExt;
-use super::events::emit_reachability_change;
-use super::users;
+use super::transitions;
 use super::writer::Tx;
 use crate::domain::cluster::MemberId;
 use crate::domain::presence::{
     Cause, PersistedSession, PresenceBatch, PresenceSnapshot, SessionEnd, Transition, Transport,
 };
-use crate::domain::reachability::{TransitionPlan, plan_transition};
-use crate::domain::user::UserKey;
 use crate::domain::{Error, Result};
 
 /// Applies a batch: the session-table changes, then the transitions in order (an offline
 /// transition removes the rows its user's ended sessions kept, so those go after the marks).
+/// Each step is one set-based statement (or a few), whatever the batch's size.
 ///
 /// In cluster mode (`batch.member`), only while the member's lease holds (else
 /// [`Error::Fenced`], nothing written): the member's row is held FOR KEY SHARE until commit,
 /// so a takeover (which deletes it) waits for this transaction or makes it fail. Session rows
 /// are written only where the member holds them (a session that moved is another member's),
-/// and transitions are decided across members on `presence_holds` (see [`apply_held`]).
+/// and transitions are decided across members on `presence_holds` (see [`decide_held`]).
 pub fn commit(tx: &mut Tx<'_, '_>, batch: &PresenceBatch) -> Result<()> {
     let member = batch.member;
     if let Some(member) = member {
         fence(tx, member)?;
     }
-    for s in &batch.sessions.upserts {
-        tx.execute(
-            "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at, member) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
-             last_ping_at = excluded.last_ping_at, expires_at = excluded.expires_at \
-             WHERE sessions.member IS NOT DISTINCT FROM excluded.member",
-            &[
-                &s.id.cast_signed(),
-                &s.service_sid,
-                &s.identity,
-                &s.transport.as_str(),
-                &s.endpoint,
-                &s.created_at,
-                &s.last_ping_at,
-                &s.expires_at,
-                &member,
-            ],
-        )
-        .db()?;
-    }
+    upsert_sessions(tx, &batch.sessions.upserts, member)?;
     if !batch.sessions.deletes.is_empty() {
         let ids: Vec<i64> = batch
             .sessions
@@ -67,32 +48,95 @@ pub fn commit(tx: &mut Tx<'_, '_>, batch: &PresenceBatch) -> Result<()> {
         )
         .db()?;
     }
-    for end in &batch.sessions.ends {
+    end_sessions(tx, &batch.sessions.ends, member)?;
+    let theirs: Vec<&Transition> = match member {
+        Some(member) => decide_held(tx, member, &batch.transitions)?,
+        None => batch.transitions.iter().collect(),
+    };
+    // The ended sessions of users going offline (this member's, or a lost member's) go with
+    // them.
+    let offline: Vec<&Transition> = theirs.iter().copied().filter(|t| !t.online).collect();
+    if !offline.is_empty() {
         tx.execute(
-            "UPDATE sessions SET ended_at = $2, end_cause = $3 \
-             WHERE id = $1 AND ($4::BIGINT IS NULL OR member = $4)",
-            &[&end.id.cast_signed(), &end.at, &end.cause.as_str(), &member],
+            "DELETE FROM sessions USING unnest($1::TEXT[], $2::TEXT[]) AS u(s, i) \
+             WHERE sessions.service_sid = u.s AND sessions.identity = u.i \
+             AND (sessions.ended_at IS NOT NULL OR sessions.member IS NULL) \
+             AND ($3::BIGINT IS NULL OR sessions.member IS NULL OR sessions.member = $3)",
+            &[
+                &offline.iter().map(|t| &*t.service_sid).collect::<Vec<_>>(),
+                &offline.iter().map(|t| &*t.identity).collect::<Vec<_>>(),
+                &member,
+            ],
         )
         .db()?;
     }
-    for transition in &batch.transitions {
-        if let Some(member) = member
-            && !apply_held(tx, member, transition)?
-        {
-            continue;
-        }
-        if !transition.online {
-            // The user's ended sessions (this member's, or a lost member's) go with them.
-            tx.execute(
-                "DELETE FROM sessions WHERE service_sid = $1 AND identity = $2 \
-                 AND (ended_at IS NOT NULL OR member IS NULL) \
-                 AND ($3::BIGINT IS NULL OR member IS NULL OR member = $3)",
-                &[&&*transition.service_sid, &&*transition.identity, &member],
-            )
-            .db()?;
-        }
-        apply_transition(tx, transition)?;
+    transitions::store(tx, &theirs)
+}
+
+/// The last of each session's entries in `items` (a batch may carry one session twice, and
+/// one statement may change a row only once), in the order of their first entries.
+fn last_of_each<T>(items: &[T], id: impl Fn(&T) -> u64) -> Vec<&T> {
+    let mut last: HashMap<u64, usize> = HashMap::with_capacity(items.len());
+    for (at, item) in items.iter().enumerate() {
+        last.insert(id(item), at);
     }
+    let mut kept: Vec<usize> = last.into_values().collect();
+    kept.sort_unstable();
+    kept.into_iter().map(|at| &items[at]).collect()
+}
+
+/// Inserts the batch's new sessions and stores the expiries of its pinged ones, in one
+/// statement; a row another member holds now is left alone.
+fn upsert_sessions(
+    tx: &mut Tx<'_, '_>,
+    upserts: &[PersistedSession],
+    member: Option<MemberId>,
+) -> Result<()> {
+    if upserts.is_empty() {
+        return Ok(());
+    }
+    let rows = last_of_each(upserts, |s| s.id);
+    tx.execute(
+        "INSERT INTO sessions (id, service_sid, identity, transport, endpoint, created_at, last_ping_at, expires_at, member) \
+         SELECT u.*, $9 FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+         $6::BIGINT[], $7::BIGINT[], $8::BIGINT[]) AS u \
+         ON CONFLICT (id) DO UPDATE SET \
+         last_ping_at = excluded.last_ping_at, expires_at = excluded.expires_at \
+         WHERE sessions.member IS NOT DISTINCT FROM excluded.member",
+        &[
+            &rows.iter().map(|s| s.id.cast_signed()).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.service_sid.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.identity.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.transport.as_str()).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.endpoint.as_deref()).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.created_at).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.last_ping_at).collect::<Vec<_>>(),
+            &rows.iter().map(|s| s.expires_at).collect::<Vec<_>>(),
+            &member,
+        ],
+    )
+    .db()?;
+    Ok(())
+}
+
+/// Marks the batch's ended sessions (the member's own rows only), in one statement.
+fn end_sessions(tx: &mut Tx<'_, '_>, ends: &[SessionEnd], member: Option<MemberId>) -> Result<()> {
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let rows = last_of_each(ends, |e| e.id);
+    tx.execute(
+        "UPDATE sessions SET ended_at = e.at, end_cause = e.cause \
+         FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[]) AS e(id, at, cause) \
+         WHERE sessions.id = e.id AND ($4::BIGINT IS NULL OR sessions.member = $4)",
+        &[
+            &rows.iter().map(|e| e.id.cast_signed()).collect::<Vec<_>>(),
+            &rows.iter().map(|e| e.at).collect::<Vec<_>>(),
+            &rows.iter().map(|e| e.cause.as_str()).collect::<Vec<_>>(),
+            &member,
+        ],
+    )
+    .db()?;
     Ok(())
 }
 
@@ -108,80 +152,87 @@ pub fn fence(tx: &mut Tx<'_, '_>, member: MemberId) -> Result<()> {
     if holds { Ok(()) } else { Err(Error::Fenced) }
 }
 
-/// A member's view of a user's transition becomes the user's only when it changes whether
-/// any member holds the user: online takes (keeps) this member's hold, offline gives it up.
-/// Returns whether the transition is the user's (online: always, storage skips a repeat;
-/// offline: only when no other member holds the user). Writers' transactions are serialized
-/// by the feed position row (see `writer`), so two members never decide on one user at once.
-fn apply_held(tx: &mut Tx<'_, '_>, member: MemberId, t: &Transition) -> Result<bool> {
-    let (service, identity) = (&*t.service_sid, &*t.identity);
-    if t.online {
-        tx.execute(
-            "INSERT INTO presence_holds (service_sid, identity, member) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-            &[&service, &identity, &member],
-        )
-        .db()?;
-        return Ok(true);
-    }
-    tx.execute(
-        "DELETE FROM presence_holds WHERE service_sid = $1 AND identity = $2 AND member = $3",
-        &[&service, &identity, &member],
-    )
-    .db()?;
-    let held_elsewhere: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM presence_holds WHERE service_sid = $1 AND identity = $2)",
-            &[&service, &identity],
-        )
-        .db()?
-        .try_get(0)
-        .db()?;
-    Ok(!held_elsewhere)
-}
-
-/// Stores a transition as [`plan_transition`] decides: only if it changes the user's stored
-/// state in a service with reachability enabled (disabled services are silent, repeats are
-/// idempotent).
+/// Which of a member's transitions are their users' own. A member's view of a user's
+/// transition becomes the user's only when it changes whether any member holds the user:
+/// online takes (keeps) this member's hold and is the user's (storage skips a repeat);
+/// offline gives the hold up and is the user's only when no other member holds the user.
+/// Writers' transactions are serialized by the feed position row (see `writer`), so two
+/// members never decide on one user at once.
 ///
-/// A session opening is a client's first contact: a user that does not exist yet is created
-/// first (with its `user.added` event), in the same transaction — so a burst of first contacts
-/// costs one batched write, not one write per user.
-fn apply_transition(tx: &mut Tx<'_, '_>, t: &Transition) -> Result<()> {
-    let enabled: Option<bool> = tx
-        .query_opt(
-            "SELECT reachability_enabled FROM services WHERE sid = $1",
-            &[&&*t.service_sid],
-        )
-        .db()?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .db()?;
-    let key = UserKey::Identity(t.identity.to_string());
-    let mut user = users::get(tx, &t.service_sid, &key)?;
-    let change = loop {
-        match plan_transition(enabled, user.as_ref(), t) {
-            TransitionPlan::Skip => return Ok(()),
-            TransitionPlan::Apply(change) => break *change,
-            TransitionPlan::CreateUser if user.is_none() => {
-                user = Some(users::ensure(tx, &t.service_sid, &t.identity)?.0);
+/// Set-based, in rounds: round k takes each user's k-th transition of the batch (a user's
+/// transitions must be decided in their order; different users' are independent), with one
+/// statement for the round's online transitions and two for its offline ones. Returns the
+/// user's transitions in the batch's order.
+fn decide_held<'t>(
+    tx: &mut Tx<'_, '_>,
+    member: MemberId,
+    transitions: &'t [Transition],
+) -> Result<Vec<&'t Transition>> {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    let round_of: Vec<usize> = transitions
+        .iter()
+        .map(|t| {
+            let count = seen.entry((&*t.service_sid, &*t.identity)).or_insert(0);
+            *count += 1;
+            *count - 1
+        })
+        .collect();
+    let rounds = round_of.iter().max().map_or(0, |last| last + 1);
+    let mut theirs = vec![false; transitions.len()];
+    for round in 0..rounds {
+        let in_round = |online: bool| -> Vec<usize> {
+            (0..transitions.len())
+                .filter(|&i| round_of[i] == round && transitions[i].online == online)
+                .collect()
+        };
+        let (online, offline) = (in_round(true), in_round(false));
+        let services = |at: &[usize]| -> Vec<&str> {
+            at.iter().map(|&i| &*transitions[i].service_sid).collect()
+        };
+        let identities =
+            |at: &[usize]| -> Vec<&str> { at.iter().map(|&i| &*transitions[i].identity).collect() };
+        if !online.is_empty() {
+            tx.execute(
+                "INSERT INTO presence_holds (service_sid, identity, member) \
+                 SELECT s, i, $3 FROM unnest($1::TEXT[], $2::TEXT[]) AS u(s, i) ON CONFLICT DO NOTHING",
+                &[&services(&online), &identities(&online), &member],
+            )
+            .db()?;
+            for &i in &online {
+                theirs[i] = true;
             }
-            // Unreachable (the plan asks for a user only when there is none); never loop.
-            TransitionPlan::CreateUser => return Ok(()),
         }
-    };
-    let state = &change.user.reachability;
-    tx.execute(
-        "UPDATE users SET is_online = $2, last_seen = $3, online_since = $4 WHERE sid = $1",
-        &[
-            &change.user.sid,
-            &state.is_online,
-            &state.last_seen,
-            &state.online_since,
-        ],
-    )
-    .db()?;
-    emit_reachability_change(tx, change)
+        if offline.is_empty() {
+            continue;
+        }
+        let (s, i) = (services(&offline), identities(&offline));
+        tx.execute(
+            "DELETE FROM presence_holds h USING unnest($1::TEXT[], $2::TEXT[]) AS u(s, i) \
+             WHERE h.service_sid = u.s AND h.identity = u.i AND h.member = $3",
+            &[&s, &i, &member],
+        )
+        .db()?;
+        let held_elsewhere: HashSet<(String, String)> = tx
+            .query(
+                "SELECT DISTINCT h.service_sid, h.identity FROM unnest($1::TEXT[], $2::TEXT[]) AS u(s, i) \
+                 JOIN presence_holds h ON h.service_sid = u.s AND h.identity = u.i",
+                &[&s, &i],
+            )
+            .db()?
+            .iter()
+            .map(|r| Ok((r.try_get(0).db()?, r.try_get(1).db()?)))
+            .collect::<Result<_>>()?;
+        for &at in &offline {
+            let t = &transitions[at];
+            let key = (t.service_sid.to_string(), t.identity.to_string());
+            theirs[at] = !held_elsewhere.contains(&key);
+        }
+    }
+    Ok(transitions
+        .iter()
+        .zip(theirs)
+        .filter_map(|(t, mine)| mine.then_some(t))
+        .collect())
 }
 
 /// The columns [`session_from_row`] reads, in its order.
@@ -430,5 +481,142 @@ mod tests {
                 .sessions
                 .is_empty()
         );
+    }
+
+    /// Two members of a deployment on `db`: this one (whose batches are committed) and
+    /// another that already holds `held_elsewhere`.
+    fn members(db: &TestDb, service: &str, held_elsewhere: &[&str]) -> MemberId {
+        let mut client = db.client();
+        let mut join = |node: &str| -> MemberId {
+            client
+                .query_one(
+                    "INSERT INTO cluster_members (node_id, lease_until, lease_ms) \
+                     VALUES ($1, now() + interval '1 hour', 10000) RETURNING member",
+                    &[&node],
+                )
+                .expect("member")
+                .get(0)
+        };
+        let (mine, other) = (join("mine"), join("other"));
+        for identity in held_elsewhere {
+            client
+                .execute(
+                    "INSERT INTO presence_holds (service_sid, identity, member) VALUES ($1, $2, $3)",
+                    &[&service, identity, &other],
+                )
+                .expect("hold");
+        }
+        mine
+    }
+
+    /// What the database says after a run, without the values that differ between two
+    /// databases (SIDs, clocks, tokens): events, users, deliveries and holds, in order.
+    fn outcome(db: &TestDb) -> Vec<String> {
+        let mut client = db.client();
+        let mut rows = |sql: &str| -> Vec<String> {
+            client
+                .query(sql, &[])
+                .expect("read")
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| format!("{:?}", r.get::<_, Option<String>>(i)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect()
+        };
+        let mut all = rows(
+            "SELECT identity, type, reasons, cause, sequence::TEXT, is_online::TEXT, \
+             session_count::TEXT, last_seen::TEXT, source FROM events ORDER BY id",
+        );
+        all.extend(rows(
+            "SELECT identity, is_online::TEXT, sequence::TEXT, last_seen::TEXT, online_since::TEXT \
+             FROM users ORDER BY identity",
+        ));
+        all.extend(rows(
+            "SELECT e.identity, e.sequence::TEXT, d.format, d.head::TEXT, d.status FROM deliveries d \
+             JOIN events e ON e.id = d.event_id ORDER BY d.id",
+        ));
+        all.extend(rows(
+            "SELECT identity, member::TEXT FROM presence_holds ORDER BY identity, member",
+        ));
+        all
+    }
+
+    #[test]
+    fn a_batch_of_many_transitions_stores_what_one_at_a_time_does() {
+        let (Some(together), Some(apart)) = (fresh_database(), fresh_database()) else {
+            return;
+        };
+        let identities = ["u0", "u1", "u2", "u3", "u4", "u5"];
+        // A user's transitions alternate, as the engine makes them; every user starts with
+        // an opening (a first contact) except u5, whose offline transition must be silent.
+        let mut state = 0x2545_f491_u64;
+        let mut online = [false; 6];
+        let mut transitions = vec![transition("S", "u5", false, Cause::SessionTimeout)];
+        for step in 0..80 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let who = (state >> 33) as usize % 5;
+            online[who] = !online[who];
+            let cause = if online[who] {
+                Cause::SessionOpened
+            } else {
+                Cause::SessionClosed
+            };
+            let mut t = transition("S", identities[who], online[who], cause);
+            t.at = 1_000 + step;
+            t.last_seen = 900 + step;
+            transitions.push(t);
+        }
+        let run = |db: &TestDb, one_at_a_time: bool| {
+            let service = db.service(true, Some("http://127.0.0.1:9/hook"));
+            let member = members(db, &service, &["u0", "u1"]);
+            let mine: Vec<Transition> = transitions
+                .iter()
+                .map(|t| Transition {
+                    service_sid: Arc::from(service.as_str()),
+                    ..t.clone()
+                })
+                .collect();
+            let batches: Vec<Vec<Transition>> = if one_at_a_time {
+                mine.into_iter().map(|t| vec![t]).collect()
+            } else {
+                vec![mine]
+            };
+            for transitions in batches {
+                let batch = PresenceBatch {
+                    member: Some(member),
+                    transitions,
+                    sessions: SessionFlush::default(),
+                };
+                commit_batch(db, batch);
+            }
+            outcome(db)
+        };
+        let (batched, single) = (run(&together, false), run(&apart, true));
+        assert!(
+            batched.len() > 80,
+            "events, users and deliveries were written"
+        );
+        assert!(
+            batched
+                .iter()
+                .any(|row| row.contains("\"true\"") && row.contains("\"u0\""))
+        );
+        assert_eq!(batched, single);
+        // Each queue's head is its oldest pending delivery, and the only one.
+        let misplaced: i64 = together
+            .client()
+            .query_one(
+                "SELECT count(*) FROM deliveries d WHERE d.head <> (d.id = (SELECT min(o.id) \
+                 FROM deliveries o WHERE o.target = d.target AND o.user_sid = d.user_sid))",
+                &[],
+            )
+            .expect("heads")
+            .get(0);
+        assert_eq!(misplaced, 0);
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::{events, paging, users, writer}.
 
+use std::collections::HashMap;
+
 use postgres::Row;
 
 use super::statements::Sql;
@@ -219,6 +221,24 @@ pub fn set_presence(
     service.date_updated = now_ms();
     save(client, &service)?;
     Ok(service)
+}
+
+/// What a presence batch needs to know of each of `sids` that exists: whether reachability
+/// is enabled, and the default role for the users a first contact creates.
+pub fn presence_facts(
+    client: &mut impl Sql,
+    sids: &[&str],
+) -> Result<HashMap<String, (bool, Option<String>)>> {
+    client
+        .query(
+            "SELECT sid, reachability_enabled, settings::json ->> 'default_service_role_sid' \
+             FROM services WHERE sid = ANY($1)",
+            &[&sids],
+        )
+        .db()?
+        .iter()
+        .map(|r| Ok((r.try_get(0).db()?, (r.try_get(1).db()?, r.try_get(2).db()?))))
+        .collect()
 }
 
 /// A service's default role for new users, without decoding its settings; `NotFound` when the

@@ -79,6 +79,95 @@ pub fn get(client: &mut impl Sql, service_sid: &str, key: &UserKey) -> Result<Op
     find(client, service_sid, key, false)
 }
 
+/// The users of `keys` (service SID, identity) that exist, in one statement.
+pub fn get_many(client: &mut impl Sql, keys: &[(&str, &str)]) -> Result<Vec<User>> {
+    let services: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let identities: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM users WHERE (service_sid, identity) IN \
+                 (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]))"
+            ),
+            &[&services, &identities],
+        )
+        .db()?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Inserts users a batch of first contacts created (see [`ensure`] for one), in one
+/// statement. The caller holds the feed position (so no other writer creates users
+/// meanwhile) and found none of them; if one exists after all, nothing is written and the
+/// batch fails as unavailable, to be retried.
+pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&User) -> &str| users.iter().map(|u| f(u)).collect::<Vec<&str>>();
+    let inserted = client
+        .execute(
+            "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
+             date_created, date_updated) \
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+             $6::TEXT[], $7::BIGINT[], $8::BIGINT[]) ON CONFLICT (service_sid, identity) DO NOTHING",
+            &[
+                &column(|u| &u.sid),
+                &column(|u| &u.service_sid),
+                &column(|u| &u.identity),
+                &users.iter().map(|u| u.friendly_name.as_deref()).collect::<Vec<_>>(),
+                &column(|u| &u.attributes),
+                &users.iter().map(|u| u.role_sid.as_deref()).collect::<Vec<_>>(),
+                &users.iter().map(|u| u.date_created).collect::<Vec<_>>(),
+                &users.iter().map(|u| u.date_updated).collect::<Vec<_>>(),
+            ],
+        )
+        .db()?;
+    if inserted != users.len() as u64 {
+        return Err(Error::Unavailable(
+            "a user was created concurrently; the batch will be retried".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the presence state and sequence of each of `users` (as they are in memory), in one
+/// statement.
+pub fn store_reachability(client: &mut impl Sql, users: &[&User]) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            "UPDATE users SET is_online = v.online, last_seen = v.seen, online_since = v.since, \
+             sequence = v.sequence \
+             FROM unnest($1::TEXT[], $2::BOOLEAN[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[]) \
+             AS v(sid, online, seen, since, sequence) WHERE users.sid = v.sid",
+            &[
+                &users.iter().map(|u| u.sid.as_str()).collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.is_online)
+                    .collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.last_seen)
+                    .collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.online_since)
+                    .collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.sequence)
+                    .collect::<Vec<_>>(),
+            ],
+        )
+        .db()?;
+    Ok(())
+}
+
 pub fn require(client: &mut impl Sql, service_sid: &str, key: &UserKey) -> Result<User> {
     get(client, service_sid, key)?.ok_or(Error::NotFound)
 }

@@ -7,6 +7,9 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::writer.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use super::*;
 use crate::domain::account::AccountWebhook;
 use crate::domain::fanout::{
@@ -85,21 +88,106 @@ fn candidates(client: &mut impl Sql, service_sid: &str) -> Result<Candidates> {
 
 /// Writes one pending delivery per target the domain routes a just-written event to.
 pub fn enqueue(tx: &mut Tx<'_, '_>, e: &OutboxEvent<'_>) -> Result<usize> {
-    let routed = RoutedEvent {
-        kind: e.kind,
-        service_sid: e.service_sid,
-        source: e.source,
-        rest_webhooks: e.rest_webhooks,
-    };
-    let deliveries = route(&routed, &candidates(tx, e.service_sid)?);
+    enqueue_all(tx, std::slice::from_ref(e))
+}
+
+/// [`enqueue`] for several just-written events, in their order, with a fixed handful of
+/// statements: each service's candidates once, then every queue's lock (in one statement, in
+/// sorted order), the queues that already have a pending delivery, and the inserts. A new
+/// delivery is its queue's head when the queue had no pending delivery and no earlier new one.
+pub fn enqueue_all(tx: &mut Tx<'_, '_>, events: &[OutboxEvent<'_>]) -> Result<usize> {
+    let mut candidates_of: HashMap<&str, Candidates> = HashMap::new();
+    let mut rows: Vec<(&OutboxEvent<'_>, NewDelivery)> = Vec::new();
+    for e in events {
+        let candidates = match candidates_of.entry(e.service_sid) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(slot) => slot.insert(candidates(tx, e.service_sid)?),
+        };
+        let routed = RoutedEvent {
+            kind: e.kind,
+            service_sid: e.service_sid,
+            source: e.source,
+            rest_webhooks: e.rest_webhooks,
+        };
+        rows.extend(route(&routed, candidates).into_iter().map(|d| (e, d)));
+    }
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut queues: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(e, d)| (d.target.as_str(), e.user_sid))
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let targets: Vec<&str> = queues.iter().map(|q| q.0).collect();
+    let users: Vec<&str> = queues.iter().map(|q| q.1).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(q.t || ' ' || q.u)) \
+         FROM unnest($2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS q(t, u, n) ORDER BY q.n",
+        &[&QUEUE_LOCK_CLASS, &targets, &users],
+    )
+    .db()?;
+    let mut busy: HashSet<(String, String)> = tx
+        .query(
+            "SELECT DISTINCT d.target, d.user_sid FROM unnest($1::TEXT[], $2::TEXT[]) AS q(t, u) \
+             JOIN deliveries d ON d.target = q.t AND d.user_sid = q.u AND d.status = 'pending'",
+            &[&targets, &users],
+        )
+        .db()?
+        .iter()
+        .map(|r| Ok((r.try_get(0).db()?, r.try_get(1).db()?)))
+        .collect::<Result<_>>()?;
+    let heads: Vec<bool> = rows
+        .iter()
+        .map(|(e, d)| busy.insert((d.target.clone(), e.user_sid.to_string())))
+        .collect();
     let now = now_ms();
-    for d in &deliveries {
-        insert(tx, e.id, e.service_sid, e.user_sid, d, now)?;
-    }
-    if !deliveries.is_empty() {
-        tx.record_deliveries();
-    }
-    Ok(deliveries.len())
+    tx.execute(
+        "INSERT INTO deliveries (event_id, service_sid, user_sid, target, format, url, method, \
+         max_attempts, status, head, next_attempt_at, idempotency_token, created_at, updated_at) \
+         SELECT r.e, r.s, r.u, r.t, r.f, r.url, r.m, r.a, 'pending', r.h, $11, r.token, $11, $11 \
+         FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+         $7::TEXT[], $8::BIGINT[], $9::BOOLEAN[], $10::TEXT[]) \
+         WITH ORDINALITY AS r(e, s, u, t, f, url, m, a, h, token, n) ORDER BY r.n",
+        &[
+            &rows.iter().map(|(e, _)| e.id).collect::<Vec<i64>>(),
+            &rows
+                .iter()
+                .map(|(e, _)| e.service_sid)
+                .collect::<Vec<&str>>(),
+            &rows.iter().map(|(e, _)| e.user_sid).collect::<Vec<&str>>(),
+            &rows
+                .iter()
+                .map(|(_, d)| d.target.as_str())
+                .collect::<Vec<&str>>(),
+            &rows
+                .iter()
+                .map(|(_, d)| d.format.as_str())
+                .collect::<Vec<&str>>(),
+            &rows
+                .iter()
+                .map(|(_, d)| d.url.as_str())
+                .collect::<Vec<&str>>(),
+            &rows
+                .iter()
+                .map(|(_, d)| d.method.as_str())
+                .collect::<Vec<&str>>(),
+            &rows
+                .iter()
+                .map(|(_, d)| d.max_attempts)
+                .collect::<Vec<i64>>(),
+            &heads,
+            &rows
+                .iter()
+                .map(|_| idempotency_token())
+                .collect::<Vec<String>>(),
+            &now,
+        ],
+    )
+    .db()?;
+    tx.record_deliveries();
+    Ok(rows.len())
 }
 
 /// Inserts a pending, unleased delivery, the head of its (target, user) queue when the queue
