@@ -35,6 +35,8 @@
 //!
 //! May depend on: postgres, serde_json, domain, pg::{events, paging, writer}.
 
+use std::collections::HashSet;
+
 mod fanout;
 
 use fanout::insert;
@@ -108,13 +110,15 @@ fn lock_queue(client: &mut impl Sql, target: &str, user_sid: &str) -> Result<()>
     Ok(())
 }
 
-/// Takes the advisory lock of a delivery's queue (nothing when there is no such delivery).
-fn lock_queue_of(client: &mut impl Sql, delivery_id: i64) -> Result<()> {
+/// Takes the advisory locks of the queues of `delivery_ids` (those that exist), in one
+/// statement, in the queues' order (so that two takers never wait on each other in a cycle).
+fn lock_queues_of(client: &mut impl Sql, delivery_ids: &[i64]) -> Result<()> {
     client
         .execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext(target || ' ' || user_sid)) \
-             FROM deliveries WHERE id = $2",
-            &[&QUEUE_LOCK_CLASS, &delivery_id],
+            "SELECT pg_advisory_xact_lock($1, hashtext(q.target || ' ' || q.user_sid)) \
+             FROM (SELECT DISTINCT target, user_sid FROM deliveries WHERE id = ANY($2) \
+                   ORDER BY target, user_sid) AS q",
+            &[&QUEUE_LOCK_CLASS, &delivery_ids],
         )
         .db()?;
     Ok(())
@@ -216,79 +220,126 @@ fn claimed_sql() -> &'static str {
 /// pending deliveries fail. An outcome whose delivery `owner` no longer leases (the lease
 /// expired and another dispatcher took it over, or an endpoint's 410 failed it) changes
 /// nothing; their ids are returned.
+///
+/// Set-based: a handful of statements for all the outcomes up to (and including) one that
+/// disables an endpoint, then the same for the next ones — what recording them one by one
+/// does, since only a disabled endpoint changes what a later outcome finds.
 pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
     let now = now_ms();
     let mut lost = Vec::new();
-    for o in outcomes {
-        let (a, s) = (&o.attempt, &o.settlement);
-        let status = s.status.as_str();
-        lock_queue_of(tx, o.delivery_id)?;
-        let updated = tx
-            .execute(
-                "UPDATE deliveries SET attempts = $3, status = $4, next_attempt_at = $5, \
-                 last_status = $6, last_error = $7, updated_at = $8, head = ($4 = 'pending'), \
-                 lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
-                &[
-                    &o.delivery_id,
-                    &owner,
-                    &a.attempt,
-                    &status,
-                    &s.next_attempt_at,
-                    &a.status_code,
-                    &a.error,
-                    &now,
-                ],
-            )
-            .db()?;
-        if updated == 0 {
-            lost.push(o.delivery_id);
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &o.delivery_id,
-                &a.attempt,
-                &a.started_at,
-                &a.status_code,
-                &a.latency_ms,
-                &a.response_body,
-                &a.error,
-            ],
-        )
-        .db()?;
-        if s.status != DeliveryStatus::Pending {
-            promote_next(tx, o.delivery_id)?;
-        }
-        if let Some(gone) = &s.disable_endpoint {
-            tx.execute(
-                "UPDATE webhook_endpoints SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
-                &[&gone.endpoint_id, &gone.reason, &now],
-            )
-            .db()?;
-            // Leases are cleared too: an attempt still running elsewhere must not bring a
-            // delivery to a disabled endpoint back to pending.
-            tx.execute(
-                "UPDATE deliveries SET status = 'failed', head = FALSE, last_error = $2, updated_at = $3, \
-                 lease_owner = NULL, lease_until = NULL WHERE target = $1 AND status = 'pending'",
-                &[&endpoint_target(&gone.endpoint_id), &gone.pending_error, &now],
-            )
-            .db()?;
-        }
+    for chunk in outcomes.split_inclusive(|o| o.settlement.disable_endpoint.is_some()) {
+        lost.extend(record_chunk(tx, owner, chunk, now)?);
     }
     tx.record_deliveries();
     Ok(lost)
 }
 
-/// Makes the oldest pending delivery of a finished delivery's queue its new head (the caller
-/// holds the queue's lock).
-fn promote_next(client: &mut impl Sql, finished: i64) -> Result<()> {
+fn record_chunk(
+    tx: &mut Tx<'_, '_>,
+    owner: &str,
+    outcomes: &[AttemptOutcome],
+    now: Millis,
+) -> Result<Vec<i64>> {
+    // A delivery's second outcome in one go finds its lease cleared by the first: lost.
+    let mut seen = HashSet::new();
+    let (firsts, repeats): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) =
+        outcomes.iter().partition(|o| seen.insert(o.delivery_id));
+    let ids: Vec<i64> = firsts.iter().map(|o| o.delivery_id).collect();
+    lock_queues_of(tx, &ids)?;
+    let updated: HashSet<i64> = tx
+        .query(
+            "UPDATE deliveries SET attempts = v.attempt, status = v.status, \
+             next_attempt_at = v.next_at, last_status = v.code, last_error = v.error, \
+             updated_at = $3, head = (v.status = 'pending'), lease_owner = NULL, lease_until = NULL \
+             FROM unnest($1::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[]) \
+             AS v(id, attempt, status, next_at, code, error) \
+             WHERE deliveries.id = v.id AND deliveries.lease_owner = $2 RETURNING deliveries.id",
+            &[
+                &ids,
+                &owner,
+                &now,
+                &firsts.iter().map(|o| o.attempt.attempt).collect::<Vec<_>>(),
+                &firsts
+                    .iter()
+                    .map(|o| o.settlement.status.as_str())
+                    .collect::<Vec<_>>(),
+                &firsts
+                    .iter()
+                    .map(|o| o.settlement.next_attempt_at)
+                    .collect::<Vec<_>>(),
+                &firsts.iter().map(|o| o.attempt.status_code).collect::<Vec<_>>(),
+                &firsts
+                    .iter()
+                    .map(|o| o.attempt.error.as_deref())
+                    .collect::<Vec<_>>(),
+            ],
+        )
+        .db()?
+        .iter()
+        .map(|r| r.try_get(0).db())
+        .collect::<Result<_>>()?;
+    let (done, lost): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) = firsts
+        .into_iter()
+        .partition(|o| updated.contains(&o.delivery_id));
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
+         SELECT a.d, a.n, a.s, a.c, a.l, a.b, a.e FROM unnest($1::BIGINT[], $2::BIGINT[], \
+         $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[], $7::TEXT[]) WITH ORDINALITY AS a(d, n, s, c, l, b, e, o) ORDER BY a.o",
+        &[
+            &done.iter().map(|o| o.delivery_id).collect::<Vec<_>>(),
+            &done.iter().map(|o| o.attempt.attempt).collect::<Vec<_>>(),
+            &done.iter().map(|o| o.attempt.started_at).collect::<Vec<_>>(),
+            &done.iter().map(|o| o.attempt.status_code).collect::<Vec<_>>(),
+            &done.iter().map(|o| o.attempt.latency_ms).collect::<Vec<_>>(),
+            &done
+                .iter()
+                .map(|o| o.attempt.response_body.as_deref())
+                .collect::<Vec<_>>(),
+            &done
+                .iter()
+                .map(|o| o.attempt.error.as_deref())
+                .collect::<Vec<_>>(),
+        ],
+    )
+    .db()?;
+    let finished: Vec<i64> = done
+        .iter()
+        .filter(|o| o.settlement.status != DeliveryStatus::Pending)
+        .map(|o| o.delivery_id)
+        .collect();
+    promote_next(tx, &finished)?;
+    for gone in done
+        .iter()
+        .filter_map(|o| o.settlement.disable_endpoint.as_ref())
+    {
+        tx.execute(
+            "UPDATE webhook_endpoints SET disabled = TRUE, disabled_reason = $2, updated_at = $3 WHERE id = $1",
+            &[&gone.endpoint_id, &gone.reason, &now],
+        )
+        .db()?;
+        // Leases are cleared too: an attempt still running elsewhere must not bring a
+        // delivery to a disabled endpoint back to pending.
+        tx.execute(
+            "UPDATE deliveries SET status = 'failed', head = FALSE, last_error = $2, updated_at = $3, \
+             lease_owner = NULL, lease_until = NULL WHERE target = $1 AND status = 'pending'",
+            &[&endpoint_target(&gone.endpoint_id), &gone.pending_error, &now],
+        )
+        .db()?;
+    }
+    Ok(lost.iter().chain(&repeats).map(|o| o.delivery_id).collect())
+}
+
+/// Makes the oldest pending delivery of each finished delivery's queue its new head (the
+/// caller holds the queues' locks).
+fn promote_next(client: &mut impl Sql, finished: &[i64]) -> Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
     client
         .execute(
-            "UPDATE deliveries SET head = TRUE WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
-             ON n.target = d.target AND n.user_sid = d.user_sid AND n.status = 'pending' \
-             WHERE d.id = $1 ORDER BY n.id LIMIT 1)",
+            "UPDATE deliveries SET head = TRUE WHERE id IN (SELECT (SELECT n.id FROM deliveries n \
+             WHERE n.target = d.target AND n.user_sid = d.user_sid AND n.status = 'pending' \
+             ORDER BY n.id LIMIT 1) FROM deliveries d WHERE d.id = ANY($1))",
             &[&finished],
         )
         .db()?;
@@ -715,6 +766,51 @@ mod tests {
         let log = attempts(&mut *client, ids[0]).expect("attempts");
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].response_body.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn outcomes_recorded_together_act_as_recorded_one_by_one() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        for user in ["a", "b", "c"] {
+            db.user(&service, user);
+            db.emit_update(&service, user);
+            db.emit_update(&service, user);
+        }
+        let heads: Vec<i64> = queue(&db).iter().filter(|r| r.2).map(|r| r.0).collect();
+        assert_eq!(heads.len(), 3);
+        let now = now_ms() + 1;
+        assert_eq!(claim_as(&db, "a", now, 10), heads);
+        let mut retry = outcome(heads[1], DeliveryStatus::Pending);
+        retry.settlement.next_attempt_at = now + 5;
+        let mut failed = outcome(heads[2], DeliveryStatus::Failed);
+        failed.settlement.disable_endpoint = None;
+        // The first head's outcome twice: the second finds the lease gone.
+        let outcomes = vec![
+            outcome(heads[0], DeliveryStatus::Delivered),
+            retry,
+            outcome(heads[0], DeliveryStatus::Delivered),
+            failed,
+        ];
+        assert_eq!(record_as(&db, "a", outcomes), vec![heads[0]]);
+        let states: Vec<(bool, String)> = queue(&db).iter().map(|r| (r.2, r.3.clone())).collect();
+        assert_eq!(
+            states,
+            vec![
+                (false, "delivered".into()),
+                (true, "pending".into()),
+                (true, "pending".into()),
+                (false, "pending".into()),
+                (false, "failed".into()),
+                (true, "pending".into()),
+            ]
+        );
+        let logged: i64 = db
+            .client()
+            .query_one("SELECT count(*) FROM delivery_attempts", &[])
+            .expect("attempts")
+            .get(0);
+        assert_eq!(logged, 3, "one attempt logged per recorded outcome");
     }
 
     #[test]
