@@ -24,7 +24,8 @@
 //! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
 //!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
 //!   is due, and claims many at once — up to the free slots, and while attempts run only once
-//!   a quarter of the slots is free.
+//!   a quarter of the slots is free. Until then it does not even make that read (each
+//!   finished attempt wakes the loop; on PostgreSQL the read is a round trip).
 //! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
 //! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries) or a
 //!   finished attempt; it never spins.
@@ -350,12 +351,23 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         // With attempts running, claim in batches (a quarter of the slots) rather than one
         // read per finished attempt; with none running, claim whatever is free.
         let running = inner.options.concurrency.max(1) - free;
-        let worth_claiming = free >= (inner.options.concurrency / 4).max(1) || running == 0;
+        let worth_claiming =
+            free > 0 && (free >= (inner.options.concurrency / 4).max(1) || running == 0);
+        if !worth_claiming {
+            // Nothing to claim into: no read until a slot frees (or new work wakes us).
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                _ = inner.slot_freed.notified() => {}
+                _ = tokio::time::sleep(MAX_IDLE) => {}
+                _ = inner.stop.cancelled() => return,
+            }
+            continue;
+        }
         let mut claimed = 0;
         // Claiming reads due heads and joins their events: only when a cheaper indexed read
         // says a queue head is due.
         let due = inner.store.next_delivery_due().unwrap_or(None);
-        if free > 0 && worth_claiming && due.is_some_and(|d| d <= now_ms()) {
+        if due.is_some_and(|d| d <= now_ms()) {
             // One commit leases the whole batch; nothing else claims it until the outcomes are
             // recorded or the leases expire.
             let taken = inner
@@ -389,7 +401,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                 Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
             }
         }
-        if free > 0 && claimed == free {
+        if claimed == free {
             continue;
         }
         let idle = match due {
