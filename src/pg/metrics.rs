@@ -1,5 +1,5 @@
 //! Stored gauges for `/metrics` on PostgreSQL: users online per service and the webhook
-//! backlog. Each query walks an index (`users_online`, `deliveries_due`), so a scrape stays
+//! backlog. Each query walks an index (`users_online`, `deliveries_pending`), so a scrape stays
 //! cheap as tables grow.
 //!
 //! May depend on: postgres, domain.
@@ -23,7 +23,7 @@ pub fn snapshot(client: &mut impl Sql) -> Result<MetricsSnapshot> {
         .collect::<Result<Vec<(String, i64)>>>()?;
     let pending_deliveries: i64 = client
         .query_one(
-            "SELECT count(*) FROM deliveries WHERE head IN (FALSE, TRUE) AND status = 'pending'",
+            "SELECT count(*) FROM deliveries WHERE status = 'pending'",
             &[],
         )
         .db()?

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_cluster.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_due_heads.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating ("reachd" in ASCII).

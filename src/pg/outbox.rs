@@ -126,39 +126,20 @@ fn lock_queues_of(client: &mut impl Sql, delivery_ids: &[i64]) -> Result<()> {
 
 /// Claims up to `limit` due queue heads whose lease is absent or expired, oldest due first,
 /// leasing them to `lease.owner` until `lease.until`; returns them with their events. One
-/// write job: the pick (`FOR UPDATE SKIP LOCKED`) and the lease commit together.
+/// write job and one statement: the pick (`FOR UPDATE SKIP LOCKED`: rows another transaction
+/// is claiming or recording right now are skipped, not waited for), the lease, and the read.
 pub fn claim(
     tx: &mut Tx<'_, '_>,
     now: Millis,
     limit: usize,
     lease: &Lease,
 ) -> Result<Vec<ClaimedDelivery>> {
-    // The ids first, from the due index (`deliveries_due`: head, status, lease_until,
-    // next_attempt_at): unleased due heads, and heads whose lease has expired. Rows another
-    // transaction is claiming or recording right now are skipped, not waited for.
-    let ids: Vec<i64> = tx
+    let rows = tx
         .query(
-            "SELECT id FROM deliveries \
-             WHERE head AND status = 'pending' AND (lease_until IS NULL OR lease_until <= $1) \
-             AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-            &[&now, &limit_arg(limit)],
+            claim_sql(),
+            &[&now, &limit_arg(limit), &lease.owner, &lease.until],
         )
-        .db()?
-        .iter()
-        .map(|r| r.try_get(0).db())
-        .collect::<Result<_>>()?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Then lease them and read them with their events and, for a native endpoint
-    // (`endpoint:<id>`), the endpoint's secret. Only claimed rows are joined.
-    tx.execute(
-        "UPDATE deliveries SET lease_owner = $2, lease_until = $3 WHERE id = ANY($1)",
-        &[&ids, &lease.owner, &lease.until],
-    )
-    .db()?;
-    let rows = tx.query(claimed_sql(), &[&ids]).db()?;
+        .db()?;
     rows.iter()
         .map(|row| {
             Ok(ClaimedDelivery {
@@ -188,11 +169,15 @@ fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// Columns of a delivery row and of an event row, as [`claimed_sql`] selects them.
+/// Columns of a delivery row and of an event row, as [`claim_sql`] selects them.
 const DELIVERY_COLUMNS: usize = 17;
 const EVENT_COLUMNS: usize = 16;
 
-fn claimed_sql() -> &'static str {
+/// The claim: heads whose lease expired (from `deliveries_leased`) and unleased due heads
+/// (walking `deliveries_due` in due order), the oldest `$2` of them leased to `$3` until
+/// `$4`, returned with their events and, for a native endpoint (`endpoint:<id>`), the
+/// endpoint's secret.
+fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         let prefixed = |alias: &str, columns: &str| {
@@ -203,11 +188,21 @@ fn claimed_sql() -> &'static str {
                 .join(", ")
         };
         format!(
-            "SELECT {}, {}, w.secret FROM deliveries d \
+            "WITH expired AS (SELECT id, next_attempt_at FROM deliveries \
+               WHERE head AND status = 'pending' AND lease_until <= $1 \
+               ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             unleased AS (SELECT id, next_attempt_at FROM deliveries \
+               WHERE head AND status = 'pending' AND lease_until IS NULL AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             chosen AS (SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM unleased) AS due \
+               ORDER BY next_attempt_at, id LIMIT $2), \
+             leased AS (UPDATE deliveries SET lease_owner = $3, lease_until = $4 \
+               FROM chosen WHERE deliveries.id = chosen.id RETURNING deliveries.*) \
+             SELECT {}, {}, w.secret FROM leased d \
              JOIN events e ON e.id = d.event_id \
              LEFT JOIN webhook_endpoints w \
              ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
-             WHERE d.id = ANY($1) ORDER BY d.next_attempt_at, d.id",
+             ORDER BY d.next_attempt_at, d.id",
             prefixed("d", COLUMNS),
             prefixed("e", events::COLUMNS),
         )
@@ -348,17 +343,23 @@ fn promote_next(client: &mut impl Sql, finished: &[i64]) -> Result<()> {
 
 /// When the next queue head falls due, if any: an unleased head at its `next_attempt_at`, a
 /// leased one when its lease expires. Deliveries waiting behind a head do not count: they
-/// cannot be claimed before it. Two lookups at the ends of `deliveries_due` ranges (`LEAST`
-/// ignores a NULL side).
+/// cannot be claimed before it. The first entry of `deliveries_due`, and only when that is
+/// not due yet the first of `deliveries_leased` (an initPlan runs when first needed): while
+/// deliveries flow, leases are taken and cleared all the time and the start of that index is
+/// mostly entries of dead row versions (`LEAST` ignores a NULL side). Written as each index's
+/// order with `LIMIT 1`, not `min()`, so that the plan is the index's first entry even while
+/// the table's statistics are those of an empty table.
 pub fn next_due(client: &mut impl Sql) -> Result<Option<Millis>> {
     client
         .query_one(
-            "SELECT LEAST( \
-             (SELECT min(next_attempt_at) FROM deliveries \
-              WHERE head AND status = 'pending' AND lease_until IS NULL), \
-             (SELECT min(lease_until) FROM deliveries \
-              WHERE head AND status = 'pending' AND lease_until IS NOT NULL))",
-            &[],
+            "SELECT CASE WHEN due.at <= $1 THEN due.at ELSE LEAST(due.at, \
+               (SELECT lease_until FROM deliveries \
+                WHERE head AND status = 'pending' AND lease_until IS NOT NULL \
+                ORDER BY lease_until LIMIT 1)) END \
+             FROM (SELECT (SELECT next_attempt_at FROM deliveries \
+                   WHERE head AND status = 'pending' AND lease_until IS NULL \
+                   ORDER BY next_attempt_at, id LIMIT 1) AS at) AS due",
+            &[&now_ms()],
         )
         .db()?
         .try_get(0)
