@@ -6,7 +6,9 @@
 //! that `Debug` output and logs never contain them.
 
 mod database;
-pub use database::{DatabaseLocation, is_postgres_url, redact_url};
+pub use database::{
+    DatabaseLocation, PostgresTarget, SslRequest, is_postgres_url, postgres_target, redact_url,
+};
 mod render;
 mod validate;
 

@@ -27,7 +27,9 @@ impl Config {
         match url_scheme(&database).as_deref() {
             None => {}
             Some("postgres" | "postgresql") => {
-                if let Err(e) = database.parse::<postgres::Config>() {
+                let parsed = super::database::postgres_target(&database)
+                    .and_then(|t| t.url.parse::<postgres::Config>().map_err(|e| e.to_string()));
+                if let Err(e) = parsed {
                     return Err(invalid(
                         "database",
                         &format!("is not a valid PostgreSQL URL: {e}"),

@@ -33,14 +33,13 @@ impl PgAdmin {
 
     fn connect(url: &str, connect_timeout: Duration, opening: Opening) -> anyhow::Result<Self> {
         let described = super::redact_url(url);
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+        let (mut config, tls) = super::tls::settings(url)?;
         config.connect_timeout(connect_timeout);
         config.application_name("reachd");
         let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(|e| anyhow::anyhow!("connecting to {described}: {e}"))?;
+            .connect(tls)
+            // The causes (a refused certificate, say) travel with it: `{:#}` shows them.
+            .map_err(|e| anyhow::Error::new(e).context(format!("connecting to {described}")))?;
         match opening {
             Opening::CreateOrMigrate => {
                 open::migrate(&mut client)?;

@@ -348,7 +348,8 @@ pub(crate) mod test_db {
         /// A pooled connection (for reads and direct seeding).
         pub fn client(
             &self,
-        ) -> r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<NoTls>> {
+        ) -> r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<super::super::tls::Tls>>
+        {
             self.pool.get().expect("a test connection")
         }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::tls::Tls;
 use crate::domain::cluster::ClusterNotice;
 
 /// How often the listener checks that it should still run and that its connection lives.
@@ -27,16 +28,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Starts listening with `config`, forwarding notices to `notices`.
+    /// Starts listening with `config` (over `tls`), forwarding notices to `notices`.
     pub fn start(
-        config: postgres::Config,
+        (config, tls): (postgres::Config, Tls),
         notices: UnboundedSender<ClusterNotice>,
     ) -> std::io::Result<Listener> {
         let stop = Arc::new(AtomicBool::new(false));
         let running = stop.clone();
         std::thread::Builder::new()
             .name("reachd-pg-listen".into())
-            .spawn(move || run(&config, &notices, &running))?;
+            .spawn(move || run(&config, &tls, &notices, &running))?;
         Ok(Listener { stop })
     }
 
@@ -51,10 +52,15 @@ impl Drop for Listener {
     }
 }
 
-fn run(config: &postgres::Config, notices: &UnboundedSender<ClusterNotice>, stop: &AtomicBool) {
+fn run(
+    config: &postgres::Config,
+    tls: &Tls,
+    notices: &UnboundedSender<ClusterNotice>,
+    stop: &AtomicBool,
+) {
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Relaxed) {
-        match listen(config, notices, stop) {
+        match listen(config, tls, notices, stop) {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the cluster notification connection; reconnecting");
@@ -69,10 +75,11 @@ fn run(config: &postgres::Config, notices: &UnboundedSender<ClusterNotice>, stop
 /// connection fails (`Err`).
 fn listen(
     config: &postgres::Config,
+    tls: &Tls,
     notices: &UnboundedSender<ClusterNotice>,
     stop: &AtomicBool,
 ) -> Result<(), postgres::Error> {
-    let mut client = config.connect(postgres::NoTls)?;
+    let mut client = config.connect(tls.clone())?;
     let listens: String = ClusterNotice::CHANNELS
         .iter()
         .map(|c| format!("LISTEN {c};"))

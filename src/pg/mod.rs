@@ -19,6 +19,7 @@ pub mod listen;
 pub mod open;
 pub mod reads;
 pub mod statements;
+pub mod tls;
 pub mod writer;
 
 pub use admin::PgAdmin;

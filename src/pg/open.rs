@@ -2,17 +2,17 @@
 //! migrations in `migrations/postgres/`, applied in one transaction under an advisory lock (so
 //! that nodes starting together migrate once) and recorded in `schema_migrations`.
 //!
-//! May depend on: postgres, r2d2, r2d2_postgres, anyhow, tracing.
+//! May depend on: postgres, r2d2, r2d2_postgres, anyhow, tracing, pg::tls.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::postgres::NoTls;
+
+use super::tls::{self, Tls};
 
 /// A pool of connections to the deployment's database.
-pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
 
 /// Migrations: `(version, sql)`, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -44,15 +44,15 @@ pub fn latest_version() -> u32 {
 /// never wait on their client for anything near it.
 const IDLE_IN_TRANSACTION_MS: u64 = 2_000;
 
-/// The connection settings `url` names, with reachd's: `application_name` (`reachd/<node>`, so
-/// an operator can tell the nodes' connections apart) and the idle-in-transaction limit.
+/// The connection settings and TLS connector `url` names (see `tls`), with reachd's settings:
+/// `application_name` (`reachd/<node>`, so an operator can tell the nodes' connections apart)
+/// and the idle-in-transaction limit.
 pub fn connect_config(
     url: &str,
     node_id: &str,
     connect_timeout: Duration,
-) -> anyhow::Result<postgres::Config> {
-    let mut config =
-        postgres::Config::from_str(url).map_err(|e| anyhow::anyhow!("database URL: {e}"))?;
+) -> anyhow::Result<(postgres::Config, Tls)> {
+    let (mut config, tls) = tls::settings(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(connect_timeout);
     }
@@ -63,7 +63,7 @@ pub fn connect_config(
         None => options,
     };
     config.options(&options);
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// A pool of `size` connections to `url` for node `node_id` (connections are made lazily,
@@ -74,8 +74,8 @@ pub fn pool(
     size: u32,
     connect_timeout: Duration,
 ) -> anyhow::Result<Pool> {
-    let config = connect_config(url, node_id, connect_timeout)?;
-    let manager = PostgresConnectionManager::new(config, NoTls);
+    let (config, tls) = connect_config(url, node_id, connect_timeout)?;
+    let manager = PostgresConnectionManager::new(config, tls);
     r2d2::Pool::builder()
         .max_size(size.max(2))
         .min_idle(Some(1))

@@ -356,7 +356,7 @@ const BEGIN_BATCH: &str = "SELECT last, set_config('plan_cache_mode', 'force_cus
 
 /// The writer's connection and the statements prepared on it.
 struct Connection {
-    conn: r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>,
+    conn: r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<super::tls::Tls>>,
     statements: StatementCache,
 }
 

@@ -9,6 +9,9 @@
 #                                         # port with the same options; up when this returns
 #   tests/support/postgres.sh stop DIR    # stop it (the folder is left for the caller to remove)
 #
+# With REACHD_PG_TLS set to a folder holding server.crt and server.key (PEM), `start` serves
+# TLS too (`ssl=on`; clients may still connect without it).
+#
 # The server runs as the `postgres` system user when this runs as root (PostgreSQL refuses to
 # run as root), trusts local connections (loopback only, a throwaway cluster) and keeps its
 # data without fsync (tests do not survive power loss). Each test then creates its own
@@ -47,6 +50,11 @@ start)
     as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     options="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500"
+    if [ -n "${REACHD_PG_TLS:-}" ]; then
+        install -m 600 "$REACHD_PG_TLS/server.crt" "$REACHD_PG_TLS/server.key" "$dir/data/"
+        [ "$(id -u)" = 0 ] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
+        options="$options -c ssl=on"
+    fi
     echo "$options" >"$dir/options"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$options" start >/dev/null
     echo "postgres://postgres@127.0.0.1:$port/postgres"

@@ -145,12 +145,11 @@ fn copy_table(
 /// A connection for the copy (the URL's password never appears in its errors).
 fn connect(url: &str, timeout: Duration) -> anyhow::Result<postgres::Client> {
     let described = redact_url(url);
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("database URL {described}: {e}"))?;
+    let (mut config, tls) =
+        crate::pg::tls::settings(url).map_err(|e| anyhow::anyhow!("{described}: {e}"))?;
     config.connect_timeout(timeout);
     config.application_name("reachd copy-database");
     config
-        .connect(postgres::NoTls)
+        .connect(tls)
         .with_context(|| format!("connecting to {described}"))
 }
