@@ -90,11 +90,16 @@ pub fn postgres_target(url: &str) -> Result<PostgresTarget, String> {
             _ => Some((k.into_owned(), v.into_owned())),
         })
         .collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
+    let url = if mode.is_none() && root_cert.is_none() {
+        url.to_string()
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
-    }
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        parsed.into()
+    };
     let ssl = match mode.as_deref() {
         Some("disable") => SslRequest::Disable,
         None | Some("prefer") => SslRequest::Prefer,
@@ -109,7 +114,7 @@ pub fn postgres_target(url: &str) -> Result<PostgresTarget, String> {
         }
     };
     Ok(PostgresTarget {
-        url: parsed.into(),
+        url,
         ssl,
         root_cert,
     })

@@ -219,6 +219,13 @@ mod tests {
         assert_eq!(config.get_ssl_mode(), SslMode::Prefer);
         let (config, _) = settings("postgres://u@db/x?sslmode=disable").expect("parses");
         assert_eq!(config.get_ssl_mode(), SslMode::Disable);
+        // A Unix socket folder in the query survives the TLS parameters' removal.
+        let (config, _) =
+            settings("postgres:///reachd?host=/run/postgresql&sslmode=disable").expect("parses");
+        assert_eq!(
+            config.get_hosts(),
+            &[postgres::config::Host::Unix("/run/postgresql".into())]
+        );
     }
 
     #[test]
