@@ -272,6 +272,20 @@ fn keys_and_token_refuse_a_database_that_does_not_exist() {
 }
 
 #[test]
+fn logs_written_to_a_file_are_plain_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let logs = std::fs::File::create(&log_path).expect("log file");
+    let mut cmd = reachd(dir.path());
+    cmd.env("REACHD_LOG", "info");
+    let server = Server::start_logging(cmd, logs);
+    server.terminate();
+    let text = std::fs::read_to_string(&log_path).expect("read logs");
+    assert!(text.contains("INFO"), "the server logged: {text}");
+    assert!(!text.contains('\x1b'), "no terminal escape codes: {text:?}");
+}
+
+#[test]
 fn json_logs_carry_request_ids_and_never_an_access_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("stderr.log");
