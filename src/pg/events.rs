@@ -101,46 +101,18 @@ pub fn emit(tx: &mut Tx<'_, '_>, user: &mut User, spec: &EventDraft) -> Result<i
         .try_get(0)
         .db()?;
     user.reachability.sequence = sequence;
-    let row = EventRow::of(user, spec);
-    let id: i64 = tx
-        .query_one(
-            &format!(
-                "WITH position AS (UPDATE feed_position SET last = last + 1 WHERE id = 1 RETURNING last) \
-                 INSERT INTO events ({COLUMNS}) \
-                 SELECT position.last, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
-                 FROM position RETURNING id"
-            ),
-            &[
-                &row.service_sid,
-                &row.user_sid,
-                &row.identity,
-                &row.kind.as_str(),
-                &row.reasons,
-                &row.cause,
-                &row.sequence,
-                &row.is_online,
-                &row.is_notifiable,
-                &row.session_count,
-                &row.last_seen,
-                &row.source.as_str(),
-                &row.rest_webhooks,
-                &row.user_json,
-                &row.created_at,
-            ],
-        )
-        .db()?
-        .try_get(0)
-        .db()?;
-    tx.record_event(id);
-    outbox::enqueue(tx, &row.outbox(id))?;
-    Ok(id)
+    let ids = emit_all(tx, &[EventRow::of(user, spec)])?;
+    ids.first()
+        .copied()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no event id was assigned")))
 }
 
 /// Records `rows` (their users' rows already hold their sequences) with the next feed ids, in
 /// order, and their deliveries: a fixed handful of statements however many rows there are.
-pub fn emit_all(tx: &mut Tx<'_, '_>, rows: &[EventRow]) -> Result<()> {
+/// Returns the ids.
+pub fn emit_all(tx: &mut Tx<'_, '_>, rows: &[EventRow]) -> Result<Vec<i64>> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let count = i64::try_from(rows.len()).map_err(|e| Error::Internal(e.into()))?;
     let last: i64 = tx
@@ -185,7 +157,7 @@ pub fn emit_all(tx: &mut Tx<'_, '_>, rows: &[EventRow]) -> Result<()> {
     }
     let outbox: Vec<OutboxEvent<'_>> = rows.iter().zip(&ids).map(|(r, id)| r.outbox(*id)).collect();
     outbox::enqueue_all(tx, &outbox)?;
-    Ok(())
+    Ok(ids)
 }
 
 /// Records a reachability change the domain decided: its event (the caller has written the

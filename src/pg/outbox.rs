@@ -3,7 +3,7 @@
 //! their attempt log.
 //!
 //! Invariants:
-//! - An event and its deliveries commit together (`enqueue` runs inside `events::emit`).
+//! - An event and its deliveries commit together (`enqueue_all` runs inside `events::emit_all`).
 //! - Only the oldest pending delivery of each (target, user) queue is ever claimed, so
 //!   deliveries reach a target in the user's sequence order; the next one waits until that one
 //!   is delivered or has failed for good. That oldest one carries `head = TRUE`: set on insert
@@ -40,7 +40,7 @@ use std::collections::HashSet;
 mod fanout;
 
 use fanout::insert;
-pub use fanout::{OutboxEvent, enqueue, enqueue_all};
+pub use fanout::{OutboxEvent, enqueue_all};
 
 use postgres::Row;
 use postgres::types::ToSql;

@@ -26,7 +26,6 @@ use crate::config::{SslRequest, postgres_target};
 use postgres::config::SslMode;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -69,25 +68,14 @@ fn connector(check: Check, root: Option<&str>) -> anyhow::Result<Tls> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS for PostgreSQL")?;
-    let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::None => Arc::new(Unchecked(provider)),
-        Check::Chain | Check::Full => {
-            let full = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(trusted(root)?),
-                provider.clone(),
-            )
-            .build()
-            .context("TLS for PostgreSQL: the trusted CAs")?;
-            if check == Check::Full {
-                full
-            } else {
-                Arc::new(AnyName(full))
-            }
-        }
-    };
+    // Unchecked modes read no CA file (as libpq); the verifier then only checks signatures.
+    let root = if check == Check::None { None } else { root };
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(trusted(root)?), provider)
+        .build()
+        .context("TLS for PostgreSQL: the trusted CAs")?;
     let config = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, check }))
         .with_no_client_auth();
     Ok(Tls::new(config))
 }
@@ -108,61 +96,16 @@ fn trusted(root: Option<&str>) -> anyhow::Result<RootCertStore> {
     Ok(store)
 }
 
-/// `prefer` and `require`: the server's certificate is taken as it is (libpq's meaning); the
-/// handshake's signatures are still verified against it.
+/// rustls's verifier, asked only what the mode checks: nothing of the certificate itself for
+/// `prefer` and `require` (libpq's meaning), its chain but not its name for `verify-ca`, both
+/// for `verify-full`. The handshake's signatures are always verified.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    check: Check,
 }
 
-/// `verify-ca`: the full check, except that a certificate for another host name passes.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -171,13 +114,20 @@ impl ServerCertVerifier for AnyName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        if self.check == Check::None {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verified {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if self.check == Check::Chain => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -188,7 +138,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -197,11 +147,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 

@@ -129,7 +129,8 @@ pub fn store(tx: &mut Tx<'_, '_>, transitions: &[&Transition]) -> Result<()> {
     users::insert_first_contacts(tx, &created)?;
     let changed: Vec<&User> = written.iter().map(|e| &e.user).collect();
     users::store_reachability(tx, &changed)?;
-    emit_all(tx, &events)
+    emit_all(tx, &events)?;
+    Ok(())
 }
 
 /// Takes the user's next sequence number and drafts the event that carries it.

@@ -16,7 +16,7 @@ use crate::domain::fanout::{
     Candidates, EndpointCandidate, NewDelivery, RoutedEvent, ServiceWebhook, route,
 };
 
-/// What `enqueue` needs to know about a just-written event.
+/// What `enqueue_all` needs to know about a just-written event.
 pub struct OutboxEvent<'a> {
     pub id: i64,
     pub kind: EventType,
@@ -86,12 +86,8 @@ fn candidates(client: &mut impl Sql, service_sid: &str) -> Result<Candidates> {
     })
 }
 
-/// Writes one pending delivery per target the domain routes a just-written event to.
-pub fn enqueue(tx: &mut Tx<'_, '_>, e: &OutboxEvent<'_>) -> Result<usize> {
-    enqueue_all(tx, std::slice::from_ref(e))
-}
-
-/// [`enqueue`] for several just-written events, in their order, with a fixed handful of
+/// Writes one pending delivery per target the domain routes each just-written event to, in
+/// the events' order, with a fixed handful of
 /// statements: each service's candidates once, then every queue's lock (in one statement, in
 /// sorted order), the queues that already have a pending delivery, and the inserts. A new
 /// delivery is its queue's head when the queue had no pending delivery and no earlier new one.
