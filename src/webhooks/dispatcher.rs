@@ -353,21 +353,16 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let running = inner.options.concurrency.max(1) - free;
         let worth_claiming =
             free > 0 && (free >= (inner.options.concurrency / 4).max(1) || running == 0);
-        if !worth_claiming {
-            // Nothing to claim into: no read until a slot frees (or new work wakes us).
-            tokio::select! {
-                _ = inner.wake.notified() => {}
-                _ = inner.slot_freed.notified() => {}
-                _ = tokio::time::sleep(MAX_IDLE) => {}
-                _ = inner.stop.cancelled() => return,
-            }
-            continue;
-        }
         let mut claimed = 0;
         // Claiming reads due heads and joins their events: only when a cheaper indexed read
-        // says a queue head is due.
-        let due = inner.store.next_delivery_due().unwrap_or(None);
-        if due.is_some_and(|d| d <= now_ms()) {
+        // says a queue head is due — and that read only when there is room to claim into
+        // (until then a finished attempt or new work wakes the loop).
+        let due = if worth_claiming {
+            inner.store.next_delivery_due().unwrap_or(None)
+        } else {
+            None
+        };
+        if worth_claiming && due.is_some_and(|d| d <= now_ms()) {
             // One commit leases the whole batch; nothing else claims it until the outcomes are
             // recorded or the leases expire.
             let taken = inner
@@ -401,7 +396,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                 Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
             }
         }
-        if claimed == free {
+        if worth_claiming && claimed == free {
             continue;
         }
         let idle = match due {
