@@ -7,6 +7,7 @@
 
 mod cluster;
 mod http;
+mod open_files;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
 use crate::domain::admin::AdminStore;
 pub use crate::domain::admin::Opening as AdminOpening;
+pub use open_files::raise_open_file_limit;
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;

@@ -55,6 +55,9 @@ pub enum LogFormat {
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub workers: usize,
+    /// Open connections the server accepts (shared out among the workers); more wait in the
+    /// listen backlog.
+    pub max_connections: usize,
     pub keep_alive_secs: u64,
     pub client_request_timeout_ms: u64,
     pub request_timeout_ms: u64,

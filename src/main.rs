@@ -100,6 +100,7 @@ fn main() -> ExitCode {
 
 fn serve(config: Config, console: Console) -> anyhow::Result<()> {
     reachd::logging::init(&config);
+    app::raise_open_file_limit(config.http.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

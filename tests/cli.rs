@@ -25,6 +25,12 @@ fn invalid_configuration_exits_with_code_2_naming_the_key() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+    let out = reachd(dir.path())
+        .env("REACHD_HTTP__MAX_CONNECTIONS", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.max_connections"));
     std::fs::write(dir.path().join("bad.toml"), "log_format = \"xml\"\n").expect("write");
     let out = reachd(dir.path())
         .args(["--config", "bad.toml"])
@@ -326,4 +332,64 @@ fn json_logs_carry_request_ids_and_never_an_access_token() {
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
     }
+}
+
+/// `reachd` started through `sh` with the given `ulimit` commands run first (`exec` keeps the
+/// process id), its logs in `log_path`.
+fn serve_with_limits(dir: &std::path::Path, ulimits: &str, log_path: &std::path::Path) -> Server {
+    let template = reachd(dir);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &format!("{ulimits} && exec \"$0\""), common::process::BIN])
+        .current_dir(dir);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let logs = std::fs::File::create(log_path).expect("log file");
+    Server::start_logging(cmd, logs)
+}
+
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit_and_a_short_one_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let server = serve_with_limits(dir.path(), "ulimit -Sn 256 && ulimit -Hn 4096", &log_path);
+    assert_eq!(open_file_limits(server.child.id()), (4096, 4096));
+    server.terminate();
+    let text = std::fs::read_to_string(&log_path).expect("read logs");
+    assert!(
+        text.contains("http.max_connections") && text.contains("101024"),
+        "4,096 descriptors cannot hold the default 100,000 connections: {text}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("stderr.log");
+    let server = serve_with_limits(
+        dir.path(),
+        "export REACHD_HTTP__MAX_CONNECTIONS=3000 && ulimit -Sn 256 && ulimit -Hn 4096",
+        &log_path,
+    );
+    assert_eq!(open_file_limits(server.child.id()), (4096, 4096));
+    server.terminate();
+    let text = std::fs::read_to_string(&log_path).expect("read logs");
+    assert!(
+        !text.contains("open-file limit"),
+        "3,000 connections fit in 4,096 descriptors: {text}"
+    );
 }

@@ -63,8 +63,13 @@ pub fn server(
     .client_request_timeout(Duration::from_millis(http.client_request_timeout_ms))
     .client_disconnect_timeout(Duration::from_millis(http.client_disconnect_timeout_ms))
     .shutdown_timeout(http.shutdown_timeout_secs);
-    if http.workers > 0 {
-        server = server.workers(http.workers);
-    }
+    let workers = match http.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // actix-web counts connections per worker: each gets its share of the total.
+    server = server
+        .workers(workers)
+        .max_connections(http.max_connections.div_ceil(workers));
     Ok(server.listen(listener).context("listening")?.run())
 }

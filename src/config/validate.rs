@@ -98,6 +98,9 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be positive"));
+        }
         if self.http.client_request_timeout_ms == 0
             || self.http.request_timeout_ms == 0
             || self.http.shutdown_timeout_secs == 0
