@@ -22,7 +22,6 @@ use crate::api::state::{AccountCredentials, AppState};
 use crate::config::Config;
 use crate::domain::admin::AdminStore;
 pub use crate::domain::admin::Opening as AdminOpening;
-pub use open_files::raise_open_file_limit;
 use crate::domain::ids::{self, Prefix};
 use crate::domain::presence::PresenceDefaults;
 use crate::domain::secret::Secret;
@@ -37,6 +36,7 @@ use crate::storage::server::{HooksFor, ServerStorage, open_server};
 use crate::usecases::Reachability;
 use crate::webhooks::network::NetworkPolicy;
 use crate::webhooks::{Dispatcher, DispatcherOptions, DispatcherTasks};
+pub use open_files::raise_open_file_limit;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

@@ -339,8 +339,12 @@ fn json_logs_carry_request_ids_and_never_an_access_token() {
 fn serve_with_limits(dir: &std::path::Path, ulimits: &str, log_path: &std::path::Path) -> Server {
     let template = reachd(dir);
     let mut cmd = std::process::Command::new("sh");
-    cmd.args(["-c", &format!("{ulimits} && exec \"$0\""), common::process::BIN])
-        .current_dir(dir);
+    cmd.args([
+        "-c",
+        &format!("{ulimits} && exec \"$0\""),
+        common::process::BIN,
+    ])
+    .current_dir(dir);
     for (key, value) in template.get_envs() {
         match value {
             Some(value) => cmd.env(key, value),

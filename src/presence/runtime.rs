@@ -311,6 +311,12 @@ impl Presence {
         self.lock().sessions_of(now, service_sid, identity)
     }
 
+    /// Whether session `id` is live (one lookup: a socket's keepalive asks this for each
+    /// socket every ping interval).
+    pub fn is_live(&self, id: u64) -> bool {
+        self.lock().holder(id).is_some()
+    }
+
     pub fn live_count(&self, service_sid: &str, identity: &str) -> u32 {
         self.lock().live_count(service_sid, identity)
     }

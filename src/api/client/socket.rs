@@ -295,7 +295,7 @@ impl Socket {
                 }
                 _ = keepalive.tick() => {
                     // The engine expires a silent session; then the socket has nothing to keep.
-                    if self.state.presence.sessions(&self.service.sid, &self.grant.identity).iter().all(|s| s.id != self.held.id) {
+                    if !self.state.presence.is_live(self.held.id) {
                         return End::Close(CloseCode::Other(4000), "session expired".into());
                     }
                 }

@@ -115,13 +115,18 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
-    /// Server RSS per idle WebSocket session (reachd runs as a child process), and the time
-    /// for one transition to reach 1,000 subscribers.
+    /// Idle WebSocket sessions on one node (reachd runs as a child process): time to connect
+    /// them, server RSS per session, one transition to 1,000 subscribers while all are
+    /// connected, ping throughput with all connected vs none. Raises the open-file limit
+    /// (run as root for more than the hard limit allows).
     Sockets {
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 100_000)]
         sockets: usize,
         #[arg(long, default_value_t = 1_000)]
         subscribers: usize,
+        /// Sessions pinged round-robin for the ping throughput.
+        #[arg(long, default_value_t = 1_000)]
+        ping_sessions: usize,
     },
     /// Webhook deliveries/s vs a raw reqwest client posting the same bodies, and latency from
     /// a transition to its receipt at low load.
@@ -375,7 +380,7 @@ async fn bench_http(
 ) -> anyhow::Result<()> {
     let hello = hello::Hello::start(config.http.workers)?;
     let user = user_target(base).await?;
-    let ping = presence::ping_target(base, config, sessions).await?;
+    let ping = presence::ping_target(base, &api_key(config).await?, sessions).await?;
     let targets = [
         load::Target::get("hello (bare actix-web)", &hello.base, "/"),
         load::Target::get("GET /healthz", base, "/healthz"),
@@ -457,6 +462,7 @@ async fn scenario(
             | Scenario::Ping { .. }
             | Scenario::Http { .. }
             | Scenario::PingBackends { .. }
+            | Scenario::Sockets { .. }
     );
     if http {
         println!(
@@ -476,7 +482,15 @@ async fn scenario(
         Scenario::Sockets {
             sockets,
             subscribers,
-        } => return sockets::bench_sockets(databases, &run.scratch, sockets, subscribers).await,
+            ping_sessions,
+        } => {
+            let plan = sockets::SocketRun {
+                sockets,
+                subscribers,
+                ping_sessions,
+            };
+            return sockets::bench_sockets(args, run, databases, plan).await;
+        }
         Scenario::NodeLoss {
             users,
             lease_ms,

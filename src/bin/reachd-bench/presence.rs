@@ -9,15 +9,14 @@ use super::*;
 /// them round-robin, each with its own access token.
 pub async fn ping_target(
     base: &str,
-    config: &Config,
+    key: &ApiKey,
     sessions: usize,
 ) -> anyhow::Result<load::Target> {
     let service = service(base, true).await?;
-    let key = api_key(config).await?;
     let http = reqwest::Client::new();
     let mut requests = Vec::with_capacity(sessions);
     for i in 0..sessions {
-        let token = mint(&key, &service, &format!("user{i}"))?;
+        let token = mint(key, &service, &format!("user{i}"))?;
         let opened: serde_json::Value = http
             .post(format!("{base}/client/v1/sessions"))
             .bearer_auth(&token)
@@ -49,7 +48,7 @@ pub async fn bench_ping(
     config: &Config,
     sessions: usize,
 ) -> anyhow::Result<()> {
-    let ping = ping_target(base, config, sessions).await?;
+    let ping = ping_target(base, &api_key(config).await?, sessions).await?;
     compare(args, run, base, ping, 0.75).await;
     Ok(())
 }
@@ -67,9 +66,10 @@ pub async fn bench_ping_backends(
         start_server(&mut sqlite, "ping-sqlite", |_| {}).await?;
     let (on_pg, pg_config, pg_base) = start_server(databases, "ping_pg", |_| {}).await?;
     println!("reachd-bench: SQLite server on {sqlite_base}, PostgreSQL server on {pg_base}");
-    let mut sqlite_ping = ping_target(&sqlite_base, &sqlite_config, sessions).await?;
+    let mut sqlite_ping =
+        ping_target(&sqlite_base, &api_key(&sqlite_config).await?, sessions).await?;
     sqlite_ping.name = "ping on SQLite".into();
-    let mut pg_ping = ping_target(&pg_base, &pg_config, sessions).await?;
+    let mut pg_ping = ping_target(&pg_base, &api_key(&pg_config).await?, sessions).await?;
     pg_ping.name = "ping on PostgreSQL".into();
     let m = measure(args, run, &[sqlite_ping, pg_ping]).await;
     print_ratio(("PostgreSQL", m[1]), ("SQLite", m[0]), 0.95);

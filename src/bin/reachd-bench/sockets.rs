@@ -1,16 +1,16 @@
-//! WebSocket benchmark: server RSS per idle session (reachd as a child process, on the run's
-//! database) and the time for one transition to reach 1,000 subscribers.
+//! WebSocket benchmark: reachd as a child process on the run's database holds N idle WebSocket
+//! sessions opened by this process (100,000 by default); measured are the time to connect
+//! them, the server's RSS per session, the time for one transition to reach 1,000 subscribers
+//! while all are connected, and ping throughput with all connected against none.
 //!
 //! May depend on: the bench's shared helpers (`super`), reachd's public API, tokio, reqwest.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_tungstenite::tungstenite::Message;
+mod clients;
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::*;
 
-/// Sockets opened at once, then awaited, per round.
-const OPEN_AT_ONCE: usize = 250;
 /// Measured fan-out rounds (one online and one offline transition each).
 const ROUNDS: usize = 30;
 /// The longest any single step may take before the bench gives up.
@@ -28,26 +28,50 @@ pub fn rss_of(pid: u32) -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// What the socket scenario holds and measures.
+pub struct SocketRun {
+    pub sockets: usize,
+    pub subscribers: usize,
+    /// Sessions pinged round-robin for the ping throughput.
+    pub ping_sessions: usize,
+}
+
 pub async fn bench_sockets(
+    args: &Args,
+    run: &Run,
     databases: &mut database::Databases,
-    scratch: &std::path::Path,
-    sockets: usize,
-    subscribers: usize,
+    plan: SocketRun,
 ) -> anyhow::Result<()> {
+    let SocketRun {
+        sockets,
+        subscribers,
+        ping_sessions,
+    } = plan;
+    let limit = clients::raise_open_file_limit(sockets)?;
     let database = databases.fresh("sockets")?;
-    // The fan-out opens and closes one identity's session many times a second: above the
-    // per-identity client write limit a real client would meet.
     let limits = [
+        // The fan-out opens and closes one identity's session many times a second: above the
+        // per-identity client write limit a real client would meet.
         ("REACHD_LIMITS__CLIENT_WRITE_BURST", "100000".to_string()),
         (
             "REACHD_LIMITS__CLIENT_WRITES_PER_SECOND",
             "100000".to_string(),
         ),
+        // The sockets, the ping load's connections and the fan-out's client.
+        (
+            "REACHD_HTTP__MAX_CONNECTIONS",
+            (sockets as u64 + clients::SPARE_DESCRIPTORS).to_string(),
+        ),
     ];
-    let child = child::Child::start(&database, &limits, scratch.join("reachd-sockets.log"))?;
+    let child = child::Child::start(&database, &limits, run.scratch.join("reachd-sockets.log"))?;
     let base = child.base.clone();
-    let service = service(&base, true).await?;
+    println!(
+        "reachd-bench: reachd (pid {}) on {base}, open-file limit {limit}",
+        child.pid()
+    );
     let key = child.api_key()?;
+    let ping = presence::ping_target(&base, &key, ping_sessions).await?;
+    let service = service(&base, true).await?;
     let users = format!("/chat/v2/Services/{service}/Users");
     admin_post(&base, &users, &[("Identity", "target")]).await?;
     // No offline grace: each measured flip's offline half arrives at once.
@@ -55,10 +79,33 @@ pub async fn bench_sockets(
     admin_post(&base, &settings, &[("offline_grace_ms", "0")]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    println!("ping throughput with no socket open:");
+    let idle_pings = ping_rate(args, run, &ping).await;
+
     let before = rss_of(child.pid());
     let (arrived, mut arrivals) = unbounded_channel::<Instant>();
-    let readers = open_idle_sockets(&base, &key, &service, sockets, subscribers, arrived).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let clients = clients::Sockets {
+        base: &base,
+        key: &key,
+        service: &service,
+        subscribers,
+        arrived,
+    };
+    let started = Instant::now();
+    let readers = clients.open(sockets).await?;
+    let took = started.elapsed();
+    println!(
+        "{sockets} WebSocket sessions connected in {:.1} s ({:.0} per second)",
+        took.as_secs_f64(),
+        sockets as f64 / took.as_secs_f64()
+    );
+    // The opens' backlog (online events, the first flush of the new sessions) is committed
+    // before anything is measured with the sockets open.
+    let settled = settle(child.pid()).await;
+    println!(
+        "reachd settled {:.1} s after the last open",
+        settled.as_secs_f64()
+    );
     let grown = rss_of(child.pid()).saturating_sub(before);
     println!(
         "{sockets} idle WebSocket sessions: server RSS +{:.1} MiB = {:.1} KB per session (target ≤ 20 KB)",
@@ -73,63 +120,57 @@ pub async fn bench_sockets(
         .context("the fan-out measurement did not finish")??;
     worst.sort_unstable();
     println!(
-        "one transition to {subscribers} subscribers (time until the last receives it, {ROUNDS} runs): p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 100 ms)",
+        "one transition to {subscribers} subscribers with {sockets} sockets open (time until the last receives it, {ROUNDS} runs): p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 100 ms)",
         worst[worst.len() / 2] as f64 / 1000.0,
         worst[worst.len() * 99 / 100] as f64 / 1000.0
     );
+
+    println!("ping throughput with {sockets} sockets open:");
+    let busy_pings = ping_rate(args, run, &ping).await;
+    print_ratio(
+        (&format!("ping with {sockets} sockets"), busy_pings),
+        ("ping with none", idle_pings),
+        0.90,
+    );
+    let open = readers.iter().filter(|r| !r.is_finished()).count();
+    println!("{open} of {sockets} sockets still open at the end");
     for reader in readers {
         reader.abort();
     }
     Ok(())
 }
 
-/// Opens `sockets` sockets (`OPEN_AT_ONCE` at a time), the first `subscribers` of them
-/// subscribed to "target"; each socket's reader reports when a `userUpdated` arrives.
-async fn open_idle_sockets(
-    base: &str,
-    key: &ApiKey,
-    service: &str,
-    sockets: usize,
-    subscribers: usize,
-    arrived: UnboundedSender<Instant>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let ws_base = base.replace("http://", "ws://");
-    let mut readers = Vec::with_capacity(sockets);
-    for first in (0..sockets).step_by(OPEN_AT_ONCE) {
-        let mut opening = Vec::new();
-        for i in first..(first + OPEN_AT_ONCE).min(sockets) {
-            let token = mint(key, service, &format!("ws{i}"))?;
-            let url = format!("{ws_base}/client/v1/socket?token={token}");
-            opening.push((
-                i,
-                tokio::spawn(async move {
-                    tokio_tungstenite::connect_async(url)
-                        .await
-                        .map(|(ws, _)| ws)
-                }),
-            ));
-        }
-        for (i, handle) in opening {
-            let mut ws = handle.await??;
-            let _ready = ws.next().await;
-            if i < subscribers {
-                let subscribe = serde_json::json!({"type": "subscribe", "identities": ["target"]});
-                ws.send(Message::Text(subscribe.to_string().into())).await?;
-                let _snapshot = ws.next().await;
-            }
-            let arrived = arrived.clone();
-            readers.push(tokio::spawn(async move {
-                while let Some(Ok(message)) = ws.next().await {
-                    if let Message::Text(text) = message
-                        && text.contains("userUpdated")
-                    {
-                        let _ = arrived.send(Instant::now());
-                    }
-                }
-            }));
+/// CPU time a process has used (user + system), in clock ticks (Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces): state is field 3, utime 14.
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (at most a minute) until `pid` uses under a tenth of a core over a second; returns
+/// how long that took.
+async fn settle(pid: u32) -> Duration {
+    let started = Instant::now();
+    let ticks_per_second = 100; // USER_HZ on Linux
+    while started.elapsed() < Duration::from_secs(60) {
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cpu_ticks(pid).saturating_sub(before) < ticks_per_second / 10 {
+            break;
         }
     }
-    Ok(readers)
+    started.elapsed()
+}
+
+/// The median ping rate over `args.rounds` rounds.
+async fn ping_rate(args: &Args, run: &Run, ping: &load::Target) -> f64 {
+    measure(args, run, std::slice::from_ref(ping)).await[0]
 }
 
 /// `ROUNDS` times: opens the target's session (online) and closes it (offline); returns, per
