@@ -17,9 +17,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::super::*;
 
-/// Connections from one source address: below the 28,232 ports of Linux's default ephemeral
-/// range (32768–60999), with room for the other connections the machine makes meanwhile.
-const PER_SOURCE_ADDRESS: usize = 20_000;
+/// Connections from one source address: well below the 28,232 ports of Linux's default
+/// ephemeral range (32768–60999). Binding to port 0 searches the address's ports in use, so
+/// fewer per address also connect faster (18,500 sockets: 3.1 s at 5,000 per address, 6.9 s
+/// at 20,000).
+const PER_SOURCE_ADDRESS: usize = 5_000;
 /// Sockets opening at once.
 const OPEN_AT_ONCE: usize = 250;
 /// Descriptors kept besides the sockets (logs, the database, the fan-out and setup clients;
