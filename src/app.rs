@@ -487,6 +487,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             config.limits.client_write_burst,
             config.limits.client_writes_per_second,
         ),
+        verified_tokens: Default::default(),
     });
     let addr = listener
         .local_addr()

@@ -11,8 +11,14 @@
 //! on both sides; the lifetime (`exp` minus `nbf`, `iat` or `now`) may not exceed
 //! [`MAX_TTL_SECS`].
 //!
-//! May depend on: jsonwebtoken, serde, serde_json, thiserror, base64 (to read the header and the
+//! [`VerifiedTokens`] keeps tokens already verified, re-checking what can change.
+//!
+//! May depend on: jsonwebtoken, serde, serde_json, thiserror, subtle, base64 (to read the header and the
 //! unverified payload before the key is known), domain::chars (what an identity may hold).
+
+mod verified;
+
+pub use verified::VerifiedTokens;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -87,3 +87,42 @@ async fn revoking_a_key_closes_its_sockets_with_4003_and_ends_their_sessions() {
     assert_eq!(s.is_online(&svc, "bob").await, json!(true));
     s.stop().await;
 }
+
+/// A token already verified (and kept by the server so that pings skip its signature) stops
+/// working over HTTP once its key is revoked, as a token seen for the first time would.
+#[tokio::test]
+async fn revoking_a_key_refuses_its_tokens_over_http_even_those_already_used() {
+    let s = common::spawn().await;
+    let svc = s.enabled_service("revoked-http").await;
+    let doomed = s.api_key();
+    let alice = token(&doomed, &svc, "alice");
+    let id = s.open_session(&alice).await;
+    let ping = format!("/client/v1/sessions/{id}/ping");
+    for _ in 0..3 {
+        let r = s.client(reqwest::Method::POST, &ping, &alice, None).await;
+        assert_eq!(r.status, 204, "{:?}", r.body);
+    }
+
+    let out = std::process::Command::new(common::process::BIN)
+        .args(["keys", "revoke", &doomed.sid])
+        .env_remove("REACHD_ACCOUNT_SID")
+        .env_remove("REACHD_AUTH_TOKEN")
+        .env("REACHD_DATABASE", s.db_path())
+        .output()
+        .expect("reachd keys revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server learns of the revocation through its key cache (about a second).
+    common::eventually("the revoked key's token to be refused", || async {
+        let r = s.client(reqwest::Method::POST, &ping, &alice, None).await;
+        r.status == 401
+    })
+    .await;
+    let r = s.client(reqwest::Method::POST, &ping, &alice, None).await;
+    assert_eq!((r.status, r.code()), (401, 20103), "{:?}", r.body);
+    s.stop().await;
+}

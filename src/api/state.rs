@@ -58,4 +58,6 @@ pub struct AppState {
     pub readiness: super::ops::ReadinessCache,
     /// Client writes (sessions, push bindings) per identity.
     pub client_writes: super::client::WriteLimiter,
+    /// Access tokens already verified (a pinging client's token is verified once).
+    pub verified_tokens: crate::tokens::VerifiedTokens,
 }

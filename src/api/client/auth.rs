@@ -20,12 +20,12 @@ use crate::api::errors::ApiError;
 use crate::api::state::{AppState, app_state};
 use crate::domain::service::Service;
 use crate::domain::store::Store;
-use crate::tokens::{self, ClientGrant, KeySecrets, KeysUnreadable, TokenError};
+use crate::tokens::{ClientGrant, KeySecrets, KeysUnreadable, TokenError};
 use crate::usecases::Reachability;
 
 pub struct ClientCtx {
     pub state: web::Data<AppState>,
-    pub grant: ClientGrant,
+    pub grant: Arc<ClientGrant>,
     pub service: Arc<Service>,
 }
 
@@ -117,15 +117,17 @@ fn token_required(req: &HttpRequest) -> ApiError {
 pub fn authenticate(
     state: &AppState,
     token: &str,
-) -> Result<(ClientGrant, Arc<Service>), ApiError> {
+) -> Result<(Arc<ClientGrant>, Arc<Service>), ApiError> {
     let now = chrono::Utc::now().timestamp();
-    let grant = tokens::verify(
-        token,
-        &state.account.sid,
-        &StoreKeys(state.store.as_ref()),
-        now,
-    )
-    .map_err(token_error)?;
+    let grant = state
+        .verified_tokens
+        .verify(
+            token,
+            &state.account.sid,
+            &StoreKeys(state.store.as_ref()),
+            now,
+        )
+        .map_err(token_error)?;
     let service = state.store.service(&grant.service_sid)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

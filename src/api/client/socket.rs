@@ -88,7 +88,7 @@ pub async fn open_socket(
 
 struct Socket {
     state: web::Data<AppState>,
-    grant: ClientGrant,
+    grant: Arc<ClientGrant>,
     service: Arc<Service>,
     session: Session,
     conn: u64,

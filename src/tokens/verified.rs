@@ -1,0 +1,259 @@
+//! Tokens already verified, so that a client pinging every few seconds with the same token
+//! pays for its signature once. A hit re-checks everything that can change after a token was
+//! verified — its expiry against `now`, and that the key that signed it still exists (the same
+//! key lookup, through the same cache, as a full verification) — so a hit accepts exactly
+//! what [`verify`] would.
+//!
+//! Invariants:
+//! - Only tokens that passed [`verify`] are stored, under the full token text: a token that
+//!   differs in any byte (a forged payload with a copied signature) is never a hit.
+//! - Lookups do not compare a presented token with a stored one byte by byte: the map is keyed
+//!   by a keyed hash of the token (random per cache), and the stored text is compared in
+//!   constant time, so response times tell nothing about a cached token's bytes.
+//! - At most [`MAX_ENTRIES`] tokens are kept; when full, expired ones go first, then an
+//!   arbitrary eighth.
+//! - The lock is held for a lookup or an insert only, never while a token is verified.
+//!
+//! May depend on: std, subtle, tokens.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use subtle::ConstantTimeEq;
+
+use super::{ClientGrant, KeySecrets, LEEWAY_SECS, TokenError, verify};
+
+/// Tokens kept (each ~1 KB with its grant).
+pub const MAX_ENTRIES: usize = 50_000;
+
+struct Entry {
+    token: Box<str>,
+    grant: Arc<ClientGrant>,
+}
+
+/// A cache of verified tokens in front of [`verify`].
+pub struct VerifiedTokens {
+    hasher: RandomState,
+    entries: Mutex<HashMap<u64, Entry>>,
+    capacity: usize,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::with_capacity(MAX_ENTRIES)
+    }
+}
+
+impl VerifiedTokens {
+    pub fn with_capacity(capacity: usize) -> Self {
+        VerifiedTokens {
+            hasher: RandomState::new(),
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        // A panic while holding the lock cannot leave the map inconsistent (every change is
+        // one insert or removal), so a poisoned lock is used as is.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`verify`], answered from the cache when `token` was verified before.
+    pub fn verify(
+        &self,
+        token: &str,
+        account_sid: &str,
+        keys: &dyn KeySecrets,
+        now: i64,
+    ) -> Result<Arc<ClientGrant>, TokenError> {
+        let hash = self.hasher.hash_one(token);
+        let cached = self.lock().get(&hash).and_then(|entry| {
+            let same = entry.token.as_bytes().ct_eq(token.as_bytes());
+            bool::from(same).then(|| entry.grant.clone())
+        });
+        if let Some(grant) = cached {
+            if grant.account_sid == account_sid
+                && grant.expires_at.saturating_add(LEEWAY_SECS as i64) >= now
+            {
+                return match keys.lookup(&grant.key_sid) {
+                    Ok(Some(_)) => Ok(grant),
+                    Ok(None) => {
+                        self.lock().remove(&hash);
+                        Err(TokenError::InvalidIssuer)
+                    }
+                    Err(_) => Err(TokenError::KeysUnavailable),
+                };
+            }
+            self.lock().remove(&hash);
+        }
+        let grant = Arc::new(verify(token, account_sid, keys, now)?);
+        self.insert(hash, token, grant.clone(), now);
+        Ok(grant)
+    }
+
+    fn insert(&self, hash: u64, token: &str, grant: Arc<ClientGrant>, now: i64) {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(&hash) {
+            let leeway = LEEWAY_SECS as i64;
+            entries.retain(|_, e| e.grant.expires_at.saturating_add(leeway) >= now);
+            if entries.len() >= self.capacity {
+                let evicted: Vec<u64> = entries
+                    .keys()
+                    .take((self.capacity / 8).max(1))
+                    .copied()
+                    .collect();
+                for key in evicted {
+                    entries.remove(&key);
+                }
+            }
+        }
+        entries.insert(
+            hash,
+            Entry {
+                token: token.into(),
+                grant,
+            },
+        );
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::tokens::{KeysUnreadable, mint};
+
+    const ACCOUNT: &str = "AC00000000000000000000000000000001";
+    const KEY: &str = "SK00000000000000000000000000000001";
+    const SERVICE: &str = "IS00000000000000000000000000000001";
+    const NOW: i64 = 1_800_000_000;
+
+    /// Keys in memory, counting lookups; `unreadable` makes every lookup fail.
+    #[derive(Default)]
+    struct Keys {
+        secrets: RefCell<HashMap<String, String>>,
+        lookups: Cell<usize>,
+        unreadable: Cell<bool>,
+    }
+
+    impl Keys {
+        fn with_key() -> Keys {
+            let keys = Keys::default();
+            keys.secrets
+                .borrow_mut()
+                .insert(KEY.into(), "a secret of thirty-two bytes ok!".into());
+            keys
+        }
+    }
+
+    impl KeySecrets for Keys {
+        fn secret(&self, key_sid: &str) -> Option<String> {
+            self.lookup(key_sid).ok().flatten()
+        }
+        fn lookup(&self, key_sid: &str) -> Result<Option<String>, KeysUnreadable> {
+            self.lookups.set(self.lookups.get() + 1);
+            if self.unreadable.get() {
+                return Err(KeysUnreadable);
+            }
+            Ok(self.secrets.borrow().get(key_sid).cloned())
+        }
+    }
+
+    fn token(keys: &Keys, identity: &str, ttl: i64) -> String {
+        let secret = keys.secret(KEY).expect("key");
+        mint(ACCOUNT, KEY, &secret, SERVICE, identity, ttl, None, NOW).expect("mint")
+    }
+
+    #[test]
+    fn a_cached_token_is_answered_without_a_second_verification_but_with_the_key_check() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::default();
+        let alice = token(&keys, "alice", 3_600);
+        keys.lookups.set(0);
+        let first = cache.verify(&alice, ACCOUNT, &keys, NOW).expect("verified");
+        assert_eq!(first.identity, "alice");
+        assert_eq!(cache.len(), 1);
+        let again = cache.verify(&alice, ACCOUNT, &keys, NOW + 10).expect("hit");
+        assert!(Arc::ptr_eq(&first, &again), "the same grant, not a new one");
+        assert_eq!(keys.lookups.get(), 2, "every use checks the key");
+    }
+
+    #[test]
+    fn a_revoked_key_refuses_its_cached_tokens_and_unreadable_keys_answer_unavailable() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::default();
+        let alice = token(&keys, "alice", 3_600);
+        cache.verify(&alice, ACCOUNT, &keys, NOW).expect("verified");
+        keys.unreadable.set(true);
+        assert_eq!(
+            cache.verify(&alice, ACCOUNT, &keys, NOW).err(),
+            Some(TokenError::KeysUnavailable)
+        );
+        keys.unreadable.set(false);
+        keys.secrets.borrow_mut().clear();
+        assert_eq!(
+            cache.verify(&alice, ACCOUNT, &keys, NOW).err(),
+            Some(TokenError::InvalidIssuer)
+        );
+        assert!(cache.is_empty(), "the refused token left the cache");
+    }
+
+    #[test]
+    fn a_cached_token_expires_like_any_other() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::default();
+        let alice = token(&keys, "alice", 60);
+        cache.verify(&alice, ACCOUNT, &keys, NOW).expect("verified");
+        let late = NOW + 60 + LEEWAY_SECS as i64 + 1;
+        assert_eq!(
+            cache.verify(&alice, ACCOUNT, &keys, late).err(),
+            Some(TokenError::Expired)
+        );
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_forged_payload_with_a_cached_tokens_signature_is_refused() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::default();
+        let alice = token(&keys, "alice", 3_600);
+        let mallory = token(&keys, "mallory", 3_600);
+        cache.verify(&alice, ACCOUNT, &keys, NOW).expect("verified");
+        // Mallory's header and payload with Alice's signature.
+        let alice_signature = alice.rsplit('.').next().expect("signature");
+        let (unsigned, _) = mallory.rsplit_once('.').expect("parts");
+        let forged = format!("{unsigned}.{alice_signature}");
+        assert_eq!(
+            cache.verify(&forged, ACCOUNT, &keys, NOW).err(),
+            Some(TokenError::InvalidSignature)
+        );
+        assert_eq!(cache.len(), 1, "only verified tokens are kept");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::with_capacity(16);
+        for i in 0..100 {
+            let t = token(&keys, &format!("user{i}"), 3_600);
+            assert_eq!(
+                cache.verify(&t, ACCOUNT, &keys, NOW).expect("ok").identity,
+                format!("user{i}")
+            );
+            assert!(cache.len() <= 16, "{} entries", cache.len());
+        }
+    }
+}
