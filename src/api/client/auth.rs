@@ -77,7 +77,7 @@ pub fn token_error(e: TokenError) -> ApiError {
 }
 
 /// The raw token of a request's `Authorization: Bearer` or `X-Twilio-Token` header.
-pub fn header_token(req: &HttpRequest) -> Option<String> {
+pub fn header_token(req: &HttpRequest) -> Option<&str> {
     let headers = req.headers();
     if let Some(bearer) = headers
         .get(AUTHORIZATION)
@@ -87,10 +87,10 @@ pub fn header_token(req: &HttpRequest) -> Option<String> {
                 .or_else(|| v.strip_prefix("bearer "))
         })
     {
-        return Some(bearer.trim().to_string());
+        return Some(bearer.trim());
     }
     if let Some(token) = headers.get("X-Twilio-Token").and_then(|v| v.to_str().ok()) {
-        return Some(token.trim().to_string());
+        return Some(token.trim());
     }
     None
 }
@@ -146,7 +146,7 @@ impl FromRequest for ClientCtx {
         ready((|| {
             let state = app_state(req)?;
             let token = header_token(req).ok_or_else(|| token_required(req))?;
-            let (grant, service) = authenticate(&state, &token)?;
+            let (grant, service) = authenticate(&state, token)?;
             Ok(ClientCtx {
                 state,
                 grant,

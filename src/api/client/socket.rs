@@ -52,6 +52,7 @@ pub async fn open_socket(
 ) -> Result<HttpResponse, ApiError> {
     // The one route that reads `?token=`: browsers cannot set headers on an upgrade.
     let token = header_token(&req)
+        .map(str::to_string)
         .or_else(|| query_token(&req))
         .ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
     let (grant, service) = authenticate(&state, &token)?;
