@@ -41,6 +41,22 @@ fn token(key: &reachd::domain::account::ApiKey, service: &str, identity: &str) -
     common::mint_with(common::ACCOUNT_SID, key, service, identity)
 }
 
+/// `reachd keys revoke` — another process — revokes `key` in the server's database.
+fn revoke(s: &common::TestServer, key: &reachd::domain::account::ApiKey) {
+    let out = std::process::Command::new(common::process::BIN)
+        .args(["keys", "revoke", &key.sid])
+        .env_remove("REACHD_ACCOUNT_SID")
+        .env_remove("REACHD_AUTH_TOKEN")
+        .env("REACHD_DATABASE", s.db_path())
+        .output()
+        .expect("reachd keys revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn revoking_a_key_closes_its_sockets_with_4003_and_ends_their_sessions() {
     let s = common::spawn().await;
@@ -56,18 +72,7 @@ async fn revoking_a_key_closes_its_sockets_with_4003_and_ends_their_sessions() {
     s.until_online(&svc, "alice", true).await;
 
     // The CLI, another process, revokes the key in the server's database.
-    let out = std::process::Command::new(common::process::BIN)
-        .args(["keys", "revoke", &doomed.sid])
-        .env_remove("REACHD_ACCOUNT_SID")
-        .env_remove("REACHD_AUTH_TOKEN")
-        .env("REACHD_DATABASE", s.db_path())
-        .output()
-        .expect("reachd keys revoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke(&s, &doomed);
 
     let (code, reason) = close_frame(&mut alice).await;
     assert_eq!((code, reason.as_str()), (4003, "credentials revoked"));
@@ -103,18 +108,7 @@ async fn revoking_a_key_refuses_its_tokens_over_http_even_those_already_used() {
         assert_eq!(r.status, 204, "{:?}", r.body);
     }
 
-    let out = std::process::Command::new(common::process::BIN)
-        .args(["keys", "revoke", &doomed.sid])
-        .env_remove("REACHD_ACCOUNT_SID")
-        .env_remove("REACHD_AUTH_TOKEN")
-        .env("REACHD_DATABASE", s.db_path())
-        .output()
-        .expect("reachd keys revoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    revoke(&s, &doomed);
 
     // The server learns of the revocation through its key cache (about a second).
     common::eventually("the revoked key's token to be refused", || async {
