@@ -6,6 +6,7 @@
 //!
 //! May depend on: actix-web, metrics, sha2, subtle, api::{errors, gauges, state}, domain.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -40,15 +41,39 @@ pub async fn record_request_metrics(
         // An answer prepared as an error (a timeout): the request went down with its handler.
         Err(e) => ("unknown".to_owned(), e.as_response_error().status_code()),
     };
-    let status = status.as_u16().to_string();
-    metrics::histogram!(
-        "reachd_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
-        "status" => status,
-    )
-    .record(started.elapsed().as_secs_f64());
+    request_histogram(method, &route, status).record(started.elapsed().as_secs_f64());
     result
+}
+
+/// Histogram handles by (method, status), then by route pattern.
+type HistogramsByLabels =
+    HashMap<(&'static str, StatusCode), HashMap<Box<str>, metrics::Histogram>>;
+
+thread_local! {
+    /// This worker's histogram handles: building a labelled key and looking it up in the
+    /// recorder's registry costs more than recording. Bounded like the label set (methods ×
+    /// statuses × route patterns).
+    static REQUEST_HISTOGRAMS: std::cell::RefCell<HistogramsByLabels> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// The request-duration histogram of one label set.
+fn request_histogram(method: &'static str, route: &str, status: StatusCode) -> metrics::Histogram {
+    REQUEST_HISTOGRAMS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let routes = cache.entry((method, status)).or_default();
+        if let Some(histogram) = routes.get(route) {
+            return histogram.clone();
+        }
+        let histogram = metrics::histogram!(
+            "reachd_http_request_duration_seconds",
+            "method" => method,
+            "route" => route.to_owned(),
+            "status" => status.as_u16().to_string(),
+        );
+        routes.insert(route.into(), histogram.clone());
+        histogram
+    })
 }
 
 /// The method as a label: the standard ones by name, anything else (clients may send any

@@ -33,12 +33,13 @@ pub async fn limit_request_time(
     let Some(limit) = req.app_data::<web::Data<RequestTimeout>>().map(|t| t.0) else {
         return next.call(req).await;
     };
-    let path = req.path().to_owned();
+    // A shared handle on the request's URI (no copy), for the log line of a timeout.
+    let uri = req.uri().clone();
     match tokio::time::timeout(limit, next.call(req)).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(
-                path,
+                path = uri.path(),
                 limit_ms = limit.as_millis() as u64,
                 "request timed out"
             );
