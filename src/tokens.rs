@@ -13,8 +13,9 @@
 //!
 //! [`VerifiedTokens`] keeps tokens already verified, re-checking what can change.
 //!
-//! May depend on: jsonwebtoken, serde, serde_json, thiserror, subtle, base64 (to read the header and the
-//! unverified payload before the key is known), domain::chars (what an identity may hold).
+//! May depend on: jsonwebtoken, serde, serde_json, thiserror, subtle, base64 (to read the
+//! header and the unverified payload before the key is known), domain::chars (what an identity
+//! may hold).
 
 mod verified;
 

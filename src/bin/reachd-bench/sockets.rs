@@ -146,8 +146,7 @@ fn cpu_ticks(pid: u32) -> u64 {
         .ok()
         .and_then(|s| {
             // Fields after the command (which may hold spaces): state is field 3, utime 14.
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
             Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
         })
         .unwrap_or(0)

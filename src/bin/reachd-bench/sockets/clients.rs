@@ -45,12 +45,8 @@ pub fn raise_open_file_limit(sockets: usize) -> anyhow::Result<u64> {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(hard);
-    let refused = rlimit::setrlimit(
-        Resource::NOFILE,
-        wanted.min(ceiling).max(hard),
-        wanted.min(ceiling).max(hard),
-    )
-    .err();
+    let limit = wanted.min(ceiling).max(hard);
+    let refused = rlimit::setrlimit(Resource::NOFILE, limit, limit).err();
     if refused.is_some() {
         rlimit::setrlimit(Resource::NOFILE, hard, hard)?;
     }
