@@ -5,6 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 
+use serde_json::{Value, json};
+
 #[tokio::test]
 async fn users_are_addressed_by_sid_or_percent_decoded_identity() {
     let s = common::spawn().await;
@@ -211,5 +213,82 @@ async fn conversations_default_service_shortcut_creates_and_reuses_a_default() {
         other
     );
     assert_eq!(s.delete("/conversations/v1/Users/erin").await.status, 204);
+    s.stop().await;
+}
+
+/// A user read once is kept in memory (SQLite backend) until a commit changes their row: every
+/// kind of change must show in the very next fetch, by identity and by SID alike.
+#[tokio::test]
+async fn a_user_fetched_again_shows_every_committed_change() {
+    let s = common::spawn().await;
+    let svc = s.enabled_service("cached").await;
+    let us = s.user(&svc, "carol").await;
+    let paths = [
+        format!("/chat/v2/Services/{svc}/Users/carol"),
+        format!("/chat/v2/Services/{svc}/Users/{us}"),
+    ];
+    let both = |field: &'static str| {
+        let s = &s;
+        let paths = &paths;
+        async move {
+            let mut seen = Vec::new();
+            for path in paths {
+                seen.push(s.get(path).await.body[field].clone());
+            }
+            seen
+        }
+    };
+    assert_eq!(both("friendly_name").await, [Value::Null, Value::Null]);
+
+    // A REST update.
+    let r = s.post(&paths[1], &[("FriendlyName", "Carol C")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        both("friendly_name").await,
+        [json!("Carol C"), json!("Carol C")]
+    );
+
+    // A push binding: the user becomes notifiable.
+    assert_eq!(both("is_notifiable").await, [Value::Null, Value::Null]);
+    s.binding(&svc, "carol", "apn", "t1").await;
+    assert_eq!(both("is_notifiable").await, [json!(true), json!(true)]);
+
+    // A client session: online, then offline when it ends (committed by the engine).
+    s.timings(&svc, 1_000, 3_000, 0).await;
+    let token = s.token(&svc, "carol");
+    let session = s.open_session(&token).await;
+    s.until_online(&svc, "carol", true).await;
+    assert_eq!(both("is_online").await, [json!(true), json!(true)]);
+    assert_eq!(s.close_session(&token, &session).await.status, 204);
+    s.until_online(&svc, "carol", false).await;
+    assert_eq!(both("is_online").await, [json!(false), json!(false)]);
+
+    // Reachability turned off and on again: the stored state is reset to unknown.
+    for enabled in ["false", "true"] {
+        let r = s
+            .post(
+                &format!("/chat/v2/Services/{svc}"),
+                &[("ReachabilityEnabled", enabled)],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    assert_eq!(both("is_online").await, [Value::Null, Value::Null]);
+
+    // Deleted, then created again under the same identity: a new user.
+    assert_eq!(s.delete(&paths[1]).await.status, 204);
+    assert_eq!(s.get(&paths[0]).await.status, 404);
+    assert_eq!(s.get(&paths[1]).await.status, 404);
+    let again = s.user(&svc, "carol").await;
+    assert_ne!(again, us);
+    assert_eq!(s.get(&paths[0]).await.str("sid"), again);
+    assert_eq!(s.get(&paths[1]).await.status, 404);
+
+    // The service deleted: its users go by cascade.
+    assert_eq!(
+        s.delete(&format!("/chat/v2/Services/{svc}")).await.status,
+        204
+    );
+    assert_eq!(s.get(&paths[0]).await.status, 404);
     s.stop().await;
 }

@@ -17,6 +17,7 @@ use common::receiver::{Behavior, Receiver, Recorded};
 use reachd::api::state::AccountCredentials;
 use reachd::app;
 use reachd::config::{Config, Secret};
+use reachd::db::user_cache::{InvalidateUsers, UserCache, watch_users};
 use reachd::db::writer::{CommitHook, Effects, Writer};
 use reachd::db::{Database, SqliteStore};
 use reachd::domain::store::{Origin, OutboxStore, Store};
@@ -57,14 +58,17 @@ impl Node {
         let db = Database::open(&reachd::storage::server::sqlite_options(&config))
             .expect("open the database");
         let services = Arc::new(ServiceCache::default());
+        let users = Arc::new(UserCache::default());
+        watch_users(&db.writer, users.clone()).expect("watch users");
         let wake = Arc::new(Notify::new());
         let hooks: Vec<Box<dyn CommitHook>> = vec![
             Box::new(InvalidateServices(services.clone())),
+            Box::new(InvalidateUsers(users.clone())),
             Box::new(WakeDispatcher(wake.clone())),
         ];
         let (writer, writer_thread) =
             Writer::start(db.writer, config.storage.max_batch, hooks).expect("writer");
-        let store = Arc::new(SqliteStore::new(db.reads, writer.clone(), services));
+        let store = Arc::new(SqliteStore::new(db.reads, writer.clone(), services, users));
         Node {
             store,
             writer,

@@ -21,6 +21,7 @@ mod presence;
 pub mod server_lock;
 mod services;
 mod sqlite_store;
+pub mod user_cache;
 mod users;
 pub mod writer;
 

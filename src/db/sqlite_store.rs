@@ -8,6 +8,7 @@ use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use super::open::ReadPool;
+use super::user_cache::UserCache;
 use super::writer::Writer;
 use super::{
     SqlResultExt, account, bindings, credentials, endpoints, events, keys, map_pool, metrics,
@@ -37,16 +38,24 @@ pub struct SqliteStore {
     reads: ReadPool,
     writer: Writer,
     services: Arc<ServiceCache>,
+    users: Arc<UserCache>,
     keys: ApiKeyCache,
 }
 
 impl SqliteStore {
-    /// `services` must be invalidated by the writer (see [`crate::storage::cache::InvalidateServices`]).
-    pub fn new(reads: ReadPool, writer: Writer, services: Arc<ServiceCache>) -> Self {
+    /// `services` and `users` must be invalidated by the writer (see
+    /// [`crate::storage::cache::InvalidateServices`] and [`super::user_cache`]).
+    pub fn new(
+        reads: ReadPool,
+        writer: Writer,
+        services: Arc<ServiceCache>,
+        users: Arc<UserCache>,
+    ) -> Self {
         SqliteStore {
             reads,
             writer,
             services,
+            users,
             keys: ApiKeyCache::default(),
         }
     }
@@ -202,7 +211,15 @@ impl Store for SqliteStore {
     }
 
     fn user(&self, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
-        users::get(&*self.read()?, service_sid, key)
+        if let Some(user) = self.users.get(service_sid, key) {
+            return Ok(Some(user));
+        }
+        let generation = self.users.generation();
+        let found = users::get_with_row(&*self.read()?, service_sid, key)?;
+        Ok(found.map(|(row, user)| {
+            self.users.insert(generation, row, &user);
+            user
+        }))
     }
 
     fn user_snapshot(&self, service_sid: &str, key: &UserKey) -> Result<Option<(User, i64)>> {

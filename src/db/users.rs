@@ -46,8 +46,21 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
+fn with_row(row: &Row<'_>) -> rusqlite::Result<(i64, User)> {
+    Ok((row.get(0)?, from_row(row)?))
+}
+
 /// Looks a user up by SID (when the key is SID-shaped) and then by identity.
 pub fn get(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Option<User>> {
+    Ok(get_with_row(conn, service_sid, key)?.map(|(_, user)| user))
+}
+
+/// [`get`], with the user's row id (what the writer's update hook reports when it changes).
+pub fn get_with_row(
+    conn: &Connection,
+    service_sid: &str,
+    key: &UserKey,
+) -> Result<Option<(i64, User)>> {
     // The SQL is built once: this is the user fetch's hot path.
     static BY_SID_OR_IDENTITY: LazyLock<String> = LazyLock::new(|| {
         format!(
@@ -62,11 +75,11 @@ pub fn get(conn: &Connection, service_sid: &str, key: &UserKey) -> Result<Option
         UserKey::SidOrIdentity(v) => conn
             .prepare_cached(&BY_SID_OR_IDENTITY)
             .db()?
-            .query_row(params![service_sid, ids::normalize(v), v], from_row),
+            .query_row(params![service_sid, ids::normalize(v), v], with_row),
         UserKey::Identity(v) => conn
             .prepare_cached(&BY_IDENTITY)
             .db()?
-            .query_row(params![service_sid, v], from_row),
+            .query_row(params![service_sid, v], with_row),
     }
     .optional()
     .db()

@@ -17,6 +17,7 @@ use crate::config::{Config, DatabaseLocation};
 use crate::db::admin::SqliteAdmin;
 use crate::db::checkpoint::Checkpointer;
 use crate::db::server_lock::{ServerLock, lock_for_server};
+use crate::db::user_cache::{InvalidateUsers, UserCache, watch_users};
 use crate::db::{Database, OpenOptions, SqliteStore};
 use crate::domain::admin::{AdminStore, Opening};
 use crate::domain::cluster::{ClusterNotice, ClusterStore};
@@ -160,11 +161,15 @@ fn open_sqlite_server<B>(
         prepare(&admin)?
     };
     let Database { writer, reads, .. } = db;
+    let users = Arc::new(UserCache::default());
+    watch_users(&writer, users.clone()).context("watching the users table")?;
+    let mut hooks = hooks(&prepared);
+    hooks.push(Box::new(InvalidateUsers(users.clone())));
     let (writer, writer_thread) =
-        crate::db::writer::Writer::start(writer, config.storage.max_batch, hooks(&prepared))
+        crate::db::writer::Writer::start(writer, config.storage.max_batch, hooks)
             .context("starting the writer")?;
     let writer_stats = writer.stats().clone();
-    let store = Arc::new(SqliteStore::new(reads, writer.clone(), services));
+    let store = Arc::new(SqliteStore::new(reads, writer.clone(), services, users));
     let closer = Closer::Sqlite {
         writer,
         writer_thread,
