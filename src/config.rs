@@ -85,6 +85,8 @@ pub struct StorageConfig {
     pub read_pool_size: u32,
     pub busy_timeout_ms: u64,
     pub max_batch: usize,
+    /// SQLite: the write-ahead log size (MiB) at which the writer checkpoints it itself.
+    pub wal_limit_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,8 @@ use crate::domain::ids::{self, Prefix};
 
 /// Shortest auth token accepted: it is the account's password.
 pub const MIN_AUTH_TOKEN_CHARS: usize = 32;
+/// Largest `storage.wal_limit_mb` accepted (1 TiB).
+pub const MAX_WAL_LIMIT_MB: u64 = 1 << 20;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -145,6 +147,12 @@ impl Config {
                 "read_pool_size and max_batch must be positive",
             ));
         }
+        if !(1..=MAX_WAL_LIMIT_MB).contains(&self.storage.wal_limit_mb) {
+            return Err(invalid(
+                "storage.wal_limit_mb",
+                &format!("must be between 1 and {MAX_WAL_LIMIT_MB}"),
+            ));
+        }
         if !matches!(self.log_format, LogFormat::Pretty | LogFormat::Json) {
             return Err(invalid("log_format", "must be pretty or json"));
         }
@@ -238,6 +246,15 @@ mod tests {
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::load_from(None, env.collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_wal_limit_defaults_to_64_mib_and_must_be_positive() {
+        assert_eq!(load(&[]).expect("defaults").storage.wal_limit_mb, 64);
+        let err = load(&[("REACHD_STORAGE__WAL_LIMIT_MB", "0")])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("storage.wal_limit_mb"), "{err}");
     }
 
     #[test]

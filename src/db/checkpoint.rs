@@ -1,7 +1,8 @@
-//! WAL checkpoints off the writer thread. The writer never checkpoints (auto-checkpoint is off
-//! on its connection), so a burst of commits is not stalled copying pages into the database
-//! file; this thread runs a PASSIVE checkpoint every interval (which never blocks the writer or
-//! readers) and a TRUNCATE one on shutdown.
+//! WAL checkpoints off the writer thread, so that a burst of commits is not stalled copying
+//! pages into the database file: this thread runs a PASSIVE checkpoint every interval (which
+//! never blocks the writer or readers) and a TRUNCATE one on shutdown. The writer checkpoints
+//! itself only once the log has reached `storage.wal_limit_mb` (see `db::open`): under
+//! sustained writes a checkpoint beside the writer never catches up with it.
 //!
 //! May depend on: rusqlite, std.
 

@@ -34,6 +34,8 @@ pub struct OpenOptions {
     pub path: PathBuf,
     pub busy_timeout: Duration,
     pub read_pool_size: u32,
+    /// The write-ahead log size at which the writer checkpoints it (see [`Database::open`]).
+    pub wal_limit_bytes: u64,
 }
 
 pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
@@ -54,17 +56,32 @@ impl Database {
         writer
             .pragma_update(None, "journal_mode", "WAL")
             .context("enabling WAL")?;
-        // The writer touches many index pages per batch: a larger page cache (16 MiB). It never
-        // checkpoints itself: `db::checkpoint` does, on its own thread; the WAL file is cut
-        // back to 64 MiB after each reset.
+        // The writer touches many index pages per batch: a larger page cache (16 MiB).
+        //
+        // Checkpoints normally run on their own thread (`db::checkpoint`), passive, every
+        // second, so a burst of commits is not stalled copying pages. But the log starts over
+        // from its beginning only when a checkpoint has copied all of it, and under sustained
+        // writes a checkpoint beside the writer never catches up: commits keep appending, and
+        // the file grew past 3 GB in 30 s of webhook traffic. So once the log reaches
+        // `wal_limit_bytes` the writer checkpoints it itself after a commit (SQLite's
+        // auto-checkpoint, passive): nothing is appended meanwhile, the next transaction
+        // starts the log over, and the file is cut back to the limit.
         writer
             .pragma_update(None, "cache_size", -16_384)
             .context("sizing the writer cache")?;
         writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .context("disabling auto-checkpoint")?;
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                wal_limit_pages(&writer, options)?,
+            )
+            .context("setting the writer's checkpoint threshold")?;
         writer
-            .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .pragma_update(
+                None,
+                "journal_size_limit",
+                i64::try_from(options.wal_limit_bytes).unwrap_or(i64::MAX),
+            )
             .context("limiting the WAL")?;
 
         migrate(&mut writer)?;
@@ -117,6 +134,19 @@ pub fn warn_tightened(tightened: &[files::Tightened]) {
             "database file was readable beyond its owner; made owner-only (0600)"
         );
     }
+}
+
+/// The log limit in pages of the database (SQLite counts the auto-checkpoint threshold in
+/// pages).
+fn wal_limit_pages(conn: &Connection, options: &OpenOptions) -> anyhow::Result<i64> {
+    let page: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .context("reading the page size")?;
+    let pages = options
+        .wal_limit_bytes
+        .div_ceil(page.max(512) as u64)
+        .max(1);
+    Ok(i64::try_from(pages).unwrap_or(i64::MAX))
 }
 
 /// A plain read-write connection with reachd's pragmas (used by the writer and the CLI).
@@ -184,6 +214,7 @@ mod tests {
             path: path.clone(),
             busy_timeout: Duration::from_secs(1),
             read_pool_size: 2,
+            wal_limit_bytes: 64 * 1024 * 1024,
         };
         let db = Database::open(&opts).expect("open");
         let v: u32 = db
@@ -202,5 +233,70 @@ mod tests {
         drop(db);
         let err = Database::open(&opts).err().expect("refused");
         assert!(err.to_string().contains("newer than this reachd"), "{err}");
+    }
+
+    /// Commits back to back while readers keep reading and the background checkpointer runs:
+    /// the log must start over instead of growing with every commit.
+    #[test]
+    fn the_write_ahead_log_stays_bounded_under_sustained_writes_and_reads() {
+        const LIMIT: u64 = 256 * 1024;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("reachd.db");
+        let opts = OpenOptions {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(5),
+            read_pool_size: 2,
+            wal_limit_bytes: LIMIT,
+        };
+        let db = Database::open(&opts).expect("open");
+        let checkpointer = crate::db::checkpoint::Checkpointer::start(
+            &path,
+            opts.busy_timeout,
+            Duration::from_millis(20),
+        )
+        .expect("checkpointer");
+        db.writer
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+            .expect("table");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (reads, stop) = (db.reads.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let conn = reads.get().expect("read connection");
+                        let _: i64 = conn
+                            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                            .expect("read");
+                        drop(conn);
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                })
+            })
+            .collect();
+        let wal = path.with_extension("db-wal");
+        let mut largest = 0;
+        // ~16 MiB of pages in all: 64 times the limit.
+        for i in 0..4_000 {
+            db.writer
+                .execute(
+                    "INSERT INTO t (id, v) VALUES (?1 % 50, zeroblob(4000)) \
+                     ON CONFLICT (id) DO UPDATE SET v = zeroblob(4000 + ?1 % 7)",
+                    [i],
+                )
+                .expect("write");
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.join().expect("reader");
+        }
+        checkpointer.stop();
+        // A reader inside the log can delay its restart by a commit or two; without the
+        // writer's own checkpoint the log holds every commit (~17 MB here).
+        assert!(
+            largest <= 8 * LIMIT,
+            "the log grew to {largest} bytes (limit {LIMIT})"
+        );
     }
 }

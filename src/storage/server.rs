@@ -267,5 +267,6 @@ pub fn sqlite_options(config: &Config) -> OpenOptions {
         path: config.database.clone(),
         busy_timeout: Duration::from_millis(config.storage.busy_timeout_ms),
         read_pool_size: config.storage.read_pool_size,
+        wal_limit_bytes: config.storage.wal_limit_mb.saturating_mul(1024 * 1024),
     }
 }
