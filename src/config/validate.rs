@@ -251,9 +251,7 @@ mod tests {
     #[test]
     fn the_wal_limit_defaults_to_64_mib_and_must_be_positive() {
         assert_eq!(load(&[]).expect("defaults").storage.wal_limit_mb, 64);
-        let err = load(&[("REACHD_STORAGE__WAL_LIMIT_MB", "0")])
-            .err()
-            .expect("refused");
+        let err = load(&[("REACHD_STORAGE__WAL_LIMIT_MB", "0")]).expect_err("refused");
         assert!(err.to_string().contains("storage.wal_limit_mb"), "{err}");
     }
 
