@@ -32,6 +32,8 @@ use crate::storage::commit::{CommitHook, Effects};
 
 /// Users kept before the cache is emptied (a bound on memory, not an LRU).
 const MAX_USERS: usize = 50_000;
+/// Bytes of user text (attributes may be 16 KiB each) kept before the cache is emptied.
+const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct UserCache {
@@ -49,6 +51,18 @@ struct Entries {
     by_sid: HashMap<String, i64>,
     /// Service SID → identity → row id.
     by_identity: HashMap<String, HashMap<String, i64>>,
+    /// Text bytes of the users kept (see [`text_bytes`]).
+    bytes: usize,
+}
+
+/// What a user's strings hold, roughly what keeping it costs beyond a fixed size.
+fn text_bytes(user: &User) -> usize {
+    user.sid.len()
+        + user.service_sid.len()
+        + 2 * user.identity.len()
+        + user.attributes.len()
+        + user.friendly_name.as_ref().map_or(0, String::len)
+        + user.role_sid.as_ref().map_or(0, String::len)
 }
 
 impl Entries {
@@ -68,6 +82,7 @@ impl Entries {
         let Some(user) = self.users.remove(&row) else {
             return;
         };
+        self.bytes = self.bytes.saturating_sub(text_bytes(&user));
         self.by_sid.remove(&user.sid);
         if let Some(identities) = self.by_identity.get_mut(&user.service_sid) {
             identities.remove(&user.identity);
@@ -98,10 +113,11 @@ impl UserCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.users.len() >= MAX_USERS {
+        entries.remove(row);
+        if entries.users.len() >= MAX_USERS || entries.bytes + text_bytes(user) > MAX_BYTES {
             *entries = Entries::default();
         }
-        entries.remove(row);
+        entries.bytes += text_bytes(user);
         entries.by_sid.insert(user.sid.clone(), row);
         entries
             .by_identity
@@ -113,20 +129,29 @@ impl UserCache {
 
     /// Called by SQLite (the writer connection's update hook) for each changed `users` row.
     pub fn row_changed(&self, row: i64) {
-        if let Ok(mut changed) = self.changed.lock() {
-            changed.push(row);
-        }
+        // A poisoned lock still holds a usable list: losing a row here would leave it stale.
+        self.changed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(row);
     }
 
     /// Drops the rows changed since the last call.
     fn invalidate_changed(&self) {
-        let rows = match self.changed.lock() {
-            Ok(mut changed) if !changed.is_empty() => std::mem::take(&mut *changed),
-            _ => return,
-        };
-        let Ok(mut entries) = self.entries.write() else {
+        let rows = std::mem::take(
+            &mut *self
+                .changed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if rows.is_empty() {
             return;
-        };
+        }
+        // Recovered from poisoning rather than skipped: an invalidation must never be lost.
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         for row in rows {
             entries.remove(row);
@@ -209,6 +234,21 @@ mod tests {
         InvalidateUsers(cache.clone()).committed(&Effects::default());
         assert!(cache.get("IS1", &key).is_none());
         assert!(cache.get("IS1", &UserKey::parse(SID)).is_none());
+    }
+
+    #[test]
+    fn large_attributes_are_bounded_by_bytes_not_only_by_count() {
+        let cache = UserCache::default();
+        let mut big = user(SID, "IS1", "alice");
+        big.attributes = "x".repeat(16 * 1024);
+        for row in 0..(MAX_BYTES / (16 * 1024) + 10) as i64 {
+            big.sid = format!("US{row:032x}");
+            big.identity = format!("u{row}");
+            cache.insert(cache.generation(), row, &big);
+        }
+        let entries = cache.entries.read().expect("lock");
+        assert!(entries.bytes <= MAX_BYTES, "{} bytes kept", entries.bytes);
+        assert!(entries.users.len() < MAX_BYTES / (16 * 1024));
     }
 
     #[test]
