@@ -89,11 +89,44 @@ fn wrk_installed() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("wrk"))
 }
 
+/// Clock ticks a second in `/proc` times (USER_HZ on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user + system, clock ticks) of this process's tokio runtime threads, where the
+/// builtin client runs (Linux; 0 elsewhere). The server's HTTP workers are actix threads of
+/// their own and do not count.
+fn runtime_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("tokio-r"))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command (which may hold spaces): state is field 3, utime 14.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// Resolves `auto` to the generator that will be used.
 pub fn resolve(client: Client) -> anyhow::Result<Client> {
     Ok(match client {
         Client::Auto if wrk_installed() => Client::Wrk,
-        Client::Auto => Client::Builtin,
+        Client::Auto => {
+            eprintln!(
+                "reachd-bench: wrk is not installed (Debian package: wrk), so HTTP load comes \
+                 from the bench's own client, which shares this process and its cores with the \
+                 server: HTTP ratios flatter the server and are not comparable with wrk's \
+                 (each measurement reports the client's CPU)"
+            );
+            Client::Builtin
+        }
         Client::Wrk => {
             anyhow::ensure!(
                 wrk_installed(),
@@ -118,7 +151,18 @@ pub async fn run(args: &Args, client: Client, target: &Target, scratch: &Path) -
         },
         _ => {
             let request = builtin_request(target, args.connections);
-            load(args.connections, duration, request).await
+            let (ticks, started) = (runtime_ticks(), std::time::Instant::now());
+            let stats = load(args.connections, duration, request).await;
+            let cores = runtime_ticks().saturating_sub(ticks) as f64
+                / TICKS_PER_SECOND
+                / started.elapsed().as_secs_f64();
+            let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+            eprintln!(
+                "  (builtin client on {}: its runtime's threads used {cores:.2} of {available} \
+                 cores, reachd's background tasks included)",
+                target.name
+            );
+            stats
         }
     }
 }
