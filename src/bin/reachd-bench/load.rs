@@ -90,7 +90,14 @@ fn wrk_installed() -> bool {
 }
 
 /// Clock ticks a second in `/proc` times (USER_HZ on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// CPU time (user + system, clock ticks) in a `/proc/…/stat` line (a process's or a thread's).
+pub fn stat_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command (which may hold spaces): state is field 3, utime 14.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
 
 /// CPU time (user + system, clock ticks) of this process's tokio runtime threads, where the
 /// builtin client runs (Linux; 0 elsewhere). The server's HTTP workers are actix threads of
@@ -106,11 +113,7 @@ fn runtime_ticks() -> u64 {
                 .is_ok_and(|name| name.starts_with("tokio-r"))
         })
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command (which may hold spaces): state is field 3, utime 14.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
+        .filter_map(|stat| stat_ticks(&stat))
         .sum()
 }
 
@@ -154,7 +157,7 @@ pub async fn run(args: &Args, client: Client, target: &Target, scratch: &Path) -
             let (ticks, started) = (runtime_ticks(), std::time::Instant::now());
             let stats = load(args.connections, duration, request).await;
             let cores = runtime_ticks().saturating_sub(ticks) as f64
-                / TICKS_PER_SECOND
+                / TICKS_PER_SECOND as f64
                 / started.elapsed().as_secs_f64();
             let available = std::thread::available_parallelism().map_or(1, |n| n.get());
             eprintln!(

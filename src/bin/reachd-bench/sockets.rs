@@ -144,11 +144,7 @@ pub async fn bench_sockets(
 fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            // Fields after the command (which may hold spaces): state is field 3, utime 14.
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
+        .and_then(|s| load::stat_ticks(&s))
         .unwrap_or(0)
 }
 
@@ -156,11 +152,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// how long that took.
 async fn settle(pid: u32) -> Duration {
     let started = Instant::now();
-    let ticks_per_second = 100; // USER_HZ on Linux
     while started.elapsed() < Duration::from_secs(60) {
         let before = cpu_ticks(pid);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if cpu_ticks(pid).saturating_sub(before) < ticks_per_second / 10 {
+        if cpu_ticks(pid).saturating_sub(before) < load::TICKS_PER_SECOND / 10 {
             break;
         }
     }
