@@ -123,6 +123,23 @@ impl Running {
     }
 }
 
+/// Closes every socket when this node's cluster membership lapses (their sessions are another
+/// node's now, and their clients reconnect elsewhere). The membership's signal is a new one
+/// after each lapse, so this waits on the current one each time round; without a cluster it
+/// never fires.
+async fn close_sockets_on_lapse(presence: Presence, hub: Hub, shutdown: CancellationToken) {
+    loop {
+        let lapsed = presence.lapsed();
+        tokio::select! {
+            _ = lapsed.cancelled() => {
+                let sockets = hub.stop_all(crate::realtime::Stop::Lapsed);
+                tracing::warn!(sockets, "cluster lease lapsed: closing this node's sockets");
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Wakes the dispatcher when a batch wrote deliveries.
 struct WakeDispatcher(Arc<Notify>);
 
@@ -447,6 +464,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         events_rx.clone(),
         services_rx,
         hub_stop.clone(),
+    ));
+    tokio::spawn(close_sockets_on_lapse(
+        presence.clone(),
+        hub.clone(),
+        shutdown.clone(),
     ));
     let gauges = Arc::new(StoredGauges::default());
     {

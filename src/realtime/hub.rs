@@ -9,10 +9,11 @@
 //!   has published no event after the horizon, and then gets only the events after it: none
 //!   falls between snapshot and updates, none the snapshot shows arrives again. The snapshot
 //!   reply is queued under the lock, behind what was queued before and ahead of what follows.
-//! - Every connection has a bounded queue; a connection that falls behind is dropped (its
-//!   overflow token fires and the socket closes with an error) instead of growing memory.
+//! - Every connection has a bounded mailbox; a connection that falls behind is dropped (its
+//!   mailbox stops as a slow consumer and the socket closes with an error) instead of growing
+//!   memory.
 //!
-//! May depend on: tokio, tokio-util, serde_json, domain.
+//! May depend on: tokio, tokio-util, serde_json, domain, realtime::mailbox.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::{Event, EventType};
 use crate::domain::store::Store;
+
+use super::mailbox::{Mailbox, Stop};
 
 /// Most subscriptions one connection may hold unless configured (`limits.subscriptions_per_socket`).
 pub const MAX_SUBSCRIPTIONS: usize = 1000;
@@ -41,17 +44,11 @@ pub enum SubscribeRefused {
     Stale,
 }
 
-/// A message for one connection: JSON text, serialized once and shared by every subscriber it
-/// goes to (a queue slot is two words).
-#[derive(Debug, Clone)]
-pub struct Outbound(pub Arc<str>);
-
 struct Conn {
     service_sid: String,
     /// The identity of the token that opened the connection.
     owner: String,
-    queue: mpsc::Sender<Outbound>,
-    overflow: CancellationToken,
+    mailbox: Arc<Mailbox>,
     subscriptions: HashSet<String>,
 }
 
@@ -85,11 +82,10 @@ impl Default for Hub {
     }
 }
 
-/// What a new connection gets: its id, its queue and the token that fires on overflow.
+/// What a new connection gets: its id and its mailbox.
 pub struct Registration {
     pub id: u64,
-    pub queue: mpsc::Receiver<Outbound>,
-    pub overflow: CancellationToken,
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// A user as a socket message shows it.
@@ -125,21 +121,24 @@ impl Hub {
 
     pub fn register(&self, service_sid: &str, owner: &str, capacity: usize) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let overflow = CancellationToken::new();
+        let mailbox = Mailbox::new(capacity);
         let conn = Conn {
             service_sid: service_sid.to_string(),
             owner: owner.to_string(),
-            queue: tx,
-            overflow: overflow.clone(),
+            mailbox: mailbox.clone(),
             subscriptions: HashSet::new(),
         };
         self.lock().conns.insert(id, conn);
-        Registration {
-            id,
-            queue: rx,
-            overflow,
+        Registration { id, mailbox }
+    }
+
+    /// Stops every connection's mailbox for `reason` (their sockets close).
+    pub fn stop_all(&self, reason: Stop) -> usize {
+        let state = self.lock();
+        for conn in state.conns.values() {
+            conn.mailbox.stop(reason);
         }
+        state.conns.len()
     }
 
     pub fn unregister(&self, id: u64) {
@@ -244,15 +243,17 @@ impl Hub {
         let Some(conn) = state.conns.get(&id) else {
             return;
         };
-        match conn.queue.try_send(Outbound(message.clone())) {
+        match conn.mailbox.push(message.clone()) {
             Ok(()) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
-                // Too slow: forget the connection now (its queue and subscriptions go with
-                // it) and let its socket task close it.
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                conn.overflow.cancel();
+                // Too slow (the mailbox stopped itself) or already stopping: forget the
+                // connection now (its subscriptions go with it) and let its socket task
+                // close it.
+                if conn.mailbox.stopped() == Some(Stop::SlowConsumer) {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 Self::remove(state, id);
             }
         }
@@ -403,22 +404,31 @@ mod tests {
     }
 
     /// What a connection has queued: `type` of each message, with `is_online` for updates.
-    fn drain(queue: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
-        std::iter::from_fn(|| queue.try_recv().ok())
-            .map(|Outbound(text)| {
-                let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                match v["type"].as_str() {
-                    Some("userUpdated") => format!("online={}", v["user"]["is_online"]),
-                    other => other.unwrap_or("?").to_string(),
+    fn drain(mailbox: &Mailbox) -> Vec<String> {
+        use crate::realtime::mailbox::Next;
+        let mut seen = Vec::new();
+        while let Some(next) = mailbox.try_next() {
+            let text = match next {
+                Next::Message(text) => text,
+                // A stopped mailbox answers its reason every time: the last word.
+                Next::Stop(reason) => {
+                    seen.push(format!("{reason:?}"));
+                    break;
                 }
-            })
-            .collect()
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or_default();
+            seen.push(match v["type"].as_str() {
+                Some("userUpdated") => format!("online={}", v["user"]["is_online"]),
+                other => other.unwrap_or("?").to_string(),
+            });
+        }
+        seen
     }
 
     #[test]
     fn a_subscriber_gets_exactly_the_events_after_its_snapshot() {
         let hub = Hub::default();
-        let mut conn = hub.register("IS1", "bob", 8);
+        let conn = hub.register("IS1", "bob", 8);
         let reply: Arc<str> = Arc::from(r#"{"type":"user"}"#);
         // Events 1–2 are committed and in the snapshot, but the hub's feed has not reached them.
         assert_eq!(hub.subscribe(conn.id, "alice", 2, &reply), Ok(()));
@@ -426,7 +436,7 @@ mod tests {
             hub.publish_event(&event("alice", EventType::ReachabilityUpdated, id));
         }
         assert_eq!(
-            drain(&mut conn.queue),
+            drain(&conn.mailbox),
             ["user", "online=true", "online=false"]
         );
         // The feed is at 4 now: a snapshot from before event 4 would miss it.
@@ -445,16 +455,12 @@ mod tests {
         assert_eq!(hub.subscribe(conn.id, "alice", 6, &reply), Ok(()));
         hub.publish_event(&event("alice", EventType::UserDeleted, 6));
         hub.publish_event(&event("alice", EventType::ReachabilityUpdated, 7));
-        assert_eq!(
-            drain(&mut conn.queue),
-            ["online=true", "user", "online=true"]
-        );
+        assert_eq!(drain(&conn.mailbox), ["online=true", "user", "online=true"]);
     }
 
     #[test]
     fn subscriptions_are_capped_per_socket_and_per_identity_and_released() {
         let hub = Hub::new(3, 4);
-        // The registrations (their queues) stay alive: a closed queue drops its connection.
         let registrations = [
             hub.register("IS1", "alice", 8),
             hub.register("IS1", "alice", 8),
@@ -487,5 +493,29 @@ mod tests {
         assert!(state.per_owner.is_empty() && state.subscribers.is_empty());
         drop(state);
         assert_eq!(sub(&hub, a, "u1"), Err(SubscribeRefused::Closed));
+    }
+
+    #[test]
+    fn a_full_mailbox_drops_its_connection_and_stop_all_reaches_every_one() {
+        let hub = Hub::default();
+        let slow = hub.register("IS1", "bob", 2);
+        let quick = hub.register("IS1", "carol", 8);
+        for id in [slow.id, quick.id] {
+            assert_eq!(sub(&hub, id, "alice"), Ok(()));
+        }
+        for id in 1..=3 {
+            hub.publish_event(&event("alice", EventType::ReachabilityUpdated, id));
+        }
+        // bob's mailbox held the snapshot and one update; the next one overflowed it.
+        assert_eq!(drain(&slow.mailbox), ["SlowConsumer"]);
+        assert_eq!(hub.connections(), 1);
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            drain(&quick.mailbox),
+            ["?", "online=true", "online=false", "online=true"]
+        );
+        assert_eq!(hub.stop_all(Stop::Lapsed), 1);
+        assert_eq!(quick.mailbox.stopped(), Some(Stop::Lapsed));
+        assert_eq!(slow.mailbox.stopped(), Some(Stop::SlowConsumer));
     }
 }

@@ -4,5 +4,7 @@
 //! May depend on: tokio, tokio-util, serde_json, domain, webhooks::render (event JSON).
 
 pub mod hub;
+pub mod mailbox;
 
-pub use hub::{Hub, Outbound};
+pub use hub::Hub;
+pub use mailbox::{Mailbox, Stop};

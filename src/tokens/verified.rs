@@ -60,13 +60,38 @@ impl VerifiedTokens {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`verify`], answered from the cache when `token` was verified before.
+    /// [`verify`], answered from the cache when `token` was verified before; a token verified
+    /// now is kept for the next time.
     pub fn verify(
         &self,
         token: &str,
         account_sid: &str,
         keys: &dyn KeySecrets,
         now: i64,
+    ) -> Result<Arc<ClientGrant>, TokenError> {
+        self.verify_and(token, account_sid, keys, now, true)
+    }
+
+    /// [`verify`], answered from the cache when `token` was verified before, but a token
+    /// verified now is not kept: for a token presented once for a long time (a WebSocket's),
+    /// whose text would otherwise take about 1 KB of the cache for as long as it lives.
+    pub fn verify_once(
+        &self,
+        token: &str,
+        account_sid: &str,
+        keys: &dyn KeySecrets,
+        now: i64,
+    ) -> Result<Arc<ClientGrant>, TokenError> {
+        self.verify_and(token, account_sid, keys, now, false)
+    }
+
+    fn verify_and(
+        &self,
+        token: &str,
+        account_sid: &str,
+        keys: &dyn KeySecrets,
+        now: i64,
+        remember: bool,
     ) -> Result<Arc<ClientGrant>, TokenError> {
         let hash = self.hasher.hash_one(token);
         let cached = self
@@ -89,7 +114,9 @@ impl VerifiedTokens {
             self.lock().remove(&hash);
         }
         let grant = Arc::new(verify(token, account_sid, keys, now)?);
-        self.insert(hash, token, grant.clone(), now);
+        if remember {
+            self.insert(hash, token, grant.clone(), now);
+        }
         Ok(grant)
     }
 
@@ -205,6 +232,25 @@ mod tests {
         let again = cache.verify(&alice, ACCOUNT, &keys, NOW + 10).expect("hit");
         assert!(Arc::ptr_eq(&first, &again), "the same grant, not a new one");
         assert_eq!(keys.lookups.get(), 2, "every use checks the key");
+    }
+
+    #[test]
+    fn a_token_verified_once_is_not_kept_but_a_kept_one_still_answers() {
+        let keys = Keys::with_key();
+        let cache = VerifiedTokens::default();
+        let (alice, bob) = (token(&keys, "alice", 3_600), token(&keys, "bob", 3_600));
+        let grant = cache
+            .verify_once(&alice, ACCOUNT, &keys, NOW)
+            .expect("verified");
+        assert_eq!(grant.identity, "alice");
+        assert!(
+            cache.is_empty(),
+            "a socket's token takes no place in the cache"
+        );
+        let kept = cache.verify(&bob, ACCOUNT, &keys, NOW).expect("verified");
+        let again = cache.verify_once(&bob, ACCOUNT, &keys, NOW).expect("hit");
+        assert!(Arc::ptr_eq(&kept, &again), "answered from the cache");
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

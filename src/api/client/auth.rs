@@ -113,21 +113,37 @@ fn token_required(req: &HttpRequest) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, 20101, message)
 }
 
-/// Verifies a token and loads its service.
+/// Verifies a token (kept in the verified-token cache for the next request) and loads its
+/// service.
 pub fn authenticate(
     state: &AppState,
     token: &str,
 ) -> Result<(Arc<ClientGrant>, Arc<Service>), ApiError> {
+    authenticate_and(state, token, true)
+}
+
+/// [`authenticate`] for a token presented once for a long time — a WebSocket's, at its upgrade
+/// or `updateToken` — which is not kept in the cache (see `VerifiedTokens::verify_once`).
+pub fn authenticate_once(
+    state: &AppState,
+    token: &str,
+) -> Result<(Arc<ClientGrant>, Arc<Service>), ApiError> {
+    authenticate_and(state, token, false)
+}
+
+fn authenticate_and(
+    state: &AppState,
+    token: &str,
+    remember: bool,
+) -> Result<(Arc<ClientGrant>, Arc<Service>), ApiError> {
     let now = chrono::Utc::now().timestamp();
-    let grant = state
-        .verified_tokens
-        .verify(
-            token,
-            &state.account.sid,
-            &StoreKeys(state.store.as_ref()),
-            now,
-        )
-        .map_err(token_error)?;
+    let (cache, keys) = (&state.verified_tokens, StoreKeys(state.store.as_ref()));
+    let grant = if remember {
+        cache.verify(token, &state.account.sid, &keys, now)
+    } else {
+        cache.verify_once(token, &state.account.sid, &keys, now)
+    }
+    .map_err(token_error)?;
     let service = state.store.service(&grant.service_sid)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -6,14 +6,15 @@
 //! live, and every socket signed by such a key is told to close with [`CLOSE_REVOKED`]; the
 //! socket then ends its session as a closed socket does (the user goes offline after the grace).
 //!
-//! Concurrency: one mutex around the map key SID → (watch id → signal), held only to update or
-//! read the map — never across the storage query or an await. A socket registers when its
-//! session starts and unregisters when it ends (and moves to the new key when `updateToken`
-//! changes it). A key found revoked is removed with all its sockets and their signals fired; a
-//! socket registering with it between the query and the removal is fired too (revocation is
-//! final), and one registering later is caught by the next check.
+//! Concurrency: one mutex around the map key SID → (watch id → the socket's mailbox), held
+//! only to update or read the map — never across the storage query or an await. A socket
+//! registers when its session starts and unregisters when it ends (and moves to the new key
+//! when `updateToken` changes it). A key found revoked is removed with all its sockets, whose
+//! mailboxes are stopped ([`Stop::Revoked`]); a socket registering with it between the query
+//! and the removal is stopped too (revocation is final), and one registering later is caught
+//! by the next check.
 //!
-//! May depend on: tokio, tokio-util, tracing, domain::store.
+//! May depend on: tokio, tokio-util, tracing, domain::store, realtime::mailbox.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::store::Store;
+use crate::realtime::{Mailbox, Stop};
 
 /// WebSocket close code for "the API key that signed your token was revoked". The JS SDK
 /// treats it as terminal (no reconnect with the same token) until `updateToken`.
@@ -29,12 +31,11 @@ pub const CLOSE_REVOKED: u16 = 4003;
 /// How often the keys of live sockets are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One socket's registration: fired when its key is revoked.
+/// One socket's registration: its mailbox is stopped when its key is revoked.
 #[derive(Debug)]
 pub struct Watched {
     id: u64,
     key_sid: String,
-    pub revoked: CancellationToken,
 }
 
 impl Watched {
@@ -46,7 +47,7 @@ impl Watched {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    by_key: HashMap<String, HashMap<u64, CancellationToken>>,
+    by_key: HashMap<String, HashMap<u64, Arc<Mailbox>>>,
 }
 
 /// The key SIDs of live sockets, and how to reach those sockets.
@@ -60,21 +61,19 @@ impl KeyWatch {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a socket whose token `key_sid` signed.
-    pub fn watch(&self, key_sid: &str) -> Watched {
+    /// Registers a socket whose token `key_sid` signed, by its mailbox.
+    pub fn watch(&self, key_sid: &str, mailbox: &Arc<Mailbox>) -> Watched {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
-        let revoked = CancellationToken::new();
         inner
             .by_key
             .entry(key_sid.to_string())
             .or_default()
-            .insert(id, revoked.clone());
+            .insert(id, mailbox.clone());
         Watched {
             id,
             key_sid: key_sid.to_string(),
-            revoked,
         }
     }
 
@@ -94,13 +93,13 @@ impl KeyWatch {
         self.lock().by_key.keys().cloned().collect()
     }
 
-    /// Fires the signal of every socket signed by one of `key_sids`; returns how many.
+    /// Stops the mailbox of every socket signed by one of `key_sids`; returns how many.
     pub fn revoke(&self, key_sids: &[String]) -> usize {
         let mut fired = 0;
         let mut inner = self.lock();
         for sid in key_sids {
-            for (_, signal) in inner.by_key.remove(sid).unwrap_or_default() {
-                signal.cancel();
+            for (_, mailbox) in inner.by_key.remove(sid).unwrap_or_default() {
+                mailbox.stop(Stop::Revoked);
                 fired += 1;
             }
         }
@@ -150,16 +149,18 @@ mod tests {
     #[test]
     fn revoking_a_key_fires_its_sockets_only() {
         let watch = KeyWatch::default();
-        let a1 = watch.watch("SKa");
-        let a2 = watch.watch("SKa");
-        let b = watch.watch("SKb");
+        let mailboxes = [Mailbox::new(4), Mailbox::new(4), Mailbox::new(4)];
+        let [a1, a2, b] = &mailboxes;
+        let _ = (watch.watch("SKa", a1), watch.watch("SKa", a2));
+        let watched_b = watch.watch("SKb", b);
         let mut keys = watch.keys_in_use();
         keys.sort();
         assert_eq!(keys, ["SKa", "SKb"]);
         assert_eq!(watch.revoke(&["SKa".to_string()]), 2);
-        assert!(a1.revoked.is_cancelled() && a2.revoked.is_cancelled());
-        assert!(!b.revoked.is_cancelled());
-        watch.unwatch(&b);
+        assert_eq!(a1.stopped(), Some(Stop::Revoked));
+        assert_eq!(a2.stopped(), Some(Stop::Revoked));
+        assert_eq!(b.stopped(), None);
+        watch.unwatch(&watched_b);
         assert!(watch.keys_in_use().is_empty());
     }
 }

@@ -18,8 +18,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Session};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
-use super::auth::{authenticate, header_token, query_token, token_error};
+use super::auth::{authenticate_once, header_token, query_token, token_error};
 use super::revocation::{CLOSE_REVOKED, Watched};
 use crate::api::common::bindings::new_binding;
 use crate::api::errors::ApiError;
@@ -31,6 +32,7 @@ use crate::domain::service::Service;
 use crate::domain::user::UserKey;
 use crate::presence::HeldSession;
 use crate::realtime::hub::SubscribeRefused;
+use crate::realtime::mailbox::{Mailbox, Next, Stop};
 use crate::tokens::ClientGrant;
 use crate::usecases::SocketConnection;
 
@@ -55,7 +57,7 @@ pub async fn open_socket(
         .map(str::to_string)
         .or_else(|| query_token(&req))
         .ok_or_else(|| token_error(crate::tokens::TokenError::InvalidToken))?;
-    let (grant, service) = authenticate(&state, &token)?;
+    let (grant, service) = authenticate_once(&state, &token)?;
     // The socket opens a session: one write, charged before the upgrade.
     state
         .client_writes
@@ -80,6 +82,7 @@ pub async fn open_socket(
         conn: 0,
         held: HeldSession { id: 0, holder: 0 },
         key: None,
+        mailbox: None,
     };
     // The task is `run`'s future itself: wrapping it in another async block would store the
     // socket's fields twice for as long as the socket lives.
@@ -97,6 +100,9 @@ struct Socket {
     held: HeldSession,
     /// Its registration with the revocation check, from `ready` to the end.
     key: Option<Watched>,
+    /// Its hub mailbox (updates, replies queued behind them, and why it must close), from
+    /// `ready` to the end.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 /// How a socket's start went.
@@ -105,7 +111,7 @@ enum Started {
     Refused,
     /// The client left before `ready` reached it.
     Gone,
-    Ready(crate::realtime::hub::Registration, ServicePresence),
+    Ready(Arc<Mailbox>, ServicePresence),
 }
 
 /// Why a socket's loop ended.
@@ -133,10 +139,7 @@ impl Socket {
         let end = match Box::pin(self.start(resume)).await {
             Started::Refused => return,
             Started::Gone => End::ClientClosed,
-            Started::Ready(registration, settings) => {
-                self.serve(stream, registration.queue, registration.overflow, settings)
-                    .await
-            }
+            Started::Ready(mailbox, settings) => self.serve(stream, mailbox, settings).await,
         };
         Box::pin(self.finish(end)).await;
     }
@@ -167,8 +170,13 @@ impl Socket {
             }
         };
         self.held = held;
-        self.key = Some(self.state.key_watch.watch(&self.grant.key_sid));
+        self.key = Some(
+            self.state
+                .key_watch
+                .watch(&self.grant.key_sid, &registration.mailbox),
+        );
         self.conn = registration.id;
+        self.mailbox = Some(registration.mailbox.clone());
         let settings = ServicePresence::of(&self.service, self.state.presence.defaults());
         let ready = json!({
             "type": "ready",
@@ -181,7 +189,7 @@ impl Socket {
             "resumed": resume == Some(held.id),
         });
         if self.send(ready).await {
-            Started::Ready(registration, settings)
+            Started::Ready(registration.mailbox, settings)
         } else {
             Started::Gone
         }
@@ -223,28 +231,30 @@ impl Socket {
     }
 
     /// The socket's loop. Every await inside a branch is boxed: an idle socket's task is
-    /// sized by what it waits on (the `select!`), not by the largest handler it may run.
+    /// sized by what it waits on (the `select!`), not by the largest handler it may run. It
+    /// waits on four things only — the client, its mailbox (updates and any reason to close:
+    /// slow consumer, revoked key, lapsed cluster lease), the server's shutdown, and one timer
+    /// for both the next keepalive check and the token's expiry — since an idle socket's
+    /// memory is mostly what it waits on (see `realtime::mailbox`).
     async fn serve(
         &mut self,
         mut stream: actix_ws::AggregatedMessageStream,
-        mut queue: tokio::sync::mpsc::Receiver<crate::realtime::Outbound>,
-        overflow: tokio_util::sync::CancellationToken,
+        mailbox: Arc<Mailbox>,
         settings: ServicePresence,
     ) -> End {
-        let mut keepalive =
-            tokio::time::interval(Duration::from_millis(settings.ping_interval_ms.max(100)));
-        keepalive.tick().await;
-        // Fires if this node's cluster membership lapses: its sessions are another node's.
-        let lapsed = self.state.presence.lapsed();
+        let interval = Duration::from_millis(settings.ping_interval_ms.max(100));
+        let mut check_at = Instant::now() + interval;
+        let mut expires_at = self.grant.expires_at;
+        let mut expiry = expiry_instant(expires_at);
+        let timer = tokio::time::sleep_until(check_at.min(expiry));
+        tokio::pin!(timer);
         loop {
-            let expires_in = Duration::from_secs(
-                (self.grant.expires_at - chrono::Utc::now().timestamp()).max(0) as u64,
-            );
-            let revoked = self
-                .key
-                .as_ref()
-                .map(|k| k.revoked.clone())
-                .unwrap_or_default();
+            if self.grant.expires_at != expires_at {
+                // `updateToken` moved the expiry.
+                expires_at = self.grant.expires_at;
+                expiry = expiry_instant(expires_at);
+                timer.as_mut().reset(check_at.min(expiry));
+            }
             tokio::select! {
                 message = stream.next() => match message {
                     None => return End::ClientClosed,
@@ -273,32 +283,36 @@ impl Socket {
                     }
                     Some(Err(_)) => return End::Close(CloseCode::Protocol, "protocol error".into()),
                 },
-                Some(out) = queue.recv() => {
-                    // A reader that stopped reading blocks this send; overflow ends the wait.
-                    tokio::select! {
-                        sent = Box::pin(self.session.text(&*out.0)) => if sent.is_err() { return End::ClientClosed },
-                        _ = overflow.cancelled() => return End::Close(CloseCode::Policy, "slow consumer".into()),
+                next = mailbox.next() => match next {
+                    Next::Message(text) => {
+                        // A reader that stopped reading blocks this send; a stop (its
+                        // mailbox overflowing meanwhile) ends the wait.
+                        tokio::select! {
+                            sent = Box::pin(self.session.text(&*text)) => if sent.is_err() { return End::ClientClosed },
+                            reason = Box::pin(mailbox.until_stopped()) => return closing(reason),
+                        }
                     }
-                }
-                _ = overflow.cancelled() => {
-                    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), self.error(&Value::Null, 20429, "too many undelivered messages: read faster"))).await;
-                    return End::Close(CloseCode::Policy, "slow consumer".into());
-                }
-                _ = tokio::time::sleep(expires_in) => {
-                    return End::Close(CloseCode::Other(4001), "token expired".into());
-                }
-                _ = revoked.cancelled() => {
-                    return End::Close(CloseCode::Other(CLOSE_REVOKED), "credentials revoked".into());
-                }
+                    Next::Stop(Stop::SlowConsumer) => {
+                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), self.error(&Value::Null, 20429, "too many undelivered messages: read faster"))).await;
+                        return closing(Stop::SlowConsumer);
+                    }
+                    Next::Stop(reason) => return closing(reason),
+                },
                 _ = self.state.shutdown.cancelled() => return End::ServerShutdown,
-                _ = lapsed.cancelled() => {
-                    return End::Close(CloseCode::Again, "this node lost its cluster lease; reconnect".into());
-                }
-                _ = keepalive.tick() => {
-                    // The engine expires a silent session; then the socket has nothing to keep.
-                    if !self.state.presence.is_live(self.held.id) {
-                        return End::Close(CloseCode::Other(4000), "session expired".into());
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= expiry {
+                        return End::Close(CloseCode::Other(4001), "token expired".into());
                     }
+                    if now >= check_at {
+                        // The engine expires a silent session; then the socket has nothing
+                        // to keep.
+                        if !self.state.presence.is_live(self.held.id) {
+                            return End::Close(CloseCode::Other(4000), "session expired".into());
+                        }
+                        check_at = now + interval;
+                    }
+                    timer.as_mut().reset(check_at.min(expiry));
                 }
             }
         }
@@ -467,14 +481,16 @@ impl Socket {
         let Some(token) = message["token"].as_str() else {
             return self.error(id, 20101, "updateToken needs a token").await;
         };
-        match authenticate(&self.state, token) {
+        match authenticate_once(&self.state, token) {
             Ok((grant, service))
                 if grant.identity == self.grant.identity && service.sid == self.service.sid =>
             {
                 let expires_at = grant.expires_at;
                 if grant.key_sid != self.grant.key_sid {
                     let watch = &self.state.key_watch;
-                    if let Some(old) = self.key.replace(watch.watch(&grant.key_sid)) {
+                    if let Some(mailbox) = &self.mailbox
+                        && let Some(old) = self.key.replace(watch.watch(&grant.key_sid, mailbox))
+                    {
                         watch.unwatch(&old);
                     }
                 }
@@ -493,6 +509,28 @@ impl Socket {
             Err(e) => self.error(id, e.code, &e.message).await,
         }
     }
+}
+
+/// How a socket closes when its mailbox stopped for `reason`.
+fn closing(reason: Stop) -> End {
+    match reason {
+        Stop::SlowConsumer => End::Close(CloseCode::Policy, "slow consumer".into()),
+        Stop::Revoked => End::Close(
+            CloseCode::Other(CLOSE_REVOKED),
+            "credentials revoked".into(),
+        ),
+        Stop::Lapsed => End::Close(
+            CloseCode::Again,
+            "this node lost its cluster lease; reconnect".into(),
+        ),
+    }
+}
+
+/// When a token that expires at `expires_at` (Unix seconds) does, on the runtime's clock.
+fn expiry_instant(expires_at: i64) -> Instant {
+    // At most 30 years ahead: an `Instant` that far is still representable.
+    let left = (expires_at - chrono::Utc::now().timestamp()).clamp(0, 30 * 365 * 86_400) as u64;
+    Instant::now() + Duration::from_secs(left)
 }
 
 fn identities(message: &Value) -> Option<Vec<String>> {

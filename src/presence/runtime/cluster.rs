@@ -99,7 +99,7 @@ impl Presence {
         }
     }
 
-    /// Fires when this node's membership lapses: a socket that holds a session closes then.
+    /// Fires when this node's membership lapses: every socket closes then (see `app`).
     pub fn lapsed(&self) -> CancellationToken {
         match self.membership() {
             Some(m) => m.lapsed.lock().unwrap_or_else(|p| p.into_inner()).clone(),
