@@ -79,6 +79,7 @@ pub async fn open_socket(
         grant,
         service,
         session,
+        stream,
         conn: 0,
         held: HeldSession { id: 0, holder: 0 },
         key: None,
@@ -86,7 +87,7 @@ pub async fn open_socket(
     };
     // The task is `run`'s future itself: wrapping it in another async block would store the
     // socket's fields twice for as long as the socket lives.
-    actix_web::rt::spawn(socket.run(stream, resume));
+    actix_web::rt::spawn(socket.run(resume));
     Ok(response)
 }
 
@@ -95,6 +96,9 @@ struct Socket {
     grant: Arc<ClientGrant>,
     service: Arc<Service>,
     session: Session,
+    /// What the client sends. Held here rather than passed to `serve`: an argument moved
+    /// from one async fn into another is stored in both futures.
+    stream: actix_ws::AggregatedMessageStream,
     conn: u64,
     /// The session this socket keeps alive, and which open of it this socket made.
     held: HeldSession,
@@ -135,11 +139,11 @@ impl Socket {
 
     /// The socket's life: start (session, registration, `ready`), serve, finish. The start and
     /// finish are boxed so that their state is not part of an idle socket's task.
-    async fn run(mut self, stream: actix_ws::AggregatedMessageStream, resume: Option<u64>) {
+    async fn run(mut self, resume: Option<u64>) {
         let end = match Box::pin(self.start(resume)).await {
             Started::Refused => return,
             Started::Gone => End::ClientClosed,
-            Started::Ready(mailbox, settings) => self.serve(stream, mailbox, settings).await,
+            Started::Ready(mailbox, settings) => self.serve(mailbox, settings).await,
         };
         Box::pin(self.finish(end)).await;
     }
@@ -236,12 +240,7 @@ impl Socket {
     /// slow consumer, revoked key, lapsed cluster lease), the server's shutdown, and one timer
     /// for both the next keepalive check and the token's expiry — since an idle socket's
     /// memory is mostly what it waits on (see `realtime::mailbox`).
-    async fn serve(
-        &mut self,
-        mut stream: actix_ws::AggregatedMessageStream,
-        mailbox: Arc<Mailbox>,
-        settings: ServicePresence,
-    ) -> End {
+    async fn serve(&mut self, mailbox: Arc<Mailbox>, settings: ServicePresence) -> End {
         let interval = Duration::from_millis(settings.ping_interval_ms.max(100));
         let mut check_at = Instant::now() + interval;
         let mut expires_at = self.grant.expires_at;
@@ -256,7 +255,7 @@ impl Socket {
                 timer.as_mut().reset(check_at.min(expiry));
             }
             tokio::select! {
-                message = stream.next() => match message {
+                message = self.stream.next() => match message {
                     None => return End::ClientClosed,
                     Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
                         self.keep_alive();
