@@ -338,6 +338,12 @@ fn mint(key: &ApiKey, service: &str, identity: &str) -> anyhow::Result<String> {
 /// Creates 1,000 users (one of them `alice@example.com`) and returns the target fetching
 /// alice with Basic auth.
 async fn user_target(base: &str) -> anyhow::Result<load::Target> {
+    Ok(users_service(base).await?.1)
+}
+
+/// A service with 1,000 users (one of them `alice@example.com`), and the target fetching
+/// alice with Basic auth.
+async fn users_service(base: &str) -> anyhow::Result<(String, load::Target)> {
     let service = service(base, false).await?;
     for i in 0..1000 {
         let identity = if i == 500 {
@@ -352,7 +358,7 @@ async fn user_target(base: &str) -> anyhow::Result<load::Target> {
         )
         .await?;
     }
-    Ok(load::Target {
+    let target = load::Target {
         name: "GET user by identity".into(),
         base: base.into(),
         script: "user-fetch",
@@ -361,12 +367,85 @@ async fn user_target(base: &str) -> anyhow::Result<load::Target> {
             path: format!("/chat/v2/Services/{service}/Users/alice@example.com"),
             auth: load::Auth::Basic(ACCOUNT_SID.into(), AUTH_TOKEN.into()),
         }]),
-    })
+    };
+    Ok((service, target))
 }
 
+/// Basic-auth GETs of `paths`, rotated over (the user-fetch script sends any such list).
+fn basic_gets(name: &str, base: &str, paths: Vec<String>) -> load::Target {
+    load::Target {
+        name: name.into(),
+        base: base.into(),
+        script: "user-fetch",
+        requests: Arc::new(
+            paths
+                .into_iter()
+                .map(|path| load::Request {
+                    post: false,
+                    path,
+                    auth: load::Auth::Basic(ACCOUNT_SID.into(), AUTH_TOKEN.into()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Bulk reachability of 100 identities at a time, over ten different sets of the service's
+/// users.
+fn bulk_reachability_target(base: &str, service: &str) -> load::Target {
+    let paths = (0..10)
+        .map(|set| {
+            let query: Vec<String> = (0..100)
+                .map(|i| format!("identity=user{}", set * 100 + i))
+                .collect();
+            format!("/api/v1/services/{service}/reachability?{}", query.join("&"))
+        })
+        .collect();
+    basic_gets("GET bulk reachability (100)", base, paths)
+}
+
+/// Pages of 100 events of the service's feed, rotating over every page of its 1,000.
+async fn event_feed_target(base: &str, service: &str) -> anyhow::Result<load::Target> {
+    let feed = format!("/api/v1/services/{service}/events?limit=100");
+    let mut paths = vec![feed.clone()];
+    let http = reqwest::Client::new();
+    while paths.len() < 10 {
+        let page: serde_json::Value = http
+            .get(format!("{base}{}", paths[paths.len() - 1]))
+            .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let Some(cursor) = page["next_cursor"].as_str().filter(|_| page["has_more"] == true)
+        else {
+            break;
+        };
+        paths.push(format!("{feed}&after={cursor}"));
+    }
+    Ok(basic_gets("GET event feed page (100)", base, paths))
+}
+
+/// `rest`: the authenticated reads against `/healthz` — the user fetch (target ≥ 0.50), and,
+/// for the record, bulk reachability of 100 identities and a page of 100 feed events.
 async fn bench_rest(args: &Args, run: &Run, base: &str) -> anyhow::Result<()> {
-    let user = user_target(base).await?;
-    compare(args, run, base, user, 0.50).await;
+    let (service, user) = users_service(base).await?;
+    let targets = [
+        load::Target::get("GET /healthz", base, "/healthz"),
+        user,
+        bulk_reachability_target(base, &service),
+        event_feed_target(base, &service).await?,
+    ];
+    let m = measure(args, run, &targets).await;
+    print_ratio(("user fetch", m[1]), ("healthz", m[0]), 0.50);
+    for (name, rate) in [("bulk reachability", m[2]), ("event feed page", m[3])] {
+        println!(
+            "median: {name} {rate:.0} req/s / healthz {:.0} req/s = {:.3}",
+            m[0],
+            rate / m[0].max(f64::MIN_POSITIVE)
+        );
+    }
     Ok(())
 }
 
