@@ -1,10 +1,9 @@
 //! SQL for users; every write records its event.
 //!
-//! May depend on: rusqlite, domain, db::{events, paging, services, writer}.
+//! May depend on: rusqlite, serde_json, domain, db::{events, paging, services, writer}.
 
 use std::sync::LazyLock;
 
-use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqlResultExt;
@@ -116,25 +115,20 @@ pub fn by_identities(
     service_sid: &str,
     identities: &[String],
 ) -> Result<Vec<User>> {
-    let mut out = Vec::with_capacity(identities.len());
-    // Chunks keep each statement under SQLite's parameter limit.
-    for chunk in identities.chunks(500) {
-        let marks = vec!["?"; chunk.len()].join(", ");
-        let sql = format!(
-            "SELECT {COLUMNS} FROM users WHERE service_sid = ? AND identity IN ({marks}) ORDER BY id"
-        );
-        let args: Vec<Value> = std::iter::once(text(service_sid))
-            .chain(chunk.iter().map(|i| text(i)))
-            .collect();
-        let mut stmt = conn.prepare(&sql).db()?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), from_row)
-            .db()?;
-        for row in rows {
-            out.push(row.db()?);
-        }
-    }
-    Ok(out)
+    // One statement for any number of identities, prepared once: the list is bound as one
+    // JSON array (rather than one placeholder each, a new SQL text — parsed and planned —
+    // for every count). The `IN` still looks each identity up in the (service, identity)
+    // index.
+    let list =
+        serde_json::to_string(identities).map_err(|e| crate::domain::Error::Internal(e.into()))?;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM users WHERE service_sid = ?1 \
+             AND identity IN (SELECT value FROM json_each(?2)) ORDER BY id"
+        ))
+        .db()?;
+    let rows = stmt.query_map(params![service_sid, list], from_row).db()?;
+    rows.map(|row| row.db()).collect()
 }
 
 /// Inserts a user into an existing service and records `user.added`; a taken identity is
@@ -224,4 +218,46 @@ pub fn delete(
         .execute([&user.sid])
         .db()?;
     Ok(Some(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_identities_finds_any_number_once_each_in_id_order() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        crate::db::open::migrate(&mut conn).expect("schema");
+        conn.execute(
+            "INSERT INTO services (sid, friendly_name, settings, date_created, date_updated) \
+             VALUES ('IS1', 's', '{}', 0, 0), ('IS2', 't', '{}', 0, 0)",
+            [],
+        )
+        .expect("services");
+        for i in 0..1_200 {
+            for service in ["IS1", "IS2"] {
+                conn.execute(
+                    "INSERT INTO users (sid, service_sid, identity, date_created, date_updated) \
+                     VALUES (?1, ?2, ?3, 0, 0)",
+                    params![format!("US{service}{i}"), service, format!("u{i}")],
+                )
+                .expect("user");
+            }
+        }
+        // More identities than one statement could bind placeholders for, in reverse,
+        // with a repeat and unknown ones.
+        let mut asked: Vec<String> = (0..1_000).rev().map(|i| format!("u{i}")).collect();
+        asked.extend([
+            "u7".to_string(),
+            "nobody".to_string(),
+            "it's \"quoted\"".to_string(),
+        ]);
+        let found = by_identities(&conn, "IS1", &asked).expect("read");
+        assert_eq!(found.len(), 1_000);
+        assert!(found.iter().all(|u| u.service_sid == "IS1"));
+        let identities: Vec<&str> = found.iter().map(|u| u.identity.as_str()).collect();
+        assert_eq!(identities[..3], ["u0", "u1", "u2"], "in id order");
+        assert_eq!(identities[999], "u999");
+        assert!(by_identities(&conn, "IS1", &[]).expect("read").is_empty());
+    }
 }

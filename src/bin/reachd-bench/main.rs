@@ -398,7 +398,10 @@ fn bulk_reachability_target(base: &str, service: &str) -> load::Target {
             let query: Vec<String> = (0..100)
                 .map(|i| format!("identity=user{}", set * 100 + i))
                 .collect();
-            format!("/api/v1/services/{service}/reachability?{}", query.join("&"))
+            format!(
+                "/api/v1/services/{service}/reachability?{}",
+                query.join("&")
+            )
         })
         .collect();
     basic_gets("GET bulk reachability (100)", base, paths)
@@ -418,7 +421,9 @@ async fn event_feed_target(base: &str, service: &str) -> anyhow::Result<load::Ta
             .error_for_status()?
             .json()
             .await?;
-        let Some(cursor) = page["next_cursor"].as_str().filter(|_| page["has_more"] == true)
+        let Some(cursor) = page["next_cursor"]
+            .as_str()
+            .filter(|_| page["has_more"] == true)
         else {
             break;
         };
