@@ -1,6 +1,5 @@
-//! [`Store`] on PostgreSQL: reads on reader threads (`reads`), writes through the [`Writer`]
-//! (the webhook dispatcher's claims and outcomes through the outbox lane, a writer of their
-//! own that takes no feed lock; see `writer`). The same operations, in the same order, as the SQLite store: only the SQL differs.
+//! [`Store`] on PostgreSQL: reads on reader threads (`reads`), writes through the [`Writer`].
+//! The same operations, in the same order, as the SQLite store: only the SQL differs.
 //!
 //! May depend on: postgres, domain, storage, pg submodules.
 
@@ -35,8 +34,6 @@ use crate::storage::cache::{ApiKeyCache, ServiceCache};
 pub struct PgStore {
     reads: Reads,
     writer: Writer,
-    /// The outbox lane ([`super::writer::Lane::Outbox`]): claims, outcomes, releases.
-    outbox: Writer,
     services: Arc<ServiceCache>,
     keys: ApiKeyCache,
 }
@@ -44,11 +41,10 @@ pub struct PgStore {
 impl PgStore {
     /// `services` must be invalidated by the writer (see
     /// [`crate::storage::cache::InvalidateServices`]).
-    pub fn new(reads: Reads, writer: Writer, outbox: Writer, services: Arc<ServiceCache>) -> Self {
+    pub fn new(reads: Reads, writer: Writer, services: Arc<ServiceCache>) -> Self {
         PgStore {
             reads,
             writer,
-            outbox,
             services,
             keys: ApiKeyCache::default(),
         }
@@ -452,19 +448,19 @@ impl OutboxStore for PgStore {
         limit: usize,
         lease: Lease,
     ) -> WriteFuture<Vec<ClaimedDelivery>> {
-        self.outbox
+        self.writer
             .submit(move |tx| outbox::claim(tx, now, limit, &lease))
     }
 
     fn record_attempts(&self, owner: &str, outcomes: Vec<AttemptOutcome>) -> WriteFuture<Vec<i64>> {
         let owner = owned(owner);
-        self.outbox
+        self.writer
             .submit(move |tx| outbox::record(tx, &owner, &outcomes))
     }
 
     fn release_leases(&self, owner: &str) -> WriteFuture<usize> {
         let owner = owned(owner);
-        self.outbox.submit(move |tx| outbox::release(tx, &owner))
+        self.writer.submit(move |tx| outbox::release(tx, &owner))
     }
 
     fn next_delivery_due(&self) -> Result<Option<Millis>> {

@@ -3,9 +3,8 @@
 //! contract on a server database.
 //!
 //! Invariants:
-//! - Only this thread writes through this node's store (the outbox lane below excepted).
-//!   Other nodes have their own writers: every main writer's transaction first locks the
-//!   `feed_position` row, so the writers of all
+//! - Only this thread writes through this node's store. Other nodes have their own writers:
+//!   every writer's transaction first locks the `feed_position` row, so the writers of all
 //!   nodes commit one after another. That gives the event feed one order (ids in commit
 //!   order, see `events`), lets presence decide a user's transition across nodes without a
 //!   race (`presence::apply_held`), and, since every other lock is taken after that one, keeps
@@ -25,17 +24,6 @@
 //! - The writer keeps one connection from batch to batch, with the statements it prepared on
 //!   it ([`StatementCache`]): a job's `tx.execute(sql, …)` costs one round trip once `sql`
 //!   has been seen. A failed batch gives the connection back and drops its cache with it.
-//! - A node also runs a second writer, the outbox lane ([`Lane::Outbox`]), for the webhook
-//!   dispatcher's claims and recorded attempts only. Those write no event and decide no
-//!   presence, so the lane does not take the `feed_position` lock: claims and outcomes no
-//!   longer queue behind presence writes (nor theirs behind them), and they commit in
-//!   parallel with the main writers of every node. What keeps them correct is what already
-//!   kept the dispatchers of several nodes apart: leases taken with `FOR UPDATE SKIP LOCKED`
-//!   and the queues' advisory locks (see `outbox`), which the lane takes like any writer. A
-//!   rare lock-order cycle with a main writer (a queue lock against a delivery row) is broken
-//!   by PostgreSQL's deadlock detector, as between nodes: one batch fails and is retried. Its
-//!   statements get PostgreSQL's plan cache (no per-execution plans): they are point
-//!   lookups by id and the due-index walk, whose plans do not depend on the values.
 //!
 //! May depend on: postgres, r2d2, r2d2_postgres, tokio (channels), domain, storage.
 
@@ -218,24 +206,6 @@ where
     }
 }
 
-/// Which transactions a writer runs (see the invariants above).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// Every write of the node: each batch first takes the `feed_position` lock.
-    Main,
-    /// The webhook dispatcher's claims and outcomes: no feed lock.
-    Outbox,
-}
-
-impl Lane {
-    fn thread_name(self) -> &'static str {
-        match self {
-            Lane::Main => "reachd-pg-writer",
-            Lane::Outbox => "reachd-pg-outbox",
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Writer {
     sender: mpsc::Sender<Message>,
@@ -256,23 +226,13 @@ impl Writer {
         max_batch: usize,
         hooks: Vec<Box<dyn CommitHook>>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
-        Self::start_lane(pool, max_batch, hooks, Lane::Main)
-    }
-
-    /// Starts a writer thread for `lane`.
-    pub fn start_lane(
-        pool: Pool,
-        max_batch: usize,
-        hooks: Vec<Box<dyn CommitHook>>,
-        lane: Lane,
-    ) -> std::io::Result<(Writer, JoinHandle<()>)> {
         let (sender, receiver) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let origin: Arc<str> = Arc::from(crate::domain::ids::random_hex(8));
         let thread_origin = origin.clone();
         let handle = std::thread::Builder::new()
-            .name(lane.thread_name().into())
+            .name("reachd-pg-writer".into())
             .spawn(move || {
                 run(
                     &pool,
@@ -281,7 +241,6 @@ impl Writer {
                     hooks,
                     &thread_stats,
                     &thread_origin,
-                    lane,
                 )
             })?;
         Ok((
@@ -338,7 +297,6 @@ fn run(
     mut hooks: Vec<Box<dyn CommitHook>>,
     stats: &WriterStats,
     origin: &str,
-    lane: Lane,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut connection: Option<Connection> = None;
@@ -360,14 +318,7 @@ fn run(
         }
         let started = Instant::now();
         let mut effects = Effects::default();
-        let commit = commit_batch(
-            pool,
-            &mut connection,
-            &mut batch,
-            &mut effects,
-            origin,
-            lane,
-        );
+        let commit = commit_batch(pool, &mut connection, &mut batch, &mut effects, origin);
         if commit.is_err() {
             // Maybe lost: the next batch starts from a fresh connection and an empty cache.
             connection = None;
@@ -415,7 +366,6 @@ fn commit_batch(
     batch: &mut [Box<dyn Job>],
     effects: &mut Effects,
     origin: &str,
-    lane: Lane,
 ) -> std::result::Result<(), String> {
     let connection = match connection {
         Some(connection) => connection,
@@ -426,11 +376,9 @@ fn commit_batch(
     };
     let Connection { conn, statements } = connection;
     let mut tx = conn.transaction().map_err(|e| e.to_string())?;
-    if lane == Lane::Main {
-        statements
-            .with(&mut tx, BEGIN_BATCH, |c, s| c.execute(s, &[]))
-            .map_err(|e| e.to_string())?;
-    }
+    statements
+        .with(&mut tx, BEGIN_BATCH, |c, s| c.execute(s, &[]))
+        .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
         job.run(&mut tx, effects, statements);
     }

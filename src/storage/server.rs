@@ -59,9 +59,6 @@ enum Closer {
     Postgres {
         writer: crate::pg::writer::Writer,
         writer_thread: std::thread::JoinHandle<()>,
-        /// The webhook dispatcher's outbox lane.
-        outbox: crate::pg::writer::Writer,
-        outbox_thread: std::thread::JoinHandle<()>,
         /// Stopped once the writer has.
         listener: crate::pg::listen::Listener,
     },
@@ -114,12 +111,8 @@ impl ServerStorage {
             Closer::Postgres {
                 writer,
                 writer_thread,
-                outbox,
-                outbox_thread,
                 listener,
             } => {
-                outbox.stop().await;
-                join(outbox_thread).await?;
                 writer.stop().await;
                 join(writer_thread).await?;
                 listener.stop();
@@ -204,9 +197,8 @@ fn open_postgres_server<B>(
         prepare(&admin)?
     };
     let readers = config.storage.read_pool_size.max(1);
-    // Readers, the writer, the outbox lane, and a margin for checkouts that outlive a
-    // reader's job.
-    let pool = crate::pg::open::pool(url, node, readers + 3, timeout)?;
+    // Readers, the writer, and a margin for checkouts that outlive a reader's job.
+    let pool = crate::pg::open::pool(url, node, readers + 2, timeout)?;
     let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
         .context("starting the reader threads")?;
     // The lease's own connection: a renewal never queues behind the writer or the readers.
@@ -214,15 +206,8 @@ fn open_postgres_server<B>(
     let lease =
         crate::pg::reads::Reads::start(lease_pool, 1).context("starting the lease thread")?;
     let (writer, writer_thread) =
-        crate::pg::writer::Writer::start(pool.clone(), config.storage.max_batch, hooks(&prepared))
+        crate::pg::writer::Writer::start(pool, config.storage.max_batch, hooks(&prepared))
             .context("starting the writer")?;
-    let (outbox, outbox_thread) = crate::pg::writer::Writer::start_lane(
-        pool.clone(),
-        config.storage.max_batch,
-        Vec::new(),
-        crate::pg::writer::Lane::Outbox,
-    )
-    .context("starting the outbox writer")?;
     let writer_stats = writer.stats().clone();
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let listener = crate::pg::listen::Listener::start(
@@ -235,17 +220,10 @@ fn open_postgres_server<B>(
         notices,
         origin: writer.origin().to_string(),
     };
-    let store = Arc::new(PgStore::new(
-        reads,
-        writer.clone(),
-        outbox.clone(),
-        services,
-    ));
+    let store = Arc::new(PgStore::new(reads, writer.clone(), services));
     let closer = Closer::Postgres {
         writer,
         writer_thread,
-        outbox,
-        outbox_thread,
         listener,
     };
     Ok((
