@@ -411,16 +411,8 @@ fn bulk_reachability_target(base: &str, service: &str) -> load::Target {
 async fn event_feed_target(base: &str, service: &str) -> anyhow::Result<load::Target> {
     let feed = format!("/api/v1/services/{service}/events?limit=100");
     let mut paths = vec![feed.clone()];
-    let http = reqwest::Client::new();
     while paths.len() < 10 {
-        let page: serde_json::Value = http
-            .get(format!("{base}{}", paths[paths.len() - 1]))
-            .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page = admin_get(base, &paths[paths.len() - 1]).await?;
         let Some(cursor) = page["next_cursor"]
             .as_str()
             .filter(|_| page["has_more"] == true)
