@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     Api, Cluster, Ev, Options, OwnPostgres, SlowReceiver, Ws, run, skip, tcp_ports_of, transitions,
-    watch_offline, ws_closed_within, ws_next, ws_send, ws_session,
+    watch_offline, ws_close_code_within, ws_closed_within, ws_next, ws_send, ws_session,
 };
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -618,7 +618,9 @@ fn a_node_cut_from_postgres_is_lost_like_a_killed_one_and_answers_503_meanwhile(
             .await;
         let probe = c.token(&svc, "probe");
         let open_while_cut = api.open(&b[VICTIM], &probe, None).await;
-        let socket_closed = ws_closed_within(&mut held.ws, Duration::from_secs(5)).await;
+        // Closed by the lapse itself (1013, "try again later": reconnect elsewhere), not by
+        // the keepalive check that would find the session gone within a ping interval.
+        let socket_closed = ws_close_code_within(&mut held.ws, Duration::from_secs(5)).await;
 
         sleep_ms(GRACE_MS + 1_000).await;
         let events = api.feed(&b[0], &svc, held.cursor).await;
@@ -641,7 +643,11 @@ fn a_node_cut_from_postgres_is_lost_like_a_killed_one_and_answers_503_meanwhile(
         let events = api.feed(&b[1], &svc, held.cursor).await;
         assert_eq!(transitions(&events, "probe"), vec![opened(), closed()]);
 
-        assert!(socket_closed, "the cut node kept its WebSocket client");
+        assert_eq!(
+            socket_closed,
+            Some(1013),
+            "the cut node's WebSocket client: closed with 1013 at the lapse (None: kept open)"
+        );
         assert_eq!(
             (open_while_cut.status, ping_while_cut.status),
             (503, 503),

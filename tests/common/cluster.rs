@@ -753,6 +753,22 @@ pub async fn ws_closed_within(ws: &mut Ws, wait: Duration) -> bool {
     }
 }
 
+/// The close code the server closes the socket with within `wait` (messages before the close
+/// ignored): `None` if it stays open, `Some(0)` if it goes without a close frame.
+pub async fn ws_close_code_within(ws: &mut Ws, wait: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(frame.map_or(0, |f| u16::from(f.code)));
+            }
+            Ok(Some(Err(_))) | Ok(None) => return Some(0),
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 // -------------------------------------------------------------------------------- processes
 
 /// The local TCP ports of the sockets process `pid` holds open (from /proc), to tell which
