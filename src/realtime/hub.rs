@@ -12,6 +12,8 @@
 //! - Every connection has a bounded mailbox; a connection that falls behind is dropped (its
 //!   mailbox stops as a slow consumer and the socket closes with an error) instead of growing
 //!   memory.
+//! - Lock order: the hub's lock, then a mailbox's (`deliver`, `stop_all`), never the other way:
+//!   a mailbox holds its own lock only inside its methods and calls nothing from there.
 //!
 //! May depend on: tokio, tokio-util, serde_json, domain, realtime::mailbox.
 
