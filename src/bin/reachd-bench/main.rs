@@ -358,16 +358,8 @@ async fn users_service(base: &str) -> anyhow::Result<(String, load::Target)> {
         )
         .await?;
     }
-    let target = load::Target {
-        name: "GET user by identity".into(),
-        base: base.into(),
-        script: "user-fetch",
-        requests: Arc::new(vec![load::Request {
-            post: false,
-            path: format!("/chat/v2/Services/{service}/Users/alice@example.com"),
-            auth: load::Auth::Basic(ACCOUNT_SID.into(), AUTH_TOKEN.into()),
-        }]),
-    };
+    let path = format!("/chat/v2/Services/{service}/Users/alice@example.com");
+    let target = basic_gets("GET user by identity", base, vec![path]);
     Ok((service, target))
 }
 
