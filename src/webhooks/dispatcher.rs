@@ -23,21 +23,27 @@
 //!   attempts in flight, here and in other dispatchers.
 //! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
 //!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
-//!   is due, and claims many at once — up to the free slots, and while attempts run only once
-//!   a quarter of the slots is free. Until then it does not even make that read (each
-//!   finished attempt wakes the loop; on PostgreSQL the read is a round trip).
+//!   is due, and claims many at once — room for the free slots and as many again
+//!   ([`LOOKAHEAD`]), and while attempts run only once a quarter of the slots' worth of room
+//!   is free. One claim at a time is in flight, and the loop keeps starting attempts while it
+//!   is: claimed deliveries wait in a ready queue (under their lease) until a slot frees, so a
+//!   slot never waits for a claim's round trip through storage.
+//! - A claimed delivery is started only if it has waited in the ready queue at most half of
+//!   what its lease allows beyond the longest send; otherwise it is dropped unattempted and
+//!   claimed again when its lease expires. So every attempt still fits in its lease.
 //! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
 //! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries) or a
 //!   finished attempt; it never spins.
 //!
 //! May depend on: tokio, tokio-util, rand, domain, webhooks::{render, send}.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +52,7 @@ use super::render;
 use super::send::{Sender, TWILIO_TIMEOUT};
 use crate::domain::ids;
 use crate::domain::secret::Secret;
-use crate::domain::store::OutboxStore;
+use crate::domain::store::{OutboxStore, WriteFuture};
 use crate::domain::time::now_ms;
 use crate::domain::webhook::{
     Attempt, AttemptOutcome, ClaimedDelivery, Format, Lease, Next, RetryPolicy, settle,
@@ -60,6 +66,10 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const RECORD_LINGER: Duration = Duration::from_millis(2);
 /// Most outcomes recorded in one write.
 const MAX_RECORD_BATCH: usize = 512;
+/// Deliveries claimed ahead of free slots, in multiples of the concurrency: they wait in the
+/// ready queue, so a freed slot starts the next attempt at once rather than after a claim's
+/// trip through storage (the pipeline was bound by that latency, not by the writer's CPU).
+const LOOKAHEAD: usize = 1;
 /// Most deliveries [`Dispatcher::run_once`] claims.
 const RUN_ONCE_LIMIT: usize = 1_000;
 /// What a lease allows beyond the longest send: the outcome's trip through the recorder and
@@ -332,9 +342,33 @@ impl Dispatcher {
     }
 }
 
+/// A claimed delivery waiting in the ready queue for a free slot.
+struct Ready {
+    delivery: ClaimedDelivery,
+    claimed_at: Instant,
+}
+
+/// What woke the claim loop.
+enum Woke {
+    Claimed(crate::domain::Result<Vec<ClaimedDelivery>>),
+    Other,
+    Stop,
+}
+
+/// The claim in flight, if any; pending forever when there is none.
+async fn claim_in_flight(
+    claiming: &mut Option<WriteFuture<Vec<ClaimedDelivery>>>,
+) -> crate::domain::Result<Vec<ClaimedDelivery>> {
+    match claiming {
+        Some(claim) => claim.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<AttemptOutcome>) {
     let inner = dispatcher.inner.clone();
-    let slots = Arc::new(Semaphore::new(inner.options.concurrency.max(1)));
+    let concurrency = inner.options.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
     if inner.options.stable_owner.is_some() {
         // Whatever this owner leased before a crash is not being attempted by anyone now.
         match inner.store.release_leases(&inner.owner).await {
@@ -343,20 +377,44 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             Err(e) => tracing::warn!(error = %e, "could not release leases left by a crash"),
         }
     }
+    // How long a claimed delivery may wait for a slot: half of what its lease allows beyond
+    // the longest send, so that it is still sent and recorded within the lease.
+    let longest_send = inner.options.native_timeout.max(TWILIO_TIMEOUT);
+    let max_wait = inner.options.lease.saturating_sub(longest_send) / 2;
+    let mut ready: VecDeque<Ready> = VecDeque::new();
+    let mut claiming: Option<WriteFuture<Vec<ClaimedDelivery>>> = None;
     loop {
         if inner.stop.is_cancelled() {
             return;
         }
-        let free = slots.available_permits();
-        // With attempts running, claim in batches (a quarter of the slots) rather than one
-        // read per finished attempt; with none running, claim whatever is free.
-        let running = inner.options.concurrency.max(1) - free;
+        // Fill every free slot from the ready queue.
+        while !ready.is_empty() {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(next) = ready.pop_front() else {
+                break;
+            };
+            if next.claimed_at.elapsed() > max_wait {
+                // Its lease may not cover a send any more: left to expire, then claimed again.
+                inner.unrecorded.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(
+                    delivery = next.delivery.delivery.id,
+                    "claimed delivery waited too long for a slot"
+                );
+                continue;
+            }
+            spawn_attempt(&dispatcher, next.delivery, permit, &outcomes);
+        }
+        let running = concurrency - slots.available_permits();
+        // Room for the slots and as many deliveries again waiting in the ready queue. Claimed
+        // in batches (a quarter of the slots) while attempts run or wait; when nothing does,
+        // whatever is due.
+        let room = (concurrency * (1 + LOOKAHEAD)).saturating_sub(running + ready.len());
+        let nothing_in_hand = running == 0 && ready.is_empty();
         let worth_claiming =
-            free > 0 && (free >= (inner.options.concurrency / 4).max(1) || running == 0);
-        let mut claimed = 0;
-        // Claiming reads due heads and joins their events: only when a cheaper indexed read
-        // says a queue head is due — and that read only when there is room to claim into
-        // (until then a finished attempt or new work wakes the loop).
+            claiming.is_none() && room > 0 && (room >= (concurrency / 4).max(1) || nothing_in_hand);
+        // Claiming is a write: only when a cheaper indexed read says a queue head is due.
         let due = if worth_claiming {
             inner.store.next_delivery_due().unwrap_or(None)
         } else {
@@ -364,56 +422,64 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         };
         if worth_claiming && due.is_some_and(|d| d <= now_ms()) {
             // One commit leases the whole batch; nothing else claims it until the outcomes are
-            // recorded or the leases expire.
-            let taken = inner
-                .store
-                .claim_deliveries(now_ms(), free, inner.lease())
-                .await;
-            match taken {
-                Ok(batch) => {
-                    claimed = batch.len();
-                    inner.unrecorded.fetch_add(claimed, Ordering::Relaxed);
-                    for delivery in batch {
-                        // At most `free` were claimed and only this loop takes permits: this
-                        // never waits.
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let (dispatcher, outcomes) = (dispatcher.clone(), outcomes.clone());
-                        tokio::spawn(async move {
-                            let outcome = tokio::select! {
-                                outcome = dispatcher.attempt(delivery) => outcome,
-                                // A stop abandons the attempt; `shutdown` releases its lease.
-                                _ = dispatcher.inner.stop.cancelled() => return,
-                            };
-                            let _ = outcomes.send(outcome);
-                            drop(permit);
-                            // Other queues' heads need not wait for this outcome's record.
-                            dispatcher.inner.slot_freed.notify_one();
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
-            }
-        }
-        if worth_claiming && claimed == free {
-            continue;
+            // recorded or the leases expire. The loop goes on starting attempts meanwhile.
+            claiming = Some(inner.store.claim_deliveries(now_ms(), room, inner.lease()));
         }
         let idle = match due {
             Some(due) if due > now_ms() => {
                 Duration::from_millis((due - now_ms()).min(MAX_IDLE.as_millis() as i64) as u64)
             }
-            // Due heads that were not claimed wait for free slots (a finished attempt wakes
-            // the loop) or were just claimed by another dispatcher.
+            // Due heads that were not claimed wait for room (a finished attempt wakes the
+            // loop) or were just claimed by another dispatcher.
             _ => MAX_IDLE,
         };
-        tokio::select! {
-            _ = inner.wake.notified() => {}
-            _ = inner.slot_freed.notified() => {}
-            _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => {}
-            _ = inner.stop.cancelled() => return,
+        let woke = tokio::select! {
+            taken = claim_in_flight(&mut claiming) => Woke::Claimed(taken),
+            _ = inner.wake.notified() => Woke::Other,
+            _ = inner.slot_freed.notified() => Woke::Other,
+            _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => Woke::Other,
+            _ = inner.stop.cancelled() => Woke::Stop,
+        };
+        match woke {
+            Woke::Claimed(taken) => {
+                claiming = None;
+                match taken {
+                    Ok(batch) => {
+                        inner.unrecorded.fetch_add(batch.len(), Ordering::Relaxed);
+                        let claimed_at = Instant::now();
+                        ready.extend(batch.into_iter().map(|delivery| Ready {
+                            delivery,
+                            claimed_at,
+                        }));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
+                }
+            }
+            Woke::Other => {}
+            Woke::Stop => return,
         }
     }
+}
+
+/// Attempts one claimed delivery in its own task, holding a slot until the attempt ends.
+fn spawn_attempt(
+    dispatcher: &Dispatcher,
+    delivery: ClaimedDelivery,
+    permit: OwnedSemaphorePermit,
+    outcomes: &mpsc::UnboundedSender<AttemptOutcome>,
+) {
+    let (dispatcher, outcomes) = (dispatcher.clone(), outcomes.clone());
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            outcome = dispatcher.attempt(delivery) => outcome,
+            // A stop abandons the attempt; `shutdown` releases its lease.
+            _ = dispatcher.inner.stop.cancelled() => return,
+        };
+        let _ = outcomes.send(outcome);
+        drop(permit);
+        // Other queues' heads need not wait for this outcome's record.
+        dispatcher.inner.slot_freed.notify_one();
+    });
 }
 
 /// Counts an attempt by outcome; a delivered one also records its lag since the event was

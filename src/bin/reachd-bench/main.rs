@@ -576,14 +576,21 @@ async fn scenario(
         Scenario::PingBackends { sessions } => {
             return presence::bench_ping_backends(args, run, databases, sessions).await;
         }
+        Scenario::Webhooks {
+            deliveries,
+            concurrency,
+        } => {
+            let target = if databases.is_postgres() { 0.20 } else { 0.35 };
+            let plan = webhooks::WebhookRun {
+                deliveries,
+                concurrency,
+                target,
+            };
+            return webhooks::bench_webhooks(run, databases, plan).await;
+        }
         _ => {}
     }
-    let (running, config, base) = start_server(databases, "bench", |config| {
-        if let Scenario::Webhooks { concurrency, .. } = args.scenario {
-            config.webhooks.concurrency = concurrency;
-        }
-    })
-    .await?;
+    let (running, config, base) = start_server(databases, "bench", |_| {}).await?;
     println!("reachd-bench: server on {base}");
     let result = match args.scenario {
         Scenario::Rest => bench_rest(args, run, &base).await,
@@ -605,14 +612,8 @@ async fn scenario(
             );
             result
         }
-        Scenario::Webhooks {
-            deliveries,
-            concurrency,
-        } => {
-            let target = if databases.is_postgres() { 0.20 } else { 0.35 };
-            webhooks::bench_webhooks(&base, &config, deliveries, concurrency, target).await
-        }
         Scenario::Memory { .. }
+        | Scenario::Webhooks { .. }
         | Scenario::Sockets { .. }
         | Scenario::NodeLoss { .. }
         | Scenario::PingBackends { .. } => Ok(()),

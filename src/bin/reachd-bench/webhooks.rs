@@ -1,5 +1,7 @@
 //! Webhook benchmark: sustained deliveries/s against a raw reqwest client posting the same
-//! bodies, and transition-to-receipt latency at low load.
+//! bodies, and transition-to-receipt latency at low load. reachd runs as a child process, as
+//! in production: the receiver and the raw client share this process's runtime, not the
+//! server's.
 //!
 //! May depend on: the bench's shared helpers (`super`), reachd's public API, tokio, reqwest.
 
@@ -55,13 +57,39 @@ async fn receiver(listener: tokio::net::TcpListener) -> Arc<std::sync::Mutex<Vec
     arrivals
 }
 
+/// What one webhook run measures.
+pub struct WebhookRun {
+    /// Deliveries due at once.
+    pub deliveries: usize,
+    /// The dispatcher's concurrency, and the raw client's.
+    pub concurrency: usize,
+    /// The ratio to reach.
+    pub target: f64,
+}
+
 pub async fn bench_webhooks(
-    base: &str,
-    config: &Config,
-    deliveries: usize,
-    concurrency: usize,
-    target: f64,
+    run: &Run,
+    databases: &mut database::Databases,
+    plan: WebhookRun,
 ) -> anyhow::Result<()> {
+    let WebhookRun {
+        deliveries,
+        concurrency,
+        target,
+    } = plan;
+    let database = databases.fresh("webhooks")?;
+    let env = [
+        ("REACHD_WEBHOOKS__CONCURRENCY", concurrency.to_string()),
+        // A failed first attempt waits an hour: phase 1 below parks every delivery.
+        ("REACHD_WEBHOOKS__RETRY_SCHEDULE_SECS", "[3600]".to_string()),
+    ];
+    let child = child::Child::start(&database, &env, run.scratch.join("reachd-webhooks.log"))?;
+    println!(
+        "reachd-bench: reachd (pid {}) on {}",
+        child.pid(),
+        child.base
+    );
+    let base = child.base.as_str();
     let service = service(base, true).await?;
     // Phase 1: the endpoint's receiver is down; every delivery fails once and waits out its
     // backoff (schedule: 1 h).
@@ -167,7 +195,7 @@ pub async fn bench_webhooks(
         .send()
         .await?
         .error_for_status()?;
-    let key = api_key(config).await?;
+    let key = child.api_key()?;
     let mut latencies = Vec::new();
     for i in 0..50 {
         let token = mint(&key, &service, &format!("latency{i}"))?;
