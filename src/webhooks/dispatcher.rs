@@ -637,4 +637,139 @@ mod tests {
             "a stopped dispatcher is not reported dead"
         );
     }
+
+    /// Storage that hands out `total` native deliveries to `url`, as many as each claim asks
+    /// for, and keeps the ids of the outcomes recorded.
+    struct HandingOutStore {
+        url: String,
+        total: i64,
+        handed: std::sync::Mutex<i64>,
+        recorded: std::sync::Mutex<Vec<i64>>,
+    }
+
+    impl HandingOutStore {
+        fn delivery(&self, id: i64) -> ClaimedDelivery {
+            let now = now_ms();
+            ClaimedDelivery {
+                delivery: crate::domain::webhook::Delivery {
+                    id,
+                    event_id: id,
+                    service_sid: "IS0123456789abcdef0123456789abcdef".into(),
+                    user_sid: format!("US{id:032x}"),
+                    target: "endpoint:WH0".into(),
+                    format: Format::Native,
+                    url: self.url.clone(),
+                    method: "POST".into(),
+                    max_attempts: 1,
+                    attempts: 0,
+                    status: crate::domain::webhook::DeliveryStatus::Pending,
+                    next_attempt_at: now,
+                    idempotency_token: format!("token{id}"),
+                    last_status: None,
+                    last_error: None,
+                    created_at: now,
+                    updated_at: now,
+                },
+                event: crate::domain::event::Event {
+                    id,
+                    service_sid: "IS0123456789abcdef0123456789abcdef".into(),
+                    user_sid: format!("US{id:032x}"),
+                    identity: format!("user{id}"),
+                    kind: crate::domain::event::EventType::UserAdded,
+                    reasons: Vec::new(),
+                    cause: None,
+                    sequence: 1,
+                    is_online: None,
+                    is_notifiable: None,
+                    session_count: None,
+                    last_seen: None,
+                    source: crate::domain::event::Source::Api,
+                    rest_webhooks: true,
+                    user_json: "{}".into(),
+                    created_at: now,
+                },
+                secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            }
+        }
+    }
+
+    impl OutboxStore for HandingOutStore {
+        fn claim_deliveries(
+            &self,
+            _now: Millis,
+            limit: usize,
+            _lease: Lease,
+        ) -> WriteFuture<Vec<ClaimedDelivery>> {
+            let mut handed = self.handed.lock().expect("lock");
+            let first = *handed + 1;
+            let last = (*handed + limit as i64).min(self.total);
+            *handed = last.max(*handed);
+            let batch = (first..=last).map(|id| self.delivery(id)).collect();
+            Box::pin(async move { Ok(batch) })
+        }
+        fn record_attempts(
+            &self,
+            _owner: &str,
+            outcomes: Vec<AttemptOutcome>,
+        ) -> WriteFuture<Vec<i64>> {
+            let mut recorded = self.recorded.lock().expect("lock");
+            recorded.extend(outcomes.iter().map(|o| o.delivery_id));
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn release_leases(&self, _owner: &str) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
+        }
+        fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
+            let handed = *self.handed.lock().expect("lock");
+            Ok((handed < self.total).then(now_ms))
+        }
+        fn purge_before(&self, _before: Millis) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claimed_delivery_that_waits_past_its_lease_margin_is_not_attempted() {
+        // A target that accepts and never answers: the one slot stays busy for the native
+        // timeout (1 s), while the second delivery waits in the ready queue.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let store = Arc::new(HandingOutStore {
+            url,
+            total: 2,
+            handed: std::sync::Mutex::new(0),
+            recorded: std::sync::Mutex::new(Vec::new()),
+        });
+        let mut options = options();
+        options.concurrency = 1;
+        // 200 ms beyond the longest send: a delivery may wait 100 ms for a slot.
+        options.lease = TWILIO_TIMEOUT + Duration::from_millis(200);
+        let wake = Arc::new(Notify::new());
+        let (dispatcher, tasks) =
+            Dispatcher::start(store.clone(), options, wake.clone(), true).expect("start");
+        wake.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.recorded.lock().expect("lock").is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no outcome recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Time for the second one to be attempted (1 s), had it not been dropped.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(*store.handed.lock().expect("lock"), 2, "both were claimed");
+        assert_eq!(*store.recorded.lock().expect("lock"), vec![1]);
+        assert_eq!(dispatcher.stats().attempts.load(Ordering::Relaxed), 1);
+        dispatcher.shutdown(tasks).await;
+        held.abort();
+    }
 }
