@@ -467,15 +467,12 @@ async fn bench_http(
 async fn start_server(
     databases: &mut database::Databases,
     name: &str,
-    tweak: impl FnOnce(&mut Config),
 ) -> anyhow::Result<(app::Running, Config, String)> {
     let mut config = Config::load_from(None, Vec::new())?;
     config.database = databases.fresh(name)?.into();
     config.account_sid = Some(ACCOUNT_SID.into());
     config.auth_token = Some(Secret::new(AUTH_TOKEN));
     config.log = "warn".into();
-    config.webhooks.retry_schedule_secs = vec![3_600];
-    tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let running = app::start(config.clone(), listener).await?;
     let base = format!("http://{}", running.addr);
@@ -590,7 +587,7 @@ async fn scenario(
         }
         _ => {}
     }
-    let (running, config, base) = start_server(databases, "bench", |_| {}).await?;
+    let (running, config, base) = start_server(databases, "bench").await?;
     println!("reachd-bench: server on {base}");
     let result = match args.scenario {
         Scenario::Rest => bench_rest(args, run, &base).await,

@@ -62,9 +62,8 @@ pub async fn bench_ping_backends(
     sessions: usize,
 ) -> anyhow::Result<()> {
     let mut sqlite = database::Databases::open(&database::Choice::Sqlite, &run.scratch)?;
-    let (on_sqlite, sqlite_config, sqlite_base) =
-        start_server(&mut sqlite, "ping-sqlite", |_| {}).await?;
-    let (on_pg, pg_config, pg_base) = start_server(databases, "ping_pg", |_| {}).await?;
+    let (on_sqlite, sqlite_config, sqlite_base) = start_server(&mut sqlite, "ping-sqlite").await?;
+    let (on_pg, pg_config, pg_base) = start_server(databases, "ping_pg").await?;
     println!("reachd-bench: SQLite server on {sqlite_base}, PostgreSQL server on {pg_base}");
     let mut sqlite_ping =
         ping_target(&sqlite_base, &api_key(&sqlite_config).await?, sessions).await?;
