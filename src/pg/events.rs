@@ -334,6 +334,11 @@ pub(crate) mod test_db {
             self.runtime.block_on(self.writer.submit(work))
         }
 
+        /// Waits for a job submitted with `self.writer.submit` (to put several in one batch).
+        pub fn wait<T>(&self, job: crate::domain::store::WriteFuture<T>) -> Result<T> {
+            self.runtime.block_on(job)
+        }
+
         /// A service row (reachability as given, Chat settings with `post_webhook_url`).
         pub fn service(&self, reachability: bool, post_webhook_url: Option<&str>) -> String {
             let mut service = Service::new("test", now_ms()).expect("service");
