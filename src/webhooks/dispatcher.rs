@@ -253,7 +253,7 @@ impl Dispatcher {
         let started_at = now_ms();
         let request = render::request(&claimed, &o.account_sid, o.auth_token.expose(), started_at);
         let d = &claimed.delivery;
-        let sent = self.inner.sender.send(&request, d.format.is_twilio()).await;
+        let sent = self.inner.sender.send(request, d.format.is_twilio()).await;
         let number = d.attempts + 1;
         let max = if d.format == Format::Native {
             o.policy.native_attempts()
