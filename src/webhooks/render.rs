@@ -2,7 +2,7 @@
 //! flavours, docs/twilio-compatibility.md §8) and reachd's native JSON, with their signing
 //! headers.
 //!
-//! May depend on: serde_json, url, domain, webhooks::sign.
+//! May depend on: serde, serde_json, url, domain, webhooks::sign.
 
 use serde::Serialize;
 use serde_json::Value;
