@@ -74,9 +74,9 @@ impl Sender {
         })
     }
 
-    /// `req`'s URL, parsed (from the cache for a POST).
-    fn parse_url(&self, req: &Request) -> Option<url::Url> {
-        if req.method == "GET" {
+    /// `req`'s URL, parsed (from the cache unless it is sent with GET).
+    fn parse_url(&self, req: &Request, method: &reqwest::Method) -> Option<url::Url> {
+        if method == reqwest::Method::GET {
             return url::Url::parse(&req.url).ok();
         }
         let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
@@ -106,7 +106,12 @@ impl Sender {
             self.native_timeout
         };
         let elapsed = |started: Instant| started.elapsed().as_millis() as i64;
-        let url = self.parse_url(&req);
+        let method = if req.method == "GET" {
+            reqwest::Method::GET
+        } else {
+            reqwest::Method::POST
+        };
+        let url = self.parse_url(&req, &method);
         if !self.policy.allow_private {
             // Literal addresses never reach the resolver; the URL parser has normalised the
             // other spellings (`0x7f.1`, `2130706433`) to dotted IPv4 already.
@@ -128,11 +133,6 @@ impl Sender {
                 };
             }
         }
-        let method = if req.method == "GET" {
-            reqwest::Method::GET
-        } else {
-            reqwest::Method::POST
-        };
         let builder = match url {
             Some(url) => self.client.request(method, url),
             // Not a URL: reqwest reports it as the request's error.
