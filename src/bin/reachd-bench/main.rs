@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod child;
+mod cpu;
 mod cluster;
 mod database;
 mod hello;
