@@ -74,7 +74,9 @@ fn thread_times(pid: u32) -> ThreadTimes {
         let path = task.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
         let (on_cpu, waiting) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
         let entry = times.entry(name.trim().to_string()).or_default();
         entry.0 += on_cpu;
@@ -135,7 +137,7 @@ mod tests {
         let _ = spin.join();
         let (on_cpu, _) = during.threads.get("spinner").copied().unwrap_or((0, 0));
         assert!(on_cpu > 0, "the spinner's time on a CPU is read");
-        assert!(before.threads.get("spinner").is_none());
+        assert!(!before.threads.contains_key("spinner"));
         let report = during.report_since(&before, "test");
         assert!(
             report.iter().any(|l| l.starts_with("test spinner: ")),

@@ -19,8 +19,8 @@
 #![forbid(unsafe_code)]
 
 mod child;
-mod cpu;
 mod cluster;
+mod cpu;
 mod database;
 mod hello;
 mod load;
