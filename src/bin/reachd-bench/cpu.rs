@@ -36,8 +36,8 @@ impl Snapshot {
         }
     }
 
-    /// One line per busy thread name and one for the rest, in CPU cores (seconds per second)
-    /// since `earlier`.
+    /// One line per busy thread name of the child, then one for this process and the machine's
+    /// idle time, in CPU cores (seconds per second) since `earlier`.
     pub fn report_since(&self, earlier: &Snapshot, child: &str) -> Vec<String> {
         let seconds = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
         let cores = |nanos: u64| nanos as f64 / 1e9 / seconds;
@@ -91,12 +91,7 @@ fn own_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     // Fields after the name start at field 3 (state): utime is the 12th of them.
-    after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse::<u64>().unwrap_or(0))
-        .sum()
+    two_fields_from(after_name, 11)
 }
 
 /// Idle + iowait of the `cpu` line of `/proc/stat`.
@@ -104,13 +99,16 @@ fn idle_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     stat.lines()
         .find(|l| l.starts_with("cpu "))
-        .map_or(0, |line| {
-            line.split_whitespace()
-                .skip(4)
-                .take(2)
-                .map(|f| f.parse::<u64>().unwrap_or(0))
-                .sum()
-        })
+        .map_or(0, |line| two_fields_from(line, 4))
+}
+
+/// The sum of the two whitespace-separated numbers after the first `skip` fields of `line`.
+fn two_fields_from(line: &str, skip: usize) -> u64 {
+    line.split_whitespace()
+        .skip(skip)
+        .take(2)
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum()
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ async fn receiver(listener: tokio::net::TcpListener) -> Arc<std::sync::Mutex<Vec
     arrivals
 }
 
+/// How many requests the receiver has answered so far.
+fn received(arrivals: &std::sync::Mutex<Vec<Instant>>) -> usize {
+    arrivals.lock().map(|a| a.len()).unwrap_or(0)
+}
+
 /// Deliveries/s of a raw reqwest client posting `count` small bodies to `url` with
 /// `concurrency` tasks (a client each), counted at the receiver.
 async fn raw_rate(
@@ -70,7 +75,7 @@ async fn raw_rate(
         br#"{"type":"user.added","timestamp":"2026-01-01T00:00:00.000Z","data":{"identity":"x"}}"#
             .to_vec(),
     );
-    let before = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+    let before = received(arrivals);
     let started = Instant::now();
     let per_task = count.div_ceil(concurrency);
     let mut tasks = Vec::new();
@@ -91,8 +96,7 @@ async fn raw_rate(
     for t in tasks {
         let _ = t.await;
     }
-    (arrivals.lock().map(|a| a.len()).unwrap_or(0) - before) as f64
-        / started.elapsed().as_secs_f64()
+    (received(arrivals) - before) as f64 / started.elapsed().as_secs_f64()
 }
 
 /// What one webhook run measures.
@@ -173,7 +177,7 @@ pub async fn bench_webhooks(
     let arrivals = receiver(listener).await;
     let baseline = deliveries.max(20_000);
     let raw_before = raw_rate(&arrivals, &url, concurrency, baseline).await;
-    let first = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+    let first = received(&arrivals);
     let cpu_before = cpu::Snapshot::take(child.pid());
     let started = Instant::now();
     http.post(format!(
@@ -184,7 +188,7 @@ pub async fn bench_webhooks(
     .send()
     .await?
     .error_for_status()?;
-    while arrivals.lock().map(|a| a.len()).unwrap_or(0) < first + deliveries {
+    while received(&arrivals) < first + deliveries {
         tokio::time::sleep(Duration::from_millis(5)).await;
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
@@ -221,7 +225,7 @@ pub async fn bench_webhooks(
     let mut latencies = Vec::new();
     for i in 0..50 {
         let token = mint(&key, &service, &format!("latency{i}"))?;
-        let count = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+        let count = received(&arrivals);
         let sent = Instant::now();
         http.post(format!("{base}/client/v1/sessions"))
             .bearer_auth(&token)
