@@ -23,7 +23,7 @@ pub mod tls;
 pub mod writer;
 
 pub use admin::PgAdmin;
-pub use pg_store::PgStore;
+pub use pg_store::{OutboxWriters, PgStore};
 
 mod account;
 mod bindings;

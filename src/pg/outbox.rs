@@ -24,6 +24,10 @@
 //!   claim commits, its lease excludes the row (PostgreSQL re-checks the condition on the
 //!   locked row). So two dispatchers never hold a live lease on the same delivery, and never
 //!   attempt it concurrently — unless an attempt outlives its lease.
+//! - [`claim`] and [`record`] run on outbox writers (see `writer`), beside the feed writers:
+//!   a claim never waits for a row (`SKIP LOCKED`), a record waits only for its queues' locks
+//!   and its own deliveries' rows, under a lock timeout. Only a record that disables an
+//!   endpoint takes the feed position's lock (first), since it changes what enqueueing reads.
 //! - [`record`] changes a delivery only while the recording dispatcher still owns its lease
 //!   (`WHERE id = $1 AND lease_owner = $2`), and clears the lease. A dispatcher whose lease was
 //!   taken over records nothing: the new owner's outcome stands.
@@ -134,12 +138,15 @@ pub fn claim(
     limit: usize,
     lease: &Lease,
 ) -> Result<Vec<ClaimedDelivery>> {
-    let rows = tx
-        .query(
+    // Planned once (see `claim_sql` on why its plan cannot depend on the values): planning
+    // it for every claim cost a sixth of the claim (0.37 ms, `pg_stat_statements`).
+    let rows = tx.with_generic_plans(|tx| {
+        tx.query(
             claim_sql(),
             &[&now, &limit_arg(limit), &lease.owner, &lease.until],
         )
-        .db()?;
+        .db()
+    })?;
     rows.iter()
         .map(|row| {
             Ok(ClaimedDelivery {
@@ -235,6 +242,17 @@ fn claim_sql() -> &'static str {
 /// does, since only a disabled endpoint changes what a later outcome finds.
 pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
     let now = now_ms();
+    if outcomes
+        .iter()
+        .any(|o| o.settlement.disable_endpoint.is_some())
+    {
+        // Disabling an endpoint must not run beside a feed writer that is enqueueing for it
+        // (that writer read the endpoint as enabled, and its new delivery would stay pending
+        // to a disabled endpoint): on an outbox writer, the feed's lock comes first, as in
+        // every feed writer's batch. On the feed writer it is held already.
+        tx.execute("SELECT 1 FROM feed_position WHERE id = 1 FOR UPDATE", &[])
+            .db()?;
+    }
     let mut lost = Vec::new();
     for chunk in outcomes.split_inclusive(|o| o.settlement.disable_endpoint.is_some()) {
         lost.extend(record_chunk(tx, owner, chunk, now)?);
@@ -954,5 +972,71 @@ mod tests {
         assert_eq!(recovered, 2);
         let heads: Vec<bool> = queue(&db).iter().map(|r| r.2).collect();
         assert_eq!(heads, vec![false, false, true, false]);
+    }
+
+    #[test]
+    fn an_outbox_writer_needs_no_feed_lock_and_gives_way_on_a_held_row() {
+        let Some(db) = fresh_database() else { return };
+        let service = db.service(true, Some(HOOK));
+        for user in ["a", "b"] {
+            db.user(&service, user);
+            db.emit_update(&service, user);
+        }
+        let outbox = crate::pg::writer::Writer::start_outbox(db.pool.clone(), "t-outbox")
+            .expect("outbox writer");
+        // Another node's feed writer is in the middle of a batch: it holds the feed's lock.
+        let mut other = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+        let mut feed_batch = other.transaction().expect("tx");
+        feed_batch
+            .execute("SELECT 1 FROM feed_position WHERE id = 1 FOR UPDATE", &[])
+            .expect("feed lock");
+        let now = now_ms() + 1;
+        let claimed: Vec<i64> = db
+            .wait(outbox.submit(move |tx| claim(tx, now, 10, &lease("o", now + 30_000))))
+            .expect("a claim beside a feed batch")
+            .into_iter()
+            .map(|c| c.delivery.id)
+            .collect();
+        assert_eq!(claimed.len(), 2);
+        // A record that disables an endpoint changes what enqueueing reads: it waits for the
+        // feed's lock, and gives way.
+        let mut gone = outcome(claimed[0], DeliveryStatus::Failed);
+        gone.settlement.disable_endpoint = Some(EndpointGone {
+            endpoint_id: "no-such-endpoint".into(),
+            reason: "gone",
+            pending_error: "endpoint disabled",
+        });
+        let disabling = db.wait(outbox.submit(move |tx| record(tx, "o", &[gone])));
+        assert!(
+            disabling.is_err(),
+            "disabled an endpoint beside a feed batch"
+        );
+        // It also holds the first delivery's row (as a batch that repoints an endpoint does):
+        // recording it gives way after the lock timeout, and commits nothing.
+        feed_batch
+            .execute(
+                "SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE",
+                &[&claimed[0]],
+            )
+            .expect("row lock");
+        let both = vec![
+            outcome(claimed[1], DeliveryStatus::Delivered),
+            outcome(claimed[0], DeliveryStatus::Delivered),
+        ];
+        let started = std::time::Instant::now();
+        let retry = both.clone();
+        let gave_way = db.wait(outbox.submit(move |tx| record(tx, "o", &retry)));
+        assert!(gave_way.is_err(), "waited past its lock timeout");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        feed_batch.rollback().expect("rollback");
+        let statuses: Vec<String> = queue(&db).into_iter().map(|r| r.3).collect();
+        assert_eq!(statuses, ["pending", "pending"], "nothing half-recorded");
+        // Retried once the feed writer is done: recorded.
+        let lost = db
+            .wait(outbox.submit(move |tx| record(tx, "o", &both)))
+            .expect("record");
+        assert!(lost.is_empty());
+        let statuses: Vec<String> = queue(&db).into_iter().map(|r| r.3).collect();
+        assert_eq!(statuses, ["delivered", "delivered"]);
     }
 }

@@ -34,6 +34,7 @@ use crate::storage::cache::{ApiKeyCache, ServiceCache};
 pub struct PgStore {
     reads: Reads,
     writer: Writer,
+    outbox: OutboxWriters,
     services: Arc<ServiceCache>,
     keys: ApiKeyCache,
 }
@@ -41,10 +42,16 @@ pub struct PgStore {
 impl PgStore {
     /// `services` must be invalidated by the writer (see
     /// [`crate::storage::cache::InvalidateServices`]).
-    pub fn new(reads: Reads, writer: Writer, services: Arc<ServiceCache>) -> Self {
+    pub fn new(
+        reads: Reads,
+        writer: Writer,
+        outbox: OutboxWriters,
+        services: Arc<ServiceCache>,
+    ) -> Self {
         PgStore {
             reads,
             writer,
+            outbox,
             services,
             keys: ApiKeyCache::default(),
         }
@@ -52,6 +59,23 @@ impl PgStore {
 
     pub fn writer(&self) -> &Writer {
         &self.writer
+    }
+}
+
+/// The outbox's writers: claims and records each on a connection of their own, so that
+/// neither waits for the other nor for the feed writer's batches (see `writer`).
+pub struct OutboxWriters {
+    claims: Writer,
+    records: Writer,
+}
+
+impl OutboxWriters {
+    /// Starts both on connections from `pool` (two are needed).
+    pub fn start(pool: &super::open::Pool) -> std::io::Result<Self> {
+        Ok(OutboxWriters {
+            claims: Writer::start_outbox(pool.clone(), "reachd-claims")?,
+            records: Writer::start_outbox(pool.clone(), "reachd-records")?,
+        })
     }
 }
 
@@ -448,13 +472,15 @@ impl OutboxStore for PgStore {
         limit: usize,
         lease: Lease,
     ) -> WriteFuture<Vec<ClaimedDelivery>> {
-        self.writer
+        self.outbox
+            .claims
             .submit(move |tx| outbox::claim(tx, now, limit, &lease))
     }
 
     fn record_attempts(&self, owner: &str, outcomes: Vec<AttemptOutcome>) -> WriteFuture<Vec<i64>> {
         let owner = owned(owner);
-        self.writer
+        self.outbox
+            .records
             .submit(move |tx| outbox::record(tx, &owner, &outcomes))
     }
 

@@ -3,12 +3,18 @@
 //! contract on a server database.
 //!
 //! Invariants:
-//! - Only this thread writes through this node's store. Other nodes have their own writers:
-//!   every writer's transaction first locks the `feed_position` row, so the writers of all
+//! - Only the node's feed writer ([`Writer::start`]) writes through this node's store, but for
+//!   the webhook outbox's claims and records. Other nodes have their own writers: every feed
+//!   writer's transaction first locks the `feed_position` row, so the feed writers of all
 //!   nodes commit one after another. That gives the event feed one order (ids in commit
 //!   order, see `events`), lets presence decide a user's transition across nodes without a
 //!   race (`presence::apply_held`), and, since every other lock is taken after that one, keeps
-//!   writers from deadlocking on each other.
+//!   feed writers from deadlocking on each other.
+//! - Outbox writers ([`Writer::start_outbox`]) run the dispatcher's claims and records on
+//!   connections of their own, beside the feed writers and each other, without the feed lock:
+//!   those jobs keep the outbox's invariants with their own locks (see `outbox`). A lock
+//!   cycle between an outbox job and a feed writer is broken within the outbox job's lock
+//!   timeout, by failing the outbox job (its dispatcher retries it), never the feed writer.
 //! - Before committing, a transaction notifies the other nodes of what it did (events up to
 //!   an id, changed services, queued deliveries); the notification is delivered with the
 //!   commit or not at all, and a node that missed some re-reads (see `listen`).
@@ -245,15 +251,32 @@ impl Writer {
         max_batch: usize,
         hooks: Vec<Box<dyn CommitHook>>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
+        Self::start_named(Role::Feed, pool, max_batch, hooks, "reachd-pg-writer")
+    }
+
+    /// Starts a writer for the outbox's claims or records ([`Role::Outbox`]) on a connection
+    /// of its own, named `thread` (its thread ends when the last handle is dropped).
+    pub fn start_outbox(pool: Pool, thread: &str) -> std::io::Result<Writer> {
+        Ok(Self::start_named(Role::Outbox, pool, OUTBOX_MAX_BATCH, Vec::new(), thread)?.0)
+    }
+
+    fn start_named(
+        role: Role,
+        pool: Pool,
+        max_batch: usize,
+        hooks: Vec<Box<dyn CommitHook>>,
+        thread: &str,
+    ) -> std::io::Result<(Writer, JoinHandle<()>)> {
         let (sender, receiver) = mpsc::channel::<Message>(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let origin: Arc<str> = Arc::from(crate::domain::ids::random_hex(8));
         let thread_origin = origin.clone();
         let handle = std::thread::Builder::new()
-            .name("reachd-pg-writer".into())
+            .name(thread.into())
             .spawn(move || {
                 run(
+                    role,
                     &pool,
                     receiver,
                     max_batch.max(1),
@@ -310,6 +333,7 @@ impl Writer {
 }
 
 fn run(
+    role: Role,
     pool: &Pool,
     mut receiver: mpsc::Receiver<Message>,
     max_batch: usize,
@@ -337,13 +361,28 @@ fn run(
         }
         let started = Instant::now();
         let mut effects = Effects::default();
-        let commit = commit_batch(pool, &mut connection, &mut batch, &mut effects, origin);
+        let commit = commit_batch(
+            role,
+            pool,
+            &mut connection,
+            &mut batch,
+            &mut effects,
+            origin,
+        );
         if commit.is_err() {
             // Maybe lost: the next batch starts from a fresh connection and an empty cache.
             connection = None;
         }
         // Hooks before replies: a caller that sees its write acknowledged must also see its
         // effects (e.g. an invalidated cache) — read-your-writes.
+        // An outbox writer's batches are the dispatcher's to count (the writer metrics and
+        // stats are the feed writer's).
+        if role == Role::Outbox {
+            for job in batch.drain(..) {
+                job.finish(&commit);
+            }
+            continue;
+        }
         after_batch(
             stats,
             &mut hooks,
@@ -373,6 +412,35 @@ fn run(
 const BEGIN_BATCH: &str = "SELECT last, set_config('plan_cache_mode', 'force_custom_plan', true) \
      FROM feed_position WHERE id = 1 FOR UPDATE";
 
+/// An outbox writer's first statement: custom plans (as [`BEGIN_BATCH`]) and a lock timeout
+/// shorter than PostgreSQL's deadlock timeout (1 s), without the feed position's lock.
+///
+/// Its jobs (claims, records) lock only deliveries and their queues, and may wait for a feed
+/// writer that holds those while waiting for them in turn (a record holds a queue's lock and
+/// waits for a delivery row that a feed writer's batch updated earlier, and that batch then
+/// waits for the queue's lock to enqueue into it). The timeout makes the outbox's job the one
+/// that gives way, at once and every time: its caller retries it, while the feed writer's batch
+/// (requests waiting for their answer) goes on.
+const BEGIN_OUTBOX_BATCH: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+     set_config('lock_timeout', '500ms', true)";
+
+/// Most jobs in one outbox batch: claims and records come one at a time from each dispatcher.
+const OUTBOX_MAX_BATCH: usize = 8;
+
+/// What a writer's transactions hold first, and so which jobs it may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The node's writer: every batch first locks the feed position (see the invariants
+    /// above). Runs every kind of job.
+    Feed,
+    /// An outbox writer: runs only the outbox's claims and records
+    /// ([`crate::pg::outbox::claim`], [`crate::pg::outbox::record`]), which keep their own
+    /// invariants with row locks, `SKIP LOCKED` and the queues' locks, so they need not wait
+    /// for the feed's order — and the feed's writers need not wait for them. A record that
+    /// disables an endpoint takes the feed position's lock itself, first.
+    Outbox,
+}
+
 /// The writer's connection and the statements prepared on it.
 struct Connection {
     conn: r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<super::tls::Tls>>,
@@ -380,6 +448,7 @@ struct Connection {
 }
 
 fn commit_batch(
+    role: Role,
     pool: &Pool,
     connection: &mut Option<Connection>,
     batch: &mut [Box<dyn Job>],
@@ -395,8 +464,12 @@ fn commit_batch(
     };
     let Connection { conn, statements } = connection;
     let mut tx = conn.transaction().map_err(|e| e.to_string())?;
+    let begin = match role {
+        Role::Feed => BEGIN_BATCH,
+        Role::Outbox => BEGIN_OUTBOX_BATCH,
+    };
     statements
-        .with(&mut tx, BEGIN_BATCH, |c, s| c.execute(s, &[]))
+        .with(&mut tx, begin, |c, s| c.execute(s, &[]))
         .map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
         job.run(&mut tx, effects, statements);

@@ -220,7 +220,11 @@ fn open_postgres_server<B>(
         notices,
         origin: writer.origin().to_string(),
     };
-    let store = Arc::new(PgStore::new(reads, writer.clone(), services));
+    // The outbox writers' own connections (claims and records, see `pg::writer`).
+    let outbox_pool = crate::pg::open::pool(url, node, 2, timeout)?;
+    let outbox =
+        crate::pg::OutboxWriters::start(&outbox_pool).context("starting the outbox writers")?;
+    let store = Arc::new(PgStore::new(reads, writer.clone(), outbox, services));
     let closer = Closer::Postgres {
         writer,
         writer_thread,

@@ -23,7 +23,7 @@
 //!   attempts in flight, here and in other dispatchers.
 //! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
 //!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
-//!   is due, and claims many at once — room for the free slots and as many again
+//!   is due, or when the last claim got all it asked for; and it claims many at once — room for the free slots and as many again
 //!   ([`LOOKAHEAD`]), and while attempts run only once a quarter of the slots' worth of room
 //!   is free. One claim at a time is in flight, and the loop keeps starting attempts while it
 //!   is: claimed deliveries wait in a ready queue (under their lease) until a slot frees, so a
@@ -383,6 +383,8 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
     let max_wait = inner.options.lease.saturating_sub(longest_send) / 2;
     let mut ready: VecDeque<Ready> = VecDeque::new();
     let mut claiming: Option<WriteFuture<Vec<ClaimedDelivery>>> = None;
+    // What the claim in flight asked for, and whether the last one got all of it.
+    let (mut asked, mut more_due) = (0, false);
     loop {
         if inner.stop.is_cancelled() {
             return;
@@ -414,8 +416,12 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let nothing_in_hand = running == 0 && ready.is_empty();
         let worth_claiming =
             claiming.is_none() && room > 0 && (room >= (concurrency / 4).max(1) || nothing_in_hand);
-        // Claiming is a write: only when a cheaper indexed read says a queue head is due.
-        let due = if worth_claiming {
+        // Claiming is a write: only when a cheaper indexed read says a queue head is due —
+        // or when the last claim filled all the room it asked for (more are likely due, and
+        // the read would only say so: a claim that finds none leaves `more_due` false).
+        let due = if worth_claiming && more_due {
+            Some(now_ms())
+        } else if worth_claiming {
             inner.store.next_delivery_due().unwrap_or(None)
         } else {
             None
@@ -424,6 +430,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             // One commit leases the whole batch; nothing else claims it until the outcomes are
             // recorded or the leases expire. The loop goes on starting attempts meanwhile.
             claiming = Some(inner.store.claim_deliveries(now_ms(), room, inner.lease()));
+            asked = room;
         }
         let idle = match due {
             Some(due) if due > now_ms() => {
@@ -445,6 +452,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                 claiming = None;
                 match taken {
                     Ok(batch) => {
+                        more_due = batch.len() >= asked;
                         inner.unrecorded.fetch_add(batch.len(), Ordering::Relaxed);
                         let claimed_at = Instant::now();
                         ready.extend(batch.into_iter().map(|delivery| Ready {
@@ -452,7 +460,10 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                             claimed_at,
                         }));
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming due webhook deliveries failed"),
+                    Err(e) => {
+                        more_due = false;
+                        tracing::warn!(error = %e, "claiming due webhook deliveries failed");
+                    }
                 }
             }
             Woke::Other => {}
