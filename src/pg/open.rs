@@ -28,6 +28,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_due_heads.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_pending_indexes.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating ("reachd" in ASCII).
