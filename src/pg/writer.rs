@@ -374,23 +374,18 @@ fn run(
             connection = None;
         }
         // Hooks before replies: a caller that sees its write acknowledged must also see its
-        // effects (e.g. an invalidated cache) — read-your-writes.
-        // An outbox writer's batches are the dispatcher's to count (the writer metrics and
-        // stats are the feed writer's).
-        if role == Role::Outbox {
-            for job in batch.drain(..) {
-                job.finish(&commit);
-            }
-            continue;
+        // effects (e.g. an invalidated cache) — read-your-writes. An outbox writer has no
+        // hooks, and its batches are not the writer's metrics (the dispatcher counts them).
+        if role == Role::Feed {
+            after_batch(
+                stats,
+                &mut hooks,
+                batch.len(),
+                started.elapsed(),
+                commit.is_ok(),
+                &effects,
+            );
         }
-        after_batch(
-            stats,
-            &mut hooks,
-            batch.len(),
-            started.elapsed(),
-            commit.is_ok(),
-            &effects,
-        );
         for job in batch.drain(..) {
             job.finish(&commit);
         }
