@@ -242,19 +242,15 @@ fn claim_sql() -> &'static str {
 /// does, since only a disabled endpoint changes what a later outcome finds.
 pub fn record(tx: &mut Tx<'_, '_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
     let now = now_ms();
-    if outcomes
-        .iter()
-        .any(|o| o.settlement.disable_endpoint.is_some())
-    {
+    let disables_endpoint = |o: &AttemptOutcome| o.settlement.disable_endpoint.is_some();
+    if outcomes.iter().any(disables_endpoint) {
         // Disabling an endpoint must not run beside a feed writer that is enqueueing for it
         // (that writer read the endpoint as enabled, and its new delivery would stay pending
-        // to a disabled endpoint): on an outbox writer, the feed's lock comes first, as in
-        // every feed writer's batch. On the feed writer it is held already.
-        tx.execute("SELECT 1 FROM feed_position WHERE id = 1 FOR UPDATE", &[])
-            .db()?;
+        // to a disabled endpoint).
+        tx.lock_feed()?;
     }
     let mut lost = Vec::new();
-    for chunk in outcomes.split_inclusive(|o| o.settlement.disable_endpoint.is_some()) {
+    for chunk in outcomes.split_inclusive(disables_endpoint) {
         lost.extend(record_chunk(tx, owner, chunk, now)?);
     }
     tx.record_deliveries();

@@ -144,6 +144,15 @@ impl Tx<'_, '_> {
         self.effects.services.push(sid.to_string());
     }
 
+    /// Takes the feed position's lock, which a feed writer's batch holds from its first
+    /// statement ([`BEGIN_BATCH`]): for an outbox job that must be ordered with the feed
+    /// writers. Taken before any other lock, as in their batches; a no-op on a feed writer.
+    pub fn lock_feed(&mut self) -> Result<()> {
+        self.execute("SELECT 1 FROM feed_position WHERE id = 1 FOR UPDATE", &[])
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
     /// Runs `job` under PostgreSQL's own plan choice (a generic plan once five executions
     /// show it is no dearer) instead of the batch's custom plans ([`BEGIN_BATCH`]).
     ///
