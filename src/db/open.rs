@@ -22,6 +22,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../migrations/0003_webhooks.sql")),
     (4, include_str!("../../migrations/0004_session_ends.sql")),
     (5, include_str!("../../migrations/0005_delivery_leases.sql")),
+    (6, include_str!("../../migrations/0006_queue_by_id.sql")),
 ];
 
 /// The schema version this binary writes.

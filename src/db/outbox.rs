@@ -8,6 +8,12 @@
 //!   delivered or has failed for good. That oldest one carries `head = 1`: set on insert when
 //!   the queue has no pending delivery, and handed to the next one when it finishes — so
 //!   finding due work is an index lookup, not a scan of every queue.
+//! - A queue's pending deliveries are always its newest ones: only its head is settled, a
+//!   disabled endpoint fails all of them at once, and a resend adds a new row. So a new
+//!   delivery heads its queue when the queue's newest delivery is not pending, and a settled
+//!   head hands `head` to the delivery right after it, if pending — lookups in
+//!   `deliveries_queue` (target, user_sid, id), an index that settling a delivery leaves alone
+//!   (migration 6).
 //! - A claim is a lease held in the row (`lease_owner`, `lease_until`, both set or both NULL;
 //!   only pending heads carry one). [`claim`] runs in one write transaction: it picks due heads
 //!   whose lease is absent or expired and leases them to the claiming dispatcher. Because the
@@ -247,8 +253,8 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
 fn promote_next(conn: &Connection, finished: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET head = 1 WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
-         ON n.target = d.target AND n.user_sid = d.user_sid AND n.status = 'pending' \
-         WHERE d.id = ?1 ORDER BY n.id LIMIT 1)",
+         ON n.target = d.target AND n.user_sid = d.user_sid AND n.id > d.id \
+         WHERE d.id = ?1 ORDER BY n.id LIMIT 1) AND status = 'pending'",
     )
     .db()?
     .execute([finished])
@@ -470,6 +476,63 @@ mod tests {
             0,
             "prepared again for new values"
         );
+    }
+
+    #[test]
+    fn a_queue_hands_its_head_on_in_id_order_and_a_new_delivery_heads_a_settled_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::db::Database::open(&crate::db::open::OpenOptions {
+            path: dir.path().join("reachd.db"),
+            busy_timeout: std::time::Duration::from_secs(1),
+            read_pool_size: 1,
+            wal_limit_bytes: 64 * 1024 * 1024,
+        })
+        .expect("open");
+        let conn = &db.writer;
+        let to = NewDelivery {
+            target: "endpoint:WH0".into(),
+            format: Format::Native,
+            url: "http://127.0.0.1:9/hook".into(),
+            method: "POST".into(),
+            max_attempts: 1,
+        };
+        let put = |user: &str| insert(conn, 1, "IS0", user, &to, 1_000).expect("insert");
+        let head = |id: i64| -> bool {
+            conn.query_row("SELECT head FROM deliveries WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("head")
+        };
+        let settle = |id: i64| {
+            conn.execute(
+                "UPDATE deliveries SET status = 'delivered', head = 0 WHERE id = ?1",
+                [id],
+            )
+            .expect("settle");
+            promote_next(conn, id).expect("promote");
+        };
+        let (a1, a2, b1, a3) = (put("USa"), put("USa"), put("USb"), put("USa"));
+        assert_eq!(
+            [head(a1), head(a2), head(b1), head(a3)],
+            [true, false, true, false]
+        );
+        settle(a1);
+        assert_eq!([head(a2), head(a3), head(b1)], [true, false, true]);
+        settle(a2);
+        settle(a3);
+        assert!(!head(a3), "a settled queue has no head");
+        let a4 = put("USa");
+        assert!(head(a4), "a delivery to a settled queue heads it");
+        let a5 = put("USa");
+        assert!(!head(a5), "a delivery behind a pending one waits");
+        // A disabled endpoint fails every pending delivery at once: the queue is settled.
+        conn.execute(
+            "UPDATE deliveries SET status = 'failed', head = 0 WHERE status = 'pending'",
+            [],
+        )
+        .expect("fail");
+        assert!(head(put("USa")));
+        assert!(head(put("USb")));
     }
 
     #[test]

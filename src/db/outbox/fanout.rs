@@ -111,8 +111,8 @@ pub(super) fn insert(
     conn.prepare_cached(
         "INSERT INTO deliveries (event_id, service_sid, user_sid, target, format, url, method, max_attempts, \
          status, head, next_attempt_at, idempotency_token, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', NOT EXISTS (SELECT 1 FROM deliveries \
-         WHERE target = ?4 AND user_sid = ?3 AND status = 'pending'), ?9, ?10, ?9, ?9) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', coalesce((SELECT status != 'pending' FROM deliveries \
+         WHERE target = ?4 AND user_sid = ?3 ORDER BY id DESC LIMIT 1), 1), ?9, ?10, ?9, ?9) RETURNING id",
     )
     .db()?
     .query_row(
