@@ -452,8 +452,8 @@ pub fn purge(conn: &Connection, before: Millis) -> Result<usize> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_due_heads_lookup_is_not_prepared_again_for_new_values() {
+    /// A migrated database in a temporary folder (kept while the folder lives).
+    fn scratch_database() -> (tempfile::TempDir, crate::db::Database) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = crate::db::Database::open(&crate::db::open::OpenOptions {
             path: dir.path().join("reachd.db"),
@@ -462,6 +462,12 @@ mod tests {
             wal_limit_bytes: 64 * 1024 * 1024,
         })
         .expect("open");
+        (dir, db)
+    }
+
+    #[test]
+    fn the_due_heads_lookup_is_not_prepared_again_for_new_values() {
+        let (_dir, db) = scratch_database();
         let mut due = db.writer.prepare_cached(DUE_HEADS).expect("prepare");
         for (now, limit) in [(1_000_i64, 3_i64), (2_000, 5), (3_000, 64)] {
             let ids: Vec<i64> = due
@@ -480,14 +486,7 @@ mod tests {
 
     #[test]
     fn a_queue_hands_its_head_on_in_id_order_and_a_new_delivery_heads_a_settled_queue() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::db::Database::open(&crate::db::open::OpenOptions {
-            path: dir.path().join("reachd.db"),
-            busy_timeout: std::time::Duration::from_secs(1),
-            read_pool_size: 1,
-            wal_limit_bytes: 64 * 1024 * 1024,
-        })
-        .expect("open");
+        let (_dir, db) = scratch_database();
         let conn = &db.writer;
         let to = NewDelivery {
             target: "endpoint:WH0".into(),
