@@ -71,7 +71,7 @@ const MAX_RECORD_BATCH: usize = 512;
 /// ready queue, so a freed slot starts the next attempt at once rather than after a claim's
 /// trip through storage (the pipeline was bound by that latency, not by the writer's CPU).
 /// One slot's worth ahead still left slots waiting behind a claim queued after a batch of
-/// outcomes; three made 30,000 due deliveries 15-30 % faster on SQLite and PostgreSQL
+/// outcomes; three made 30,000 due deliveries 10-30 % faster on SQLite and PostgreSQL
 /// (docs/benchmarks.md); six, no faster than three.
 const LOOKAHEAD: usize = 3;
 /// Most deliveries [`Dispatcher::run_once`] claims.
