@@ -60,7 +60,7 @@ impl Database {
         // The writer touches many index pages per batch: a larger page cache (16 MiB).
         //
         // Checkpoints normally run on their own thread (`db::checkpoint`), passive, every
-        // second, so a burst of commits is not stalled copying pages. But the log starts over
+        // 250 ms, so a burst of commits is not stalled copying pages. But the log starts over
         // from its beginning only when a checkpoint has copied all of it, and under sustained
         // writes a checkpoint beside the writer never catches up: commits keep appending, and
         // the file grew past 3 GB in 30 s of webhook traffic. So once the log reaches
