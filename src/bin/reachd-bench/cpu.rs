@@ -64,6 +64,14 @@ impl Snapshot {
     }
 }
 
+/// Time on a CPU so far of this process's threads named `name` (zero where unreadable).
+pub fn thread_time(name: &str) -> std::time::Duration {
+    let nanos = thread_times(std::process::id())
+        .get(name)
+        .map_or(0, |&(on_cpu, _)| on_cpu);
+    std::time::Duration::from_nanos(nanos)
+}
+
 /// Per thread name of process `pid`: (ns on a CPU, ns runnable and waiting).
 fn thread_times(pid: u32) -> ThreadTimes {
     let mut times = ThreadTimes::new();

@@ -24,6 +24,7 @@ mod cpu;
 mod database;
 mod hello;
 mod load;
+mod outbox;
 mod presence;
 mod sockets;
 mod webhooks;
@@ -128,6 +129,15 @@ enum Scenario {
         /// Sessions pinged round-robin for the ping throughput.
         #[arg(long, default_value_t = 1_000)]
         ping_sessions: usize,
+    },
+    /// The outbox alone, in this process: claims and recorded outcomes of deliveries due at
+    /// once, no HTTP (storage time and writer CPU per delivery).
+    Outbox {
+        #[arg(long, default_value_t = 30_000)]
+        deliveries: usize,
+        /// Stop once the deliveries are due (the baseline for an instruction count).
+        #[arg(long)]
+        setup_only: bool,
     },
     /// Webhook deliveries/s vs a raw reqwest client posting the same bodies, and latency from
     /// a transition to its receipt at low load.
@@ -574,6 +584,16 @@ async fn scenario(
         Scenario::PingBackends { sessions } => {
             return presence::bench_ping_backends(args, run, databases, sessions).await;
         }
+        Scenario::Outbox {
+            deliveries,
+            setup_only,
+        } => {
+            let plan = outbox::OutboxRun {
+                deliveries,
+                setup_only,
+            };
+            return outbox::bench_outbox(databases, plan).await;
+        }
         Scenario::Webhooks {
             deliveries,
             concurrency,
@@ -612,6 +632,7 @@ async fn scenario(
         }
         Scenario::Memory { .. }
         | Scenario::Webhooks { .. }
+        | Scenario::Outbox { .. }
         | Scenario::Sockets { .. }
         | Scenario::NodeLoss { .. }
         | Scenario::PingBackends { .. } => Ok(()),
