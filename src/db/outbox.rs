@@ -194,16 +194,26 @@ fn claimed_sql() -> &'static str {
 pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Result<Vec<i64>> {
     let now = now_ms();
     let mut lost = Vec::new();
+    // Prepared once for the batch: taking a statement from the cache and handing it back
+    // hashes its text each time (measured: ~3 % of a record's instructions when per outcome).
+    let mut settle = tx
+        .prepare_cached(
+            "UPDATE deliveries SET attempts = ?3, status = ?4, next_attempt_at = ?5, \
+             last_status = ?6, last_error = ?7, updated_at = ?8, head = (?4 = 'pending'), \
+             lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+        )
+        .db()?;
+    let mut log = tx
+        .prepare_cached(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .db()?;
+    let mut promote = tx.prepare_cached(PROMOTE_NEXT).db()?;
     for o in outcomes {
         let (a, s) = (&o.attempt, &o.settlement);
         let status = s.status.as_str();
-        let updated = tx
-            .prepare_cached(
-                "UPDATE deliveries SET attempts = ?3, status = ?4, next_attempt_at = ?5, \
-                 last_status = ?6, last_error = ?7, updated_at = ?8, head = (?4 = 'pending'), \
-                 lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
-            )
-            .db()?
+        let updated = settle
             .execute(params![
                 o.delivery_id,
                 owner,
@@ -219,15 +229,18 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
             lost.push(o.delivery_id);
             continue;
         }
-        tx.prepare_cached(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .db()?
-        .execute(params![o.delivery_id, a.attempt, a.started_at, a.status_code, a.latency_ms, a.response_body, a.error])
+        log.execute(params![
+            o.delivery_id,
+            a.attempt,
+            a.started_at,
+            a.status_code,
+            a.latency_ms,
+            a.response_body,
+            a.error
+        ])
         .db()?;
         if s.status != DeliveryStatus::Pending {
-            promote_next(tx, o.delivery_id)?;
+            promote.execute([o.delivery_id]).db()?;
         }
         if let Some(gone) = &s.disable_endpoint {
             tx.prepare_cached("UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1")
@@ -245,22 +258,15 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
             .db()?;
         }
     }
+    drop((settle, log, promote));
     tx.record_deliveries();
     Ok(lost)
 }
 
-/// Makes the oldest pending delivery of a finished delivery's queue its new head.
-fn promote_next(conn: &Connection, finished: i64) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET head = 1 WHERE id = (SELECT n.id FROM deliveries d JOIN deliveries n \
-         ON n.target = d.target AND n.user_sid = d.user_sid AND n.id > d.id \
-         WHERE d.id = ?1 ORDER BY n.id LIMIT 1) AND status = 'pending'",
-    )
-    .db()?
-    .execute([finished])
-    .db()?;
-    Ok(())
-}
+/// Makes the oldest pending delivery of a finished delivery's (`?1`) queue its new head.
+const PROMOTE_NEXT: &str = "UPDATE deliveries SET head = 1 WHERE id = (SELECT n.id FROM deliveries d \
+     JOIN deliveries n ON n.target = d.target AND n.user_sid = d.user_sid AND n.id > d.id \
+     WHERE d.id = ?1 ORDER BY n.id LIMIT 1) AND status = 'pending'";
 
 /// When the next queue head falls due, if any: an unleased head at its `next_attempt_at`, a
 /// leased one when its lease expires. Deliveries waiting behind a head do not count: they
@@ -508,7 +514,7 @@ mod tests {
                 [id],
             )
             .expect("settle");
-            promote_next(conn, id).expect("promote");
+            conn.execute(PROMOTE_NEXT, [id]).expect("promote");
         };
         let (a1, a2, b1, a3) = (put("USa"), put("USa"), put("USb"), put("USa"));
         assert_eq!(
