@@ -203,12 +203,8 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
              lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
         )
         .db()?;
-    let mut log = tx
-        .prepare_cached(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response_body, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .db()?;
+    // The attempts are logged after the loop, many per statement.
+    let mut logged = Vec::with_capacity(outcomes.len());
     let mut promote = tx.prepare_cached(PROMOTE_NEXT).db()?;
     for o in outcomes {
         let (a, s) = (&o.attempt, &o.settlement);
@@ -229,16 +225,7 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
             lost.push(o.delivery_id);
             continue;
         }
-        log.execute(params![
-            o.delivery_id,
-            a.attempt,
-            a.started_at,
-            a.status_code,
-            a.latency_ms,
-            a.response_body,
-            a.error
-        ])
-        .db()?;
+        logged.push(o);
         if s.status != DeliveryStatus::Pending {
             promote.execute([o.delivery_id]).db()?;
         }
@@ -258,9 +245,59 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
             .db()?;
         }
     }
-    drop((settle, log, promote));
+    drop((settle, promote));
+    log_attempts(tx, &logged)?;
     tx.record_deliveries();
     Ok(lost)
+}
+
+/// Most attempts one `INSERT` logs (7 parameters each, far below SQLite's limit).
+const ATTEMPTS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO delivery_attempts … VALUES (…), (…)` with `rows` rows (1 to
+/// [`ATTEMPTS_PER_INSERT`]).
+fn insert_attempts_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=ATTEMPTS_PER_INSERT)
+            .map(|n| {
+                let row = "(?, ?, ?, ?, ?, ?, ?)";
+                format!(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, \
+                     latency_ms, response_body, error) VALUES {}",
+                    vec![row; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[rows.clamp(1, ATTEMPTS_PER_INSERT) - 1]
+}
+
+/// Logs the attempts of recorded outcomes, up to [`ATTEMPTS_PER_INSERT`] rows per statement:
+/// an `INSERT` into a table with `AUTOINCREMENT` reads and writes back its counter in
+/// `sqlite_sequence` once per statement, and a statement run costs its setup once, so one
+/// row per statement paid both for every attempt.
+fn log_attempts(conn: &Connection, logged: &[&AttemptOutcome]) -> Result<()> {
+    for chunk in logged.chunks(ATTEMPTS_PER_INSERT) {
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
+        for o in chunk {
+            let a = &o.attempt;
+            args.extend([
+                &o.delivery_id as &dyn rusqlite::ToSql,
+                &a.attempt,
+                &a.started_at,
+                &a.status_code,
+                &a.latency_ms,
+                &a.response_body,
+                &a.error,
+            ]);
+        }
+        conn.prepare_cached(insert_attempts_sql(chunk.len()))
+            .db()?
+            .execute(&*args)
+            .db()?;
+    }
+    Ok(())
 }
 
 /// Makes the oldest pending delivery of a finished delivery's (`?1`) queue its new head.
