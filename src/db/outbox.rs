@@ -122,17 +122,20 @@ pub fn claim(
         .db()?
         .collect::<rusqlite::Result<_>>()
         .db()?;
-    // Then lease each and read it with its event and, for a native endpoint
-    // (`endpoint:<id>`), the endpoint's secret. Only claimed rows are joined.
-    let mut take = tx
-        .prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")
-        .db()?;
-    let mut read = tx.prepare_cached(claimed_sql()).db()?;
+    // Then lease them and read them with their events and, for a native endpoint
+    // (`endpoint:<id>`), the endpoint's secret — many per statement. Only claimed rows are
+    // joined.
     let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        take.execute(params![id, lease.owner, lease.until]).db()?;
-        let claimed = read
-            .query_row([id], |row| {
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&lease.owner, &lease.until];
+        args.extend(chunk.iter().map(|id| id as &dyn rusqlite::ToSql));
+        tx.prepare_cached(statement_for(&LEASE_IDS, chunk.len()))
+            .db()?
+            .execute(&*args)
+            .db()?;
+        let mut read = tx.prepare_cached(statement_for(&CLAIMED_IDS, chunk.len())).db()?;
+        let mut claimed = read
+            .query_map(params_from_iter(chunk), |row| {
                 Ok(ClaimedDelivery {
                     delivery: delivery_at(row, 0)?,
                     event: events::event_at(row, DELIVERY_COLUMNS)?,
@@ -140,11 +143,48 @@ pub fn claim(
                     secret: row.get(DELIVERY_COLUMNS + EVENT_COLUMNS)?,
                 })
             })
-            .optional()
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .db()?;
+        // In the order they fell due, not the order the IN list was read in.
+        claimed.sort_by_key(|c| chunk.iter().position(|id| *id == c.delivery.id));
         out.extend(claimed);
     }
     Ok(out)
+}
+
+/// Most ids one statement of a claim names.
+const IDS_PER_STATEMENT: usize = 64;
+
+/// A statement naming 1 to [`IDS_PER_STATEMENT`] ids, made once per count.
+struct IdsStatement {
+    /// Makes the statement for `n` ids.
+    make: fn(usize) -> String,
+    made: std::sync::OnceLock<Vec<String>>,
+}
+
+/// Leases the named deliveries: `?1` owner, `?2` until, then the ids.
+static LEASE_IDS: IdsStatement = IdsStatement {
+    make: |n| {
+        format!(
+            "UPDATE deliveries SET lease_owner = ?1, lease_until = ?2 WHERE id IN ({})",
+            vec!["?"; n].join(", ")
+        )
+    },
+    made: std::sync::OnceLock::new(),
+};
+
+/// Reads the named deliveries with their events and secrets.
+static CLAIMED_IDS: IdsStatement = IdsStatement {
+    make: |n| format!("{} WHERE d.id IN ({})", claimed_sql(), vec!["?"; n].join(", ")),
+    made: std::sync::OnceLock::new(),
+};
+
+fn statement_for(statement: &'static IdsStatement, n: usize) -> &'static str {
+    let all = statement
+        .made
+        .get_or_init(|| (1..=IDS_PER_STATEMENT).map(statement.make).collect());
+    &all[n.clamp(1, IDS_PER_STATEMENT) - 1]
 }
 
 /// Releases every lease `owner` holds: its deliveries are due again at once (their
@@ -177,8 +217,7 @@ fn claimed_sql() -> &'static str {
             "SELECT {}, {}, w.secret FROM deliveries d \
              JOIN events e ON e.id = d.event_id \
              LEFT JOIN webhook_endpoints w \
-             ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10) \
-             WHERE d.id = ?1",
+             ON substr(d.target, 1, 9) = 'endpoint:' AND w.id = substr(d.target, 10)",
             prefixed("d", COLUMNS),
             prefixed("e", events::COLUMNS),
         )
