@@ -418,3 +418,122 @@ async fn a_graceful_stop_releases_its_leases_so_a_restart_retries_at_once() {
     );
     node.stop().await;
 }
+
+/// A claim of more deliveries than one statement names (64), and their outcomes recorded
+/// together: every one is leased once, comes back in due order with its event, and has its
+/// attempt logged; none is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_claim_and_its_outcomes_span_several_statements_without_loss() {
+    let mut s = common::spawn_with(adjust).await;
+    let svc = s.service("large").await;
+    let endpoint = s
+        .native_endpoint(
+            &svc,
+            json!({"url": "http://127.0.0.1:9/hook", "event_types": ["user.added"]}),
+        )
+        .await;
+    s.running
+        .take()
+        .expect("running")
+        .stop()
+        .await
+        .expect("clean stop");
+    let mut config = common::test_config(s.dir.path());
+    adjust(&mut config);
+    let node = Node::open(config);
+    let users = 150;
+    for i in 0..users {
+        node.store
+            .create_user(
+                &svc,
+                NewUser {
+                    identity: format!("u{i:03}"),
+                    ..Default::default()
+                },
+                Origin::Rest { webhooks: false },
+            )
+            .await
+            .expect("user");
+    }
+    let owner = "large-claim".to_string();
+    let claimed = node
+        .store
+        .claim_deliveries(
+            now_ms(),
+            1_000,
+            Lease {
+                owner: owner.clone(),
+                until: now_ms() + 60_000,
+            },
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), users);
+    let ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+    let mut due = claimed
+        .iter()
+        .map(|c| (c.delivery.next_attempt_at, c.delivery.id))
+        .collect::<Vec<_>>();
+    due.sort_unstable();
+    assert_eq!(
+        due.iter().map(|&(_, id)| id).collect::<Vec<_>>(),
+        ids,
+        "in due order"
+    );
+    let identities: HashSet<&str> = claimed.iter().map(|c| c.event.identity.as_str()).collect();
+    assert_eq!(identities.len(), users, "each with its own event");
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.delivery.target == endpoint_target(&endpoint)
+                && c.secret.as_deref().is_some_and(|s| s.starts_with("whsec_"))),
+        "each with its endpoint's secret"
+    );
+    let leased = deliveries(&s.dir.path().join("reachd.db"));
+    assert!(
+        leased.iter().all(
+            |(_, status, lease)| status == "pending" && lease.as_deref() == Some("large-claim")
+        ),
+        "every delivery leased to the claim"
+    );
+    let now = now_ms();
+    let outcomes = claimed
+        .iter()
+        .map(|c| AttemptOutcome {
+            delivery_id: c.delivery.id,
+            attempt: Attempt {
+                attempt: c.delivery.attempts + 1,
+                started_at: now,
+                status_code: Some(200),
+                latency_ms: 3,
+                response_body: Some(format!("ok {}", c.delivery.id)),
+                error: None,
+            },
+            settlement: settle(&c.delivery.target, Next::Delivered, now),
+        })
+        .collect();
+    let lost = node
+        .store
+        .record_attempts(&owner, outcomes)
+        .await
+        .expect("record");
+    assert!(lost.is_empty());
+    for id in [ids[0], ids[63], ids[64], ids[users - 1]] {
+        let (delivery, attempts) = node.store.delivery(id).expect("read").expect("delivery");
+        assert_eq!(delivery.status, DeliveryStatus::Delivered);
+        assert_eq!(attempts.len(), 1, "delivery {id}");
+        assert_eq!(attempts[0].status_code, Some(200));
+        assert_eq!(
+            attempts[0].response_body.as_deref(),
+            Some(format!("ok {id}").as_str())
+        );
+    }
+    let settled = deliveries(&s.dir.path().join("reachd.db"));
+    assert!(
+        settled
+            .iter()
+            .all(|(_, status, lease)| status == "delivered" && lease.is_none())
+    );
+    node.stop().await;
+    s.stop().await;
+}
