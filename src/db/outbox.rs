@@ -133,7 +133,9 @@ pub fn claim(
             .db()?
             .execute(&*args)
             .db()?;
-        let mut read = tx.prepare_cached(statement_for(&CLAIMED_IDS, chunk.len())).db()?;
+        let mut read = tx
+            .prepare_cached(statement_for(&CLAIMED_IDS, chunk.len()))
+            .db()?;
         let mut claimed = read
             .query_map(params_from_iter(chunk), |row| {
                 Ok(ClaimedDelivery {
@@ -176,7 +178,13 @@ static LEASE_IDS: IdsStatement = IdsStatement {
 
 /// Reads the named deliveries with their events and secrets.
 static CLAIMED_IDS: IdsStatement = IdsStatement {
-    make: |n| format!("{} WHERE d.id IN ({})", claimed_sql(), vec!["?"; n].join(", ")),
+    make: |n| {
+        format!(
+            "{} WHERE d.id IN ({})",
+            claimed_sql(),
+            vec!["?"; n].join(", ")
+        )
+    },
     made: std::sync::OnceLock::new(),
 };
 
