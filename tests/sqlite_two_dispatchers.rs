@@ -110,6 +110,23 @@ fn adjust(c: &mut Config) {
     c.webhooks.concurrency = 4;
 }
 
+/// Stops the server's process side (and its dispatcher); its database stays.
+async fn stop_server(s: &mut common::TestServer) {
+    s.running
+        .take()
+        .expect("running")
+        .stop()
+        .await
+        .expect("clean stop");
+}
+
+/// A second node's storage on the server's database file.
+fn node_beside(s: &common::TestServer) -> Node {
+    let mut config = common::test_config(s.dir.path());
+    adjust(&mut config);
+    Node::open(config)
+}
+
 /// The stored deliveries: `(id, status, lease_owner)`.
 fn deliveries(db: &std::path::Path) -> Vec<(i64, String, Option<String>)> {
     let conn = reachd::db::open::open_connection(db, Duration::from_secs(5)).expect("db");
@@ -142,9 +159,7 @@ async fn two_dispatchers_on_one_database_attempt_every_delivery_once_and_in_orde
     )
     .await;
 
-    let mut config = common::test_config(s.dir.path());
-    adjust(&mut config);
-    let mut second = Node::open(config);
+    let mut second = node_beside(&s);
     let b = second.start_dispatcher();
     let a = s.running.as_ref().expect("running").dispatcher.clone();
     assert_ne!(
@@ -240,16 +255,9 @@ async fn a_claim_whose_owner_dies_is_taken_over_when_its_lease_expires() {
         )
         .await;
     // The server (and its dispatcher) stops; its database stays.
-    s.running
-        .take()
-        .expect("running")
-        .stop()
-        .await
-        .expect("clean stop");
+    stop_server(&mut s).await;
 
-    let mut config = common::test_config(s.dir.path());
-    adjust(&mut config);
-    let mut node = Node::open(config);
+    let mut node = node_beside(&s);
     node.store
         .create_user(
             &svc,
@@ -391,19 +399,12 @@ async fn a_graceful_stop_releases_its_leases_so_a_restart_retries_at_once() {
         Some(owner.as_str()),
         "leased while sent"
     );
-    s.running
-        .take()
-        .expect("running")
-        .stop()
-        .await
-        .expect("clean stop");
+    stop_server(&mut s).await;
     let released = deliveries(&s.db_path());
     assert_eq!(released[0].1, "pending");
     assert_eq!(released[0].2, None, "the stop released the lease");
 
-    let mut config = common::test_config(s.dir.path());
-    adjust(&mut config);
-    let mut node = Node::open(config);
+    let mut node = node_beside(&s);
     let started = Instant::now();
     node.start_dispatcher();
     let requests = receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -432,15 +433,8 @@ async fn a_large_claim_and_its_outcomes_span_several_statements_without_loss() {
             json!({"url": "http://127.0.0.1:9/hook", "event_types": ["user.added"]}),
         )
         .await;
-    s.running
-        .take()
-        .expect("running")
-        .stop()
-        .await
-        .expect("clean stop");
-    let mut config = common::test_config(s.dir.path());
-    adjust(&mut config);
-    let node = Node::open(config);
+    stop_server(&mut s).await;
+    let node = node_beside(&s);
     let users = 150;
     for i in 0..users {
         node.store
