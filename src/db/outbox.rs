@@ -155,12 +155,13 @@ pub fn claim(
     Ok(out)
 }
 
-/// Most ids one statement of a claim names.
+/// Most ids (or attempt rows) one statement of a claim (or a record) names; attempt rows have
+/// 7 parameters each, far below SQLite's limit.
 const IDS_PER_STATEMENT: usize = 64;
 
-/// A statement naming 1 to [`IDS_PER_STATEMENT`] ids, made once per count.
+/// A statement naming 1 to [`IDS_PER_STATEMENT`] ids or rows, made once per count.
 struct IdsStatement {
-    /// Makes the statement for `n` ids.
+    /// Makes the statement for `n` ids or rows.
     make: fn(usize) -> String,
     made: std::sync::OnceLock<Vec<String>>,
 }
@@ -298,34 +299,24 @@ pub fn record(tx: &mut Tx<'_>, owner: &str, outcomes: &[AttemptOutcome]) -> Resu
     Ok(lost)
 }
 
-/// Most attempts one `INSERT` logs (7 parameters each, far below SQLite's limit).
-const ATTEMPTS_PER_INSERT: usize = 64;
+/// Logs 1 to [`IDS_PER_STATEMENT`] attempts: `INSERT INTO delivery_attempts … VALUES (…), (…)`.
+static INSERT_ATTEMPTS: IdsStatement = IdsStatement {
+    make: |n| {
+        format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, \
+             latency_ms, response_body, error) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+        )
+    },
+    made: std::sync::OnceLock::new(),
+};
 
-/// `INSERT INTO delivery_attempts … VALUES (…), (…)` with `rows` rows (1 to
-/// [`ATTEMPTS_PER_INSERT`]).
-fn insert_attempts_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (1..=ATTEMPTS_PER_INSERT)
-            .map(|n| {
-                let row = "(?, ?, ?, ?, ?, ?, ?)";
-                format!(
-                    "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status_code, \
-                     latency_ms, response_body, error) VALUES {}",
-                    vec![row; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    &all[rows.clamp(1, ATTEMPTS_PER_INSERT) - 1]
-}
-
-/// Logs the attempts of recorded outcomes, up to [`ATTEMPTS_PER_INSERT`] rows per statement:
+/// Logs the attempts of recorded outcomes, up to [`IDS_PER_STATEMENT`] rows per statement:
 /// an `INSERT` into a table with `AUTOINCREMENT` reads and writes back its counter in
 /// `sqlite_sequence` once per statement, and a statement run costs its setup once, so one
 /// row per statement paid both for every attempt.
 fn log_attempts(conn: &Connection, logged: &[&AttemptOutcome]) -> Result<()> {
-    for chunk in logged.chunks(ATTEMPTS_PER_INSERT) {
+    for chunk in logged.chunks(IDS_PER_STATEMENT) {
         let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
         for o in chunk {
             let a = &o.attempt;
@@ -339,7 +330,7 @@ fn log_attempts(conn: &Connection, logged: &[&AttemptOutcome]) -> Result<()> {
                 &a.error,
             ]);
         }
-        conn.prepare_cached(insert_attempts_sql(chunk.len()))
+        conn.prepare_cached(statement_for(&INSERT_ATTEMPTS, chunk.len()))
             .db()?
             .execute(&*args)
             .db()?;
