@@ -139,8 +139,8 @@ enum Scenario {
         #[arg(long)]
         setup_only: bool,
     },
-    /// Webhook deliveries/s vs a raw reqwest client posting the same bodies, and latency from
-    /// a transition to its receipt at low load.
+    /// Webhook deliveries/s vs a raw reqwest client posting a small fixed body to the same
+    /// receiver, and latency from a transition to its receipt at low load.
     Webhooks {
         #[arg(long, default_value_t = 5_000)]
         deliveries: usize,
