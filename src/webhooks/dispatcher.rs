@@ -23,7 +23,9 @@
 //!   attempts in flight, here and in other dispatchers.
 //! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
 //!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
-//!   is due, or when the last claim got all it asked for; and it claims many at once — room
+//!   is due, when the last claim got all it asked for, or when storage has woken it since its
+//!   last claim (deliveries were queued or recorded: a head is likely due, and the read would
+//!   only add its round trip to a delivery's latency); and it claims many at once — room
 //!   for the free slots and three times as many again ([`LOOKAHEAD`]), and while attempts run
 //!   only once a quarter of the slots' worth of room is free. One claim at a time is in flight,
 //!   and the loop keeps starting attempts while it is: claimed deliveries wait in a ready
@@ -355,6 +357,8 @@ struct Ready {
 /// What woke the claim loop.
 enum Woke {
     Claimed(crate::domain::Result<Vec<ClaimedDelivery>>),
+    /// Storage queued or recorded deliveries.
+    Storage,
     Other,
     Stop,
 }
@@ -389,6 +393,8 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
     let mut claiming: Option<WriteFuture<Vec<ClaimedDelivery>>> = None;
     // What the claim in flight asked for, and whether the last one got all of it.
     let (mut asked, mut more_due) = (0, false);
+    // Whether storage has woken the loop since the last claim started.
+    let mut woken = false;
     loop {
         if inner.stop.is_cancelled() {
             return;
@@ -421,9 +427,10 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let worth_claiming =
             claiming.is_none() && room > 0 && (room >= (concurrency / 4).max(1) || nothing_in_hand);
         // Claiming is a write: only when a cheaper indexed read says a queue head is due —
-        // or when the last claim filled all the room it asked for (more are likely due, and
-        // the read would only say so: a claim that finds none leaves `more_due` false).
-        let due = if worth_claiming && more_due {
+        // or when the last claim filled all the room it asked for, or storage has woken the
+        // loop since (more are likely due, and the read would only say so: a claim that finds
+        // none leaves `more_due` false, and the next turn reads).
+        let due = if worth_claiming && (more_due || woken) {
             Some(now_ms())
         } else if worth_claiming {
             inner.store.next_delivery_due().unwrap_or(None)
@@ -435,6 +442,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
             // recorded or the leases expire. The loop goes on starting attempts meanwhile.
             claiming = Some(inner.store.claim_deliveries(now_ms(), room, inner.lease()));
             asked = room;
+            woken = false;
         }
         let idle = match due {
             Some(due) if due > now_ms() => {
@@ -446,7 +454,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         };
         let woke = tokio::select! {
             taken = claim_in_flight(&mut claiming) => Woke::Claimed(taken),
-            _ = inner.wake.notified() => Woke::Other,
+            _ = inner.wake.notified() => Woke::Storage,
             _ = inner.slot_freed.notified() => Woke::Other,
             _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => Woke::Other,
             _ = inner.stop.cancelled() => Woke::Stop,
@@ -470,6 +478,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
                     }
                 }
             }
+            Woke::Storage => woken = true,
             Woke::Other => {}
             Woke::Stop => return,
         }
@@ -786,5 +795,80 @@ mod tests {
         assert_eq!(dispatcher.stats().attempts.load(Ordering::Relaxed), 1);
         dispatcher.shutdown(tasks).await;
         held.abort();
+    }
+
+    /// Storage whose due-time read always says nothing is due, and which logs the order of
+    /// due-time reads and claims (claims find nothing).
+    #[derive(Default)]
+    struct CallLog {
+        calls: std::sync::Mutex<Vec<&'static str>>,
+    }
+
+    impl CallLog {
+        fn log(&self, call: &'static str) {
+            self.calls.lock().expect("lock").push(call);
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().expect("lock").clone()
+        }
+    }
+
+    impl OutboxStore for CallLog {
+        fn claim_deliveries(
+            &self,
+            _now: Millis,
+            _limit: usize,
+            _lease: Lease,
+        ) -> WriteFuture<Vec<ClaimedDelivery>> {
+            self.log("claim");
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn record_attempts(
+            &self,
+            _owner: &str,
+            _outcomes: Vec<AttemptOutcome>,
+        ) -> WriteFuture<Vec<i64>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn release_leases(&self, _owner: &str) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
+        }
+        fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
+            self.log("due");
+            Ok(None)
+        }
+        fn purge_before(&self, _before: Millis) -> WriteFuture<usize> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_from_storage_claims_at_once_without_reading_the_due_time_first() {
+        let store = Arc::new(CallLog::default());
+        let wake = Arc::new(Notify::new());
+        let (dispatcher, tasks) =
+            Dispatcher::start(store.clone(), options(), wake.clone(), true).expect("start");
+        // Idle: the loop reads the due time (nothing) and sleeps for up to a second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.calls().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the loop never read"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.calls(), vec!["due"]);
+        wake.notify_one();
+        while !store.calls().contains(&"claim") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a wake did not claim: {:?}",
+                store.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The claim came straight after the wake; the read came back only once it found none.
+        assert_eq!(store.calls()[..2], ["due", "claim"]);
+        dispatcher.shutdown(tasks).await;
     }
 }
