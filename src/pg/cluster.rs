@@ -111,28 +111,8 @@ impl ClusterStore for PgCluster {
     }
 
     fn leave(&self, member: MemberId, sessions: Vec<PersistedSession>) -> Result<()> {
-        self.lease.run(move |client| {
-            let mut tx = client.transaction().db()?;
-            for s in &sessions {
-                tx.execute(
-                    "UPDATE sessions SET last_ping_at = $2, expires_at = $3 \
-                     WHERE id = $1 AND member = $4",
-                    &[&s.id.cast_signed(), &s.last_ping_at, &s.expires_at, &member],
-                )
-                .db()?;
-            }
-            tx.execute(
-                "UPDATE cluster_members SET lease_until = now(), stopped = TRUE WHERE member = $1",
-                &[&member],
-            )
-            .db()?;
-            tx.execute(
-                "SELECT pg_notify('reachd_members', $1)",
-                &[&member.to_string()],
-            )
-            .db()?;
-            tx.commit().db()
-        })
+        self.lease
+            .run(move |client| leave(client, member, &sessions))
     }
 
     fn claim_session(
@@ -195,6 +175,45 @@ impl ClusterStore for PgCluster {
 }
 
 /// `columns` prefixed with `table.`.
+/// Most sessions stored by one statement when a member leaves.
+const LEAVE_CHUNK: usize = 10_000;
+
+/// A graceful leave, in one transaction: `member`'s live sessions keep their last pings and
+/// expiries (to be resumed through another member), then its lease ends and the other members
+/// are told. The sessions are stored set-based, [`LEAVE_CHUNK`] per statement: one statement
+/// per session cost 0.33 ms each, 33 s for a node holding 100,000, beyond a supervisor's
+/// patience with a stopping process.
+fn leave(
+    client: &mut postgres::Client,
+    member: MemberId,
+    sessions: &[PersistedSession],
+) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    for chunk in sessions.chunks(LEAVE_CHUNK) {
+        let ids: Vec<i64> = chunk.iter().map(|s| s.id.cast_signed()).collect();
+        let pings: Vec<i64> = chunk.iter().map(|s| s.last_ping_at).collect();
+        let expiries: Vec<i64> = chunk.iter().map(|s| s.expires_at).collect();
+        tx.execute(
+            "UPDATE sessions s SET last_ping_at = v.ping, expires_at = v.expiry \
+             FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS v(id, ping, expiry) \
+             WHERE s.id = v.id AND s.member = $4",
+            &[&ids, &pings, &expiries, &member],
+        )
+        .db()?;
+    }
+    tx.execute(
+        "UPDATE cluster_members SET lease_until = now(), stopped = TRUE WHERE member = $1",
+        &[&member],
+    )
+    .db()?;
+    tx.execute(
+        "SELECT pg_notify('reachd_members', $1)",
+        &[&member.to_string()],
+    )
+    .db()?;
+    tx.commit().db()
+}
+
 fn qualified(table: &str, columns: &str) -> String {
     columns
         .split(", ")
@@ -304,5 +323,80 @@ mod tests {
     #[test]
     fn columns_are_qualified_one_by_one() {
         assert_eq!(qualified("s", "id, identity"), "s.id, s.identity");
+    }
+
+    fn session(id: u64, last_ping_at: i64) -> PersistedSession {
+        PersistedSession {
+            id,
+            service_sid: "IS0123456789abcdef0123456789abcdef".into(),
+            identity: format!("user{id}"),
+            transport: crate::domain::presence::Transport::Http,
+            endpoint: None,
+            created_at: 1_000,
+            last_ping_at,
+            expires_at: last_ping_at + 60_000,
+        }
+    }
+
+    #[test]
+    fn leaving_stores_its_own_sessions_expiries_and_ends_its_lease() {
+        let Some(mut db) = super::super::services::test_db::fresh_database() else {
+            return;
+        };
+        let c = &mut db.client;
+        let mut members = Vec::new();
+        for node in ["leaving", "staying"] {
+            let row = c
+                .query_one(
+                    "INSERT INTO cluster_members (node_id, lease_until, lease_ms) \
+                     VALUES ($1, now() + interval '1 minute', 60000) RETURNING member",
+                    &[&node],
+                )
+                .expect("member");
+            members.push(row.get::<_, i64>(0));
+        }
+        let (leaving, staying) = (members[0], members[1]);
+        // More sessions than one statement stores: all held by the leaving member but the
+        // last one, held by the other; all last pinged at 2,000 as stored.
+        let count = LEAVE_CHUNK + 2;
+        c.execute(
+            "INSERT INTO sessions (id, service_sid, identity, transport, created_at, \
+             last_ping_at, expires_at, member) \
+             SELECT g, 'IS0', 'u' || g, 'http', 1000, 2000, 62000, \
+                    CASE WHEN g = $1 THEN $3::BIGINT ELSE $2::BIGINT END \
+             FROM generate_series(1, $1::BIGINT) AS g",
+            &[&(count as i64), &leaving, &staying],
+        )
+        .expect("sessions");
+        // What the leaving member holds in memory: later pings, and a session it believes
+        // it holds that the other member has (it must not be written).
+        let sessions: Vec<_> = (1..=count as u64)
+            .map(|id| session(id, 5_000 + id as i64))
+            .collect();
+        leave(c, leaving, &sessions).expect("leave");
+        let rows = c
+            .query(
+                "SELECT id, last_ping_at, expires_at FROM sessions ORDER BY id",
+                &[],
+            )
+            .expect("sessions");
+        assert_eq!(rows.len(), count);
+        for row in &rows {
+            let (id, ping, expiry): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            if id as usize == count {
+                assert_eq!((ping, expiry), (2_000, 62_000), "another member's session");
+            } else {
+                assert_eq!((ping, expiry), (5_000 + id, 65_000 + id), "session {id}");
+            }
+        }
+        let ended = c
+            .query(
+                "SELECT member FROM cluster_members WHERE stopped AND lease_until <= now() \
+                 ORDER BY member",
+                &[],
+            )
+            .expect("members");
+        let ended: Vec<i64> = ended.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ended, vec![leaving]);
     }
 }
