@@ -607,6 +607,22 @@ mod tests {
                 .any(|row| row.contains("\"true\"") && row.contains("\"u0\""))
         );
         assert_eq!(batched, single);
+        // Every user, inserted by the batch or not, is stored as its last event left it.
+        let stale: Vec<String> = together
+            .client()
+            .query(
+                "SELECT u.identity FROM users u WHERE u.sequence IS DISTINCT FROM \
+                 (SELECT max(e.sequence) FROM events e WHERE e.user_sid = u.sid) \
+                 OR u.is_online IS DISTINCT FROM (SELECT e.is_online FROM events e \
+                 WHERE e.user_sid = u.sid AND e.type = 'user.reachability_updated' \
+                 ORDER BY e.id DESC LIMIT 1)",
+                &[],
+            )
+            .expect("users")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(stale.is_empty(), "users not as their last event: {stale:?}");
         // Each queue's head is its oldest pending delivery, and the only one.
         let misplaced: i64 = together
             .client()

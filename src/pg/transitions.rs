@@ -7,8 +7,9 @@
 //! 1. read the batch's services and users (two statements);
 //! 2. decide each transition on the users as the earlier ones left them, creating first
 //!    contacts and drafting their events with the sequences they take;
-//! 3. insert the new users, store every touched user's state, and record the events with
-//!    consecutive feed ids (events, then their deliveries).
+//! 3. insert the new users with the state the batch left them in, store every other touched
+//!    user's state, and record the events with consecutive feed ids (events, then their
+//!    deliveries).
 //!
 //! This gives what applying the transitions one by one gives (same users, same events in the
 //! same order, same sequences), because nothing else changes these rows meanwhile: every
@@ -126,8 +127,13 @@ pub fn store(tx: &mut Tx<'_, '_>, transitions: &[&Transition]) -> Result<()> {
         .filter(|e| e.created)
         .map(|e| &e.user)
         .collect();
+    // New users are inserted as the batch left them; only existing ones need an update.
     users::insert_first_contacts(tx, &created)?;
-    let changed: Vec<&User> = written.iter().map(|e| &e.user).collect();
+    let changed: Vec<&User> = written
+        .iter()
+        .filter(|e| !e.created)
+        .map(|e| &e.user)
+        .collect();
     users::store_reachability(tx, &changed)?;
     emit_all(tx, &events)?;
     Ok(())

@@ -98,7 +98,10 @@ pub fn get_many(client: &mut impl Sql, keys: &[(&str, &str)]) -> Result<Vec<User
 }
 
 /// Inserts users a batch of first contacts created (see [`ensure`] for one), in one
-/// statement. The caller holds the feed position (so no other writer creates users
+/// statement, with the presence state and sequence the batch left them in (what
+/// [`store_reachability`] stores): inserted and then updated in one transaction, each row was
+/// written twice, with an entry in every index of `users` each time (the update changes the
+/// indexed `is_online`). The caller holds the feed position (so no other writer creates users
 /// meanwhile) and found none of them; if one exists after all, nothing is written and the
 /// batch fails as unavailable, to be retried.
 pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<()> {
@@ -106,21 +109,39 @@ pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<(
         return Ok(());
     }
     let column = |f: fn(&User) -> &str| users.iter().map(|u| f(u)).collect::<Vec<&str>>();
+    let number = |f: fn(&User) -> Option<i64>| users.iter().map(|u| f(u)).collect::<Vec<_>>();
     let inserted = client
         .execute(
             "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
-             date_created, date_updated) \
+             date_created, date_updated, is_online, last_seen, online_since, sequence) \
              SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-             $6::TEXT[], $7::BIGINT[], $8::BIGINT[]) ON CONFLICT (service_sid, identity) DO NOTHING",
+             $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::BOOLEAN[], $10::BIGINT[], $11::BIGINT[], \
+             $12::BIGINT[]) ON CONFLICT (service_sid, identity) DO NOTHING",
             &[
                 &column(|u| &u.sid),
                 &column(|u| &u.service_sid),
                 &column(|u| &u.identity),
-                &users.iter().map(|u| u.friendly_name.as_deref()).collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.friendly_name.as_deref())
+                    .collect::<Vec<_>>(),
                 &column(|u| &u.attributes),
-                &users.iter().map(|u| u.role_sid.as_deref()).collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.role_sid.as_deref())
+                    .collect::<Vec<_>>(),
                 &users.iter().map(|u| u.date_created).collect::<Vec<_>>(),
                 &users.iter().map(|u| u.date_updated).collect::<Vec<_>>(),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.is_online)
+                    .collect::<Vec<_>>(),
+                &number(|u| u.reachability.last_seen),
+                &number(|u| u.reachability.online_since),
+                &users
+                    .iter()
+                    .map(|u| u.reachability.sequence)
+                    .collect::<Vec<_>>(),
             ],
         )
         .db()?;
