@@ -445,7 +445,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             services: cache,
             events: notice_events,
             hub_services: notice_services,
-            dispatcher: wake,
+            dispatcher: dispatcher.hint(),
             origin: cluster.origin,
         };
         tokio::spawn(cluster::route_notices(

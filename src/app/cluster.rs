@@ -25,6 +25,8 @@ pub struct NoticeTargets {
     pub events: watch::Sender<i64>,
     /// Services whose `serviceUpdated` the hub sends.
     pub hub_services: mpsc::UnboundedSender<String>,
+    /// The dispatcher's hint (not its wake: a notice may echo this node's own commit, which
+    /// woke it already).
     pub dispatcher: Arc<Notify>,
     /// This node's writer's origin: its own service changes were applied before they were
     /// answered (and, for presence, waited for), so their notices are skipped.

@@ -35,8 +35,8 @@
 //!   what its lease allows beyond the longest send; otherwise it is dropped unattempted and
 //!   claimed again when its lease expires. So every attempt still fits in its lease.
 //! - A slow or hanging target holds one slot for at most its timeout; the others keep flowing.
-//! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries) or a
-//!   finished attempt; it never spins.
+//! - The loop sleeps until the next due time, a wake-up from the writer (new deliveries), a
+//!   hint from another node or a finished attempt; it never spins.
 //!
 //! May depend on: tokio, tokio-util, rand, domain, webhooks::{render, send}.
 
@@ -127,6 +127,10 @@ struct Inner {
     sender: Sender,
     options: DispatcherOptions,
     wake: Arc<Notify>,
+    /// Notified when deliveries may have become due without a commit of this node saying so
+    /// (another node's notice, possibly this node's own commit echoed back): the loop reads
+    /// the due time before claiming, as after a timer.
+    hint: Arc<Notify>,
     /// Notified when an attempt ends and frees a slot (before its outcome is recorded).
     slot_freed: Notify,
     stop: CancellationToken,
@@ -214,6 +218,7 @@ impl Dispatcher {
             sender,
             options,
             wake,
+            hint: Arc::default(),
             slot_freed: Notify::new(),
             stop: CancellationToken::new(),
             stats: DispatcherStats::default(),
@@ -240,6 +245,13 @@ impl Dispatcher {
 
     pub fn stats(&self) -> &DispatcherStats {
         &self.inner.stats
+    }
+
+    /// What other nodes' notices of deliveries notify (see `Inner::hint`): unlike `wake`,
+    /// which this node's own commits notify, it does not make the loop claim before reading
+    /// the due time, so an echo of this node's own commit costs a read, not an empty claim.
+    pub fn hint(&self) -> Arc<Notify> {
+        self.inner.hint.clone()
     }
 
     /// The owner id of this dispatcher's leases.
@@ -455,6 +467,7 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let woke = tokio::select! {
             taken = claim_in_flight(&mut claiming) => Woke::Claimed(taken),
             _ = inner.wake.notified() => Woke::Storage,
+            _ = inner.hint.notified() => Woke::Other,
             _ = inner.slot_freed.notified() => Woke::Other,
             _ = tokio::time::sleep(idle.max(Duration::from_millis(5))) => Woke::Other,
             _ = inner.stop.cancelled() => Woke::Stop,
@@ -843,7 +856,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wake_from_storage_claims_at_once_without_reading_the_due_time_first() {
+    async fn a_wake_from_storage_claims_at_once_and_a_hint_reads_the_due_time_first() {
         let store = Arc::new(CallLog::default());
         let wake = Arc::new(Notify::new());
         let (dispatcher, tasks) =
@@ -869,6 +882,25 @@ mod tests {
         }
         // The claim came straight after the wake; the read came back only once it found none.
         assert_eq!(store.calls()[..2], ["due", "claim"]);
+        while store.calls().len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no read after the claim"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.calls(), ["due", "claim", "due"]);
+        // Another node's hint reads first: nothing is due, so nothing is claimed.
+        dispatcher.hint().notify_one();
+        while store.calls().len() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a hint did not read"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.calls(), ["due", "claim", "due", "due"]);
         dispatcher.shutdown(tasks).await;
     }
 }
