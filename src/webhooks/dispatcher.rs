@@ -24,8 +24,9 @@
 //! - Claiming is a write (one commit through the writer): the loop claims only when a cheap
 //!   indexed read (`next_delivery_due`, which counts leased heads at their expiry) says a head
 //!   is due, when the last claim got all it asked for, or when storage has woken it since its
-//!   last claim (deliveries were queued or recorded: a head is likely due, and the read would
-//!   only add its round trip to a delivery's latency); and it claims many at once — room
+//!   last claim with nothing in hand (deliveries were queued or recorded: a head is likely
+//!   due, and the read would only add its round trip to a delivery's latency); and it claims
+//!   many at once — room
 //!   for the free slots and three times as many again ([`LOOKAHEAD`]), and while attempts run
 //!   only once a quarter of the slots' worth of room is free. One claim at a time is in flight,
 //!   and the loop keeps starting attempts while it is: claimed deliveries wait in a ready
@@ -439,10 +440,12 @@ async fn claim_loop(dispatcher: Dispatcher, outcomes: mpsc::UnboundedSender<Atte
         let worth_claiming =
             claiming.is_none() && room > 0 && (room >= (concurrency / 4).max(1) || nothing_in_hand);
         // Claiming is a write: only when a cheaper indexed read says a queue head is due —
-        // or when the last claim filled all the room it asked for, or storage has woken the
-        // loop since (more are likely due, and the read would only say so: a claim that finds
-        // none leaves `more_due` false, and the next turn reads).
-        let due = if worth_claiming && (more_due || woken) {
+        // or when the last claim filled all the room it asked for, or storage has woken an
+        // idle loop since (more are likely due, and the read would only add its round trip to
+        // a delivery's latency: a claim that finds none leaves `more_due` false, and the next
+        // turn reads). Under load the wake-ups come with every recorded batch; then the read
+        // decides, as it did before.
+        let due = if worth_claiming && (more_due || (woken && nothing_in_hand)) {
             Some(now_ms())
         } else if worth_claiming {
             inner.store.next_delivery_due().unwrap_or(None)
