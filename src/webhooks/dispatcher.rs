@@ -612,36 +612,6 @@ mod tests {
     use crate::domain::store::WriteFuture;
     use crate::domain::time::Millis;
 
-    /// Storage whose first read panics, as a bug in the claim path would.
-    struct PanickingStore;
-
-    impl OutboxStore for PanickingStore {
-        fn claim_deliveries(
-            &self,
-            _now: Millis,
-            _limit: usize,
-            _lease: Lease,
-        ) -> WriteFuture<Vec<ClaimedDelivery>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn record_attempts(
-            &self,
-            _owner: &str,
-            _outcomes: Vec<AttemptOutcome>,
-        ) -> WriteFuture<Vec<i64>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn release_leases(&self, _owner: &str) -> WriteFuture<usize> {
-            Box::pin(async { Ok(0) })
-        }
-        fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
-            panic!("a bug in the claim path")
-        }
-        fn purge_before(&self, _before: Millis) -> WriteFuture<usize> {
-            Box::pin(async { Ok(0) })
-        }
-    }
-
     fn options() -> DispatcherOptions {
         DispatcherOptions {
             concurrency: 4,
@@ -662,9 +632,13 @@ mod tests {
     #[tokio::test]
     async fn a_loop_that_dies_makes_the_dispatcher_not_alive_but_a_stop_does_not() {
         let wake = Arc::new(Notify::new());
-        let (dispatcher, tasks) =
-            Dispatcher::start(Arc::new(PanickingStore), options(), wake.clone(), true)
-                .expect("start");
+        let (dispatcher, tasks) = Dispatcher::start(
+            Arc::new(CallLog::panicking()),
+            options(),
+            wake.clone(),
+            true,
+        )
+        .expect("start");
         wake.notify_one();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while dispatcher.is_alive() {
@@ -813,14 +787,22 @@ mod tests {
         held.abort();
     }
 
-    /// Storage whose due-time read always says nothing is due, and which logs the order of
-    /// due-time reads and claims (claims find nothing).
+    /// Storage whose due-time read always says nothing is due (or panics, as a bug in the
+    /// claim path would), and which logs the order of due-time reads and claims (claims find
+    /// nothing).
     #[derive(Default)]
     struct CallLog {
         calls: std::sync::Mutex<Vec<&'static str>>,
+        due_panics: bool,
     }
 
     impl CallLog {
+        fn panicking() -> Self {
+            CallLog {
+                due_panics: true,
+                ..CallLog::default()
+            }
+        }
         fn log(&self, call: &'static str) {
             self.calls.lock().expect("lock").push(call);
         }
@@ -850,6 +832,7 @@ mod tests {
             Box::pin(async { Ok(0) })
         }
         fn next_delivery_due(&self) -> crate::domain::Result<Option<Millis>> {
+            assert!(!self.due_panics, "a bug in the claim path");
             self.log("due");
             Ok(None)
         }
