@@ -174,7 +174,6 @@ impl ClusterStore for PgCluster {
     }
 }
 
-/// `columns` prefixed with `table.`.
 /// Most sessions stored by one statement when a member leaves.
 const LEAVE_CHUNK: usize = 10_000;
 
@@ -214,6 +213,7 @@ fn leave(
     tx.commit().db()
 }
 
+/// `columns` prefixed with `table.`.
 fn qualified(table: &str, columns: &str) -> String {
     columns
         .split(", ")

@@ -109,7 +109,7 @@ pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<(
         return Ok(());
     }
     let column = |f: fn(&User) -> &str| users.iter().map(|u| f(u)).collect::<Vec<&str>>();
-    let number = |f: fn(&User) -> Option<i64>| users.iter().map(|u| f(u)).collect::<Vec<_>>();
+    let state = PresenceColumns::of(users);
     let inserted = client
         .execute(
             "INSERT INTO users (sid, service_sid, identity, friendly_name, attributes, role_sid, \
@@ -132,16 +132,10 @@ pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<(
                     .collect::<Vec<_>>(),
                 &users.iter().map(|u| u.date_created).collect::<Vec<_>>(),
                 &users.iter().map(|u| u.date_updated).collect::<Vec<_>>(),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.is_online)
-                    .collect::<Vec<_>>(),
-                &number(|u| u.reachability.last_seen),
-                &number(|u| u.reachability.online_since),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.sequence)
-                    .collect::<Vec<_>>(),
+                &state.online,
+                &state.seen,
+                &state.since,
+                &state.sequence,
             ],
         )
         .db()?;
@@ -153,12 +147,33 @@ pub fn insert_first_contacts(client: &mut impl Sql, users: &[&User]) -> Result<(
     Ok(())
 }
 
+/// The presence state and sequence of users, a column each, as statements bind them.
+struct PresenceColumns {
+    online: Vec<Option<bool>>,
+    seen: Vec<Option<i64>>,
+    since: Vec<Option<i64>>,
+    sequence: Vec<i64>,
+}
+
+impl PresenceColumns {
+    fn of(users: &[&User]) -> Self {
+        let state = || users.iter().map(|u| u.reachability);
+        PresenceColumns {
+            online: state().map(|r| r.is_online).collect(),
+            seen: state().map(|r| r.last_seen).collect(),
+            since: state().map(|r| r.online_since).collect(),
+            sequence: state().map(|r| r.sequence).collect(),
+        }
+    }
+}
+
 /// Stores the presence state and sequence of each of `users` (as they are in memory), in one
 /// statement.
 pub fn store_reachability(client: &mut impl Sql, users: &[&User]) -> Result<()> {
     if users.is_empty() {
         return Ok(());
     }
+    let state = PresenceColumns::of(users);
     client
         .execute(
             "UPDATE users SET is_online = v.online, last_seen = v.seen, online_since = v.since, \
@@ -167,22 +182,10 @@ pub fn store_reachability(client: &mut impl Sql, users: &[&User]) -> Result<()> 
              AS v(sid, online, seen, since, sequence) WHERE users.sid = v.sid",
             &[
                 &users.iter().map(|u| u.sid.as_str()).collect::<Vec<_>>(),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.is_online)
-                    .collect::<Vec<_>>(),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.last_seen)
-                    .collect::<Vec<_>>(),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.online_since)
-                    .collect::<Vec<_>>(),
-                &users
-                    .iter()
-                    .map(|u| u.reachability.sequence)
-                    .collect::<Vec<_>>(),
+                &state.online,
+                &state.seen,
+                &state.since,
+                &state.sequence,
             ],
         )
         .db()?;

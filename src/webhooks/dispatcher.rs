@@ -26,10 +26,10 @@
 //!   is due, when the last claim got all it asked for, or when storage has woken it since its
 //!   last claim with nothing in hand (deliveries were queued or recorded: a head is likely
 //!   due, and the read would only add its round trip to a delivery's latency); and it claims
-//!   many at once — room
-//!   for the free slots and three times as many again ([`LOOKAHEAD`]), and while attempts run
-//!   only once a quarter of the slots' worth of room is free. One claim at a time is in flight,
-//!   and the loop keeps starting attempts while it is: claimed deliveries wait in a ready
+//!   many at once — room for the free slots and three times as many again ([`LOOKAHEAD`]),
+//!   and while attempts run only once a quarter of the slots' worth of room is free. One
+//!   claim at a time is in flight, and the loop keeps starting attempts while it is: claimed
+//!   deliveries wait in a ready
 //!   queue (under their lease) until a slot frees, so a slot never waits for a claim's round
 //!   trip through storage.
 //! - A claimed delivery is started only if it has waited in the ready queue at most half of
