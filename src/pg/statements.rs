@@ -1,6 +1,7 @@
 //! The four calls every SQL module of the adapter makes (`execute`, `query`, `query_one`,
 //! `query_opt` with a SQL string), as the [`Sql`] trait, and the cache of prepared statements
-//! that lets the writer make them in one round trip instead of two.
+//! that lets the writer and the reader threads make them in one round trip instead of two
+//! ([`CachedClient`]: a reader's connection with its cache).
 //!
 //! Sending a SQL string makes the `postgres` client prepare an unnamed statement first
 //! (Parse/Describe, wait, then Bind/Execute, wait): two round trips per statement. The writer
@@ -23,6 +24,7 @@
 
 use std::collections::HashMap;
 
+use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Error, GenericClient, Row, Statement};
 
@@ -105,6 +107,87 @@ impl StatementCache {
     }
 }
 
+/// A connection of its own and the statements prepared on it: a reader thread's. Its [`Sql`]
+/// calls prepare each distinct SQL string once and reuse it; anything else (a transaction, a
+/// simple query) goes to the plain client behind `Deref`, unprepared.
+///
+/// A read runs outside any transaction, so a statement that fails because its plan went stale
+/// (PostgreSQL's "cached plan must not change result type", when a newer node's migration
+/// changed a table's shape) has had no effect: it is prepared afresh and run once more at
+/// once, and the read answers as an unprepared one would have.
+pub struct CachedClient<C> {
+    client: C,
+    statements: StatementCache,
+}
+
+impl<C> CachedClient<C>
+where
+    C: std::ops::DerefMut<Target = postgres::Client>,
+{
+    pub fn new(client: C) -> Self {
+        CachedClient {
+            client,
+            statements: StatementCache::default(),
+        }
+    }
+
+    /// Statements prepared on this connection.
+    pub fn prepared(&self) -> usize {
+        self.statements.len()
+    }
+
+    fn call<T>(
+        &mut self,
+        sql: &str,
+        call: impl Fn(&mut postgres::Client, &Statement) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let client = &mut *self.client;
+        match self.statements.with(client, sql, &call) {
+            Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+                self.statements.with(client, sql, &call)
+            }
+            result => result,
+        }
+    }
+}
+
+impl<C> std::ops::Deref for CachedClient<C>
+where
+    C: std::ops::Deref<Target = postgres::Client>,
+{
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl<C> std::ops::DerefMut for CachedClient<C>
+where
+    C: std::ops::DerefMut<Target = postgres::Client>,
+{
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+impl<C> Sql for CachedClient<C>
+where
+    C: std::ops::DerefMut<Target = postgres::Client>,
+{
+    fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        self.call(sql, |c, s| c.execute(s, params))
+    }
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        self.call(sql, |c, s| c.query(s, params))
+    }
+    fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, Error> {
+        self.call(sql, |c, s| c.query_one(s, params))
+    }
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
+        self.call(sql, |c, s| c.query_opt(s, params))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::events::test_db::fresh_database;
@@ -178,6 +261,27 @@ mod tests {
             .with(&mut *client, sql, |c, s| c.query(s, &[]))
             .expect("prepared afresh");
         assert_eq!(rows[0].len(), 2);
+    }
+
+    #[test]
+    fn a_read_whose_plan_went_stale_is_prepared_afresh_and_answers_at_once() {
+        let Some(db) = fresh_database() else { return };
+        let mut admin = db.client();
+        admin
+            .batch_execute("CREATE TABLE reshaped (a INTEGER); INSERT INTO reshaped VALUES (1)")
+            .expect("table");
+        let mut reader = CachedClient::new(db.client());
+        let sql = "SELECT * FROM reshaped";
+        assert_eq!(
+            Sql::query(&mut reader, sql, &[]).expect("first")[0].len(),
+            1
+        );
+        admin
+            .batch_execute("ALTER TABLE reshaped ADD COLUMN b INTEGER DEFAULT 2")
+            .expect("alter");
+        let rows = Sql::query(&mut reader, sql, &[]).expect("no error for the caller");
+        assert_eq!(rows[0].len(), 2);
+        assert_eq!(reader.prepared(), 1);
     }
 
     #[test]
