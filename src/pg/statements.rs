@@ -238,23 +238,37 @@ mod tests {
         assert_eq!(cache.len(), 1);
     }
 
+    /// Creates `table` with one column and one row.
+    fn one_column_table(client: &mut postgres::Client, table: &str) {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {table} (a INTEGER); INSERT INTO {table} VALUES (1)"
+            ))
+            .expect("table");
+    }
+
+    /// Adds a second column to `table`: what a newer node's migration could do under a
+    /// running one.
+    fn widen(client: &mut postgres::Client, table: &str) {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN b INTEGER DEFAULT 2"
+            ))
+            .expect("alter");
+    }
+
     #[test]
     fn a_statement_whose_table_changed_shape_is_prepared_afresh() {
         let Some(db) = fresh_database() else { return };
         let mut client = db.client();
-        client
-            .batch_execute("CREATE TABLE shapes (a INTEGER); INSERT INTO shapes VALUES (1)")
-            .expect("table");
+        one_column_table(&mut client, "shapes");
         let mut cache = StatementCache::default();
         let sql = "SELECT * FROM shapes";
         let rows = cache
             .with(&mut *client, sql, |c, s| c.query(s, &[]))
             .expect("first");
         assert_eq!(rows[0].len(), 1);
-        // What a newer node's migration could do under a running one.
-        client
-            .batch_execute("ALTER TABLE shapes ADD COLUMN b INTEGER DEFAULT 2")
-            .expect("alter");
+        widen(&mut client, "shapes");
         let stale = cache.with(&mut *client, sql, |c, s| c.query(s, &[]));
         assert!(stale.is_err(), "the cached plan no longer matches");
         let rows = cache
@@ -267,18 +281,14 @@ mod tests {
     fn a_read_whose_plan_went_stale_is_prepared_afresh_and_answers_at_once() {
         let Some(db) = fresh_database() else { return };
         let mut admin = db.client();
-        admin
-            .batch_execute("CREATE TABLE reshaped (a INTEGER); INSERT INTO reshaped VALUES (1)")
-            .expect("table");
+        one_column_table(&mut admin, "reshaped");
         let mut reader = CachedClient::new(db.client());
         let sql = "SELECT * FROM reshaped";
         assert_eq!(
             Sql::query(&mut reader, sql, &[]).expect("first")[0].len(),
             1
         );
-        admin
-            .batch_execute("ALTER TABLE reshaped ADD COLUMN b INTEGER DEFAULT 2")
-            .expect("alter");
+        widen(&mut admin, "reshaped");
         let rows = Sql::query(&mut reader, sql, &[]).expect("no error for the caller");
         assert_eq!(rows[0].len(), 2);
         assert_eq!(reader.prepared(), 1);
