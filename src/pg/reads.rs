@@ -9,11 +9,14 @@
 //! Invariants:
 //! - A read closure owns what it needs (`'static`); the caller gets exactly one answer, or
 //!   "unavailable" when the reader threads are gone or no connection can be had.
-//! - A connection found closed after a read is dropped with its statements, and the next read
-//!   takes a fresh one from the pool. A read that failed because its connection had closed
-//!   under it (the server restarted, a failover) is run once more on a fresh connection, so
-//!   a connection that died while idle costs no caller an error; a read that fails on a
-//!   working connection is answered as it failed.
+//! - After a read that failed in storage (an unavailable or internal error), or when found
+//!   closed, a connection goes back to the pool and its statements are dropped; the next read
+//!   checks one out again, as every read did before readers kept theirs (the pool discards a
+//!   closed one and checks the others). A read answered with a domain error (not found,
+//!   fenced) keeps the connection, so requests cannot make a reader go through the pool.
+//! - A read that failed in storage because its connection had closed under it (the server
+//!   restarted, a failover) is run once more on a fresh connection, so a connection that died
+//!   while idle costs no caller an error; any other failure is answered as it failed.
 //!
 //! May depend on: postgres, r2d2, r2d2_postgres, domain.
 
@@ -40,9 +43,20 @@ enum Attempt {
     Last,
 }
 
-/// Runs a read and answers its caller, or, on a first attempt whose connection closed under
-/// it, answers nothing and returns `false` (to be run again).
-type ReadJob = Box<dyn FnMut(&mut ReadConnection, Attempt) -> bool + Send>;
+/// What one attempt of a read did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Answered; the connection serves the next read.
+    Answered,
+    /// Answered with a storage failure; the connection goes back to the pool.
+    Failed,
+    /// Answered nothing: a first attempt whose connection had closed under it.
+    RunAgain,
+}
+
+/// Runs a read on a connection and answers its caller, or, on a first attempt whose
+/// connection closed under it, does not.
+type ReadJob = Box<dyn FnMut(&mut ReadConnection, Attempt) -> Outcome + Send>;
 
 /// Reader threads over a connection pool. Only the threads hold the pool: dropping a
 /// connection closes it through the client's own runtime, which must not happen on an async
@@ -76,11 +90,16 @@ impl Reads {
         let (reply, answer) = sync_channel(1);
         let job: ReadJob = Box::new(move |connection, attempt| {
             let result = read(connection);
-            if result.is_err() && attempt == Attempt::First && is_broken(connection) {
-                return false;
+            let failed = matches!(result, Err(Error::Unavailable(_) | Error::Internal(_)));
+            if failed && attempt == Attempt::First && is_broken(connection) {
+                return Outcome::RunAgain;
             }
             let _ = reply.send(result);
-            true
+            if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Answered
+            }
         });
         self.jobs
             .send(job)
@@ -115,11 +134,11 @@ fn serve(receiver: &Mutex<Receiver<ReadJob>>, pool: &Pool) {
                 },
             };
             let connection = held.insert(connection);
-            let answered = job(connection, attempt);
-            if connection.is_closed() {
+            let outcome = job(connection, attempt);
+            if outcome != Outcome::Answered || connection.is_closed() {
                 held = None;
             }
-            if answered || attempt == Attempt::Last {
+            if outcome != Outcome::RunAgain || attempt == Attempt::Last {
                 break;
             }
             attempt = Attempt::Last;
@@ -127,10 +146,10 @@ fn serve(receiver: &Mutex<Receiver<ReadJob>>, pool: &Pool) {
     }
 }
 
-/// Whether a read failed because its connection is gone. A server that ends a session (a
+/// Whether a read that failed in storage failed because its connection is gone. A server that ends a session (a
 /// restart, `pg_terminate_backend`, a failover) first sends an error, which the next read on
 /// that connection receives as its answer while the client still counts the connection as
-/// open; an empty query tells (it costs a round trip only after a failed read).
+/// open; an empty query tells (a round trip, paid only after a failure).
 fn is_broken(connection: &mut ReadConnection) -> bool {
     connection.is_closed() || connection.simple_query("").is_err()
 }
@@ -211,10 +230,10 @@ mod tests {
         // What a server restart or a failover does to an idle connection.
         let mut admin = db.client();
         let ended: bool = admin
-            .query_one("SELECT pg_terminate_backend($1)", &[&first])
+            .query_one("SELECT pg_terminate_backend($1, 5000)", &[&first])
             .expect("terminate")
             .get(0);
-        assert!(ended);
+        assert!(ended, "the backend ended within 5 s");
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = runs.clone();
         let second: i32 = reads
@@ -227,10 +246,24 @@ mod tests {
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
+    /// The backend serving the reader threads' next read.
+    fn backend(reads: &Reads) -> i32 {
+        reads
+            .run(|c| Ok(c.query_one("SELECT pg_backend_pid()", &[]).db()?.get(0)))
+            .expect("read")
+    }
+
+    /// Statements prepared on the connection the reader threads' next read runs on.
+    fn prepared(reads: &Reads) -> usize {
+        reads.run(|c| Ok(c.prepared())).expect("read")
+    }
+
     #[test]
-    fn a_read_that_fails_on_an_open_connection_is_answered_once() {
+    fn a_read_that_fails_in_storage_is_answered_once_and_its_connection_given_back() {
         let Some(db) = fresh_database() else { return };
-        let reads = Reads::start(pool(&db.url, 2), 1).expect("start");
+        let reads = Reads::start(pool(&db.url, 3), 1).expect("start");
+        backend(&reads);
+        assert_eq!(prepared(&reads), 1, "kept with its statement");
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = runs.clone();
         let failed = reads.run(move |c| {
@@ -238,11 +271,26 @@ mod tests {
             c.query_one("SELECT 1 / $1::INTEGER", &[&0_i32]).db()?;
             Ok(())
         });
-        assert!(failed.is_err(), "division by zero");
+        assert!(
+            matches!(failed, Err(Error::Internal(_))),
+            "division by zero: {failed:?}"
+        );
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let after: i32 = reads
-            .run(|c| Ok(c.query_one("SELECT 2", &[]).db()?.get(0)))
-            .expect("the connection still serves");
-        assert_eq!(after, 2);
+        assert_eq!(prepared(&reads), 0, "checked out again, with no statements");
+    }
+
+    #[test]
+    fn a_read_answered_with_a_domain_error_keeps_its_connection() {
+        let Some(db) = fresh_database() else { return };
+        let reads = Reads::start(pool(&db.url, 3), 1).expect("start");
+        let before = backend(&reads);
+        let missing: Result<()> = reads.run(|_| Err(Error::NotFound));
+        assert!(matches!(missing, Err(Error::NotFound)));
+        assert_eq!(
+            prepared(&reads),
+            1,
+            "the same connection, its statement kept"
+        );
+        assert_eq!(backend(&reads), before);
     }
 }
