@@ -146,10 +146,10 @@ fn serve(receiver: &Mutex<Receiver<ReadJob>>, pool: &Pool) {
     }
 }
 
-/// Whether a read that failed in storage failed because its connection is gone. A server that ends a session (a
-/// restart, `pg_terminate_backend`, a failover) first sends an error, which the next read on
-/// that connection receives as its answer while the client still counts the connection as
-/// open; an empty query tells (a round trip, paid only after a failure).
+/// Whether a read that failed in storage failed because its connection is gone. A server that
+/// ends a session (a restart, `pg_terminate_backend`, a failover) first sends an error, which
+/// the next read on that connection receives as its answer while the client still counts the
+/// connection as open; an empty query tells (a round trip, paid only after a failure).
 fn is_broken(connection: &mut ReadConnection) -> bool {
     connection.is_closed() || connection.simple_query("").is_err()
 }

@@ -198,7 +198,8 @@ fn open_postgres_server<B>(
         prepare(&admin)?
     };
     let readers = config.storage.read_pool_size.max(1);
-    // Readers, the writer, and a margin for checkouts that outlive a reader's job.
+    // The readers (each keeps one), the writer, and a margin for a reader that gives its
+    // connection back after a failure while the pool still counts it.
     let pool = crate::pg::open::pool(url, node, readers + 2, timeout)?;
     let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
         .context("starting the reader threads")?;
