@@ -198,8 +198,7 @@ fn open_postgres_server<B>(
         prepare(&admin)?
     };
     let readers = config.storage.read_pool_size.max(1);
-    // The readers (each keeps one), the writer, and a margin for a reader that gives its
-    // connection back after a failure while the pool still counts it.
+    // The readers (each keeps one), the writer, and one spare.
     let pool = crate::pg::open::pool(url, node, readers + 2, timeout)?;
     let reads = crate::pg::reads::Reads::start(pool.clone(), readers as usize)
         .context("starting the reader threads")?;
