@@ -318,10 +318,7 @@ pub(crate) mod test_db {
 
     impl TestDb {
         /// A pooled connection (for reads and direct seeding).
-        pub fn client(
-            &self,
-        ) -> r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<super::super::tls::Tls>>
-        {
+        pub fn client(&self) -> open::Pooled {
             self.pool.get().expect("a test connection")
         }
 

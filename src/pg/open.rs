@@ -14,6 +14,9 @@ use super::tls::{self, Tls};
 /// A pool of connections to the deployment's database.
 pub type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
 
+/// A connection checked out of a [`Pool`].
+pub type Pooled = r2d2::PooledConnection<PostgresConnectionManager<Tls>>;
+
 /// Migrations: `(version, sql)`, applied in order.
 const MIGRATIONS: &[(u32, &str)] = &[
     (

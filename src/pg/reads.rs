@@ -23,16 +23,13 @@
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use r2d2_postgres::PostgresConnectionManager;
-
 use super::map_pool;
-use super::open::Pool;
+use super::open::{Pool, Pooled};
 use super::statements::CachedClient;
-use super::tls::Tls;
 use crate::domain::{Error, Result};
 
 /// A reader thread's connection, with the statements prepared on it.
-pub type ReadConnection = CachedClient<r2d2::PooledConnection<PostgresConnectionManager<Tls>>>;
+pub type ReadConnection = CachedClient<Pooled>;
 
 /// Whether this is the job's last chance to answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -175,6 +172,8 @@ mod tests {
     use super::super::events::test_db::fresh_database;
     use super::*;
     use crate::pg::statements::Sql;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
 
     /// A pool of `size` connections to the fresh database `url`.
     fn pool(url: &str, size: u32) -> Pool {
@@ -234,16 +233,16 @@ mod tests {
             .expect("terminate")
             .get(0);
         assert!(ended, "the backend ended within 5 s");
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let second: i32 = reads
             .run(move |c| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                counted.fetch_add(1, SeqCst);
                 Ok(c.query_one("SELECT pg_backend_pid()", &[]).db()?.get(0))
             })
             .expect("the caller sees no error");
         assert_ne!(second, first, "a fresh connection");
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(runs.load(SeqCst), 2);
     }
 
     /// The backend serving the reader threads' next read.
@@ -264,10 +263,10 @@ mod tests {
         let reads = Reads::start(pool(&db.url, 3), 1).expect("start");
         backend(&reads);
         assert_eq!(prepared(&reads), 1, "kept with its statement");
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let failed = reads.run(move |c| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, SeqCst);
             c.query_one("SELECT 1 / $1::INTEGER", &[&0_i32]).db()?;
             Ok(())
         });
@@ -275,7 +274,7 @@ mod tests {
             matches!(failed, Err(Error::Internal(_))),
             "division by zero: {failed:?}"
         );
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(runs.load(SeqCst), 1);
         assert_eq!(prepared(&reads), 0, "checked out again, with no statements");
     }
 

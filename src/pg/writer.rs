@@ -447,7 +447,7 @@ enum Role {
 
 /// The writer's connection and the statements prepared on it.
 struct Connection {
-    conn: r2d2::PooledConnection<r2d2_postgres::PostgresConnectionManager<super::tls::Tls>>,
+    conn: super::open::Pooled,
     statements: StatementCache,
 }
 

@@ -29,9 +29,8 @@
 //!   many at once — room for the free slots and three times as many again ([`LOOKAHEAD`]),
 //!   and while attempts run only once a quarter of the slots' worth of room is free. One
 //!   claim at a time is in flight, and the loop keeps starting attempts while it is: claimed
-//!   deliveries wait in a ready
-//!   queue (under their lease) until a slot frees, so a slot never waits for a claim's round
-//!   trip through storage.
+//!   deliveries wait in a ready queue (under their lease) until a slot frees, so a slot never
+//!   waits for a claim's round trip through storage.
 //! - A claimed delivery is started only if it has waited in the ready queue at most half of
 //!   what its lease allows beyond the longest send; otherwise it is dropped unattempted and
 //!   claimed again when its lease expires. So every attempt still fits in its lease.
